@@ -1,0 +1,3 @@
+from mipkit.cli import main
+
+main()

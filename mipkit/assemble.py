@@ -1,0 +1,117 @@
+"""Stage 4, write: assemble committed shards into a Hugging Face ``DatasetDict`` on disk.
+
+One streaming pass over the shard Parquet files routes each row to its split (by source) and encodes
+the emotion label; ``datasets`` then casts the features (Image, Audio, ClassLabel) and saves. The
+new splits replace the old ones only once they are complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mipkit.recipe import Recipe
+from mipkit.shards import PAIRS_FILE, STATS_FILE, shards_root
+from mipkit.splits import SPLITS, assign_splits
+from mipkit.taxonomy import Taxonomy
+
+
+def dataset_features(recipe: Recipe, taxonomy: Taxonomy):
+    from datasets import Audio, ClassLabel, Features, Image, Value
+
+    columns = {"pair_id": Value("string")}
+    if recipe.clip.image:
+        columns["image"] = Image()
+    columns.update({
+        "audio": Audio(sampling_rate=recipe.clip.sample_rate),
+        "emotion": ClassLabel(names=taxonomy.names),
+        "emotion_source": Value("string"), "emotion_score": Value("float64"),
+        "source_id": Value("string"), "source_url": Value("string"),
+        "start_s": Value("float64"), "end_s": Value("float64"),
+        "title": Value("string"), "uploader": Value("string"), "license": Value("string"),
+        "split": Value("string"),
+    })
+    return Features(columns)
+
+
+def committed_pair_files(out_dir: Path) -> list[Path]:
+    return [d / PAIRS_FILE for d in sorted(shards_root(out_dir).glob("[0-9]*")) if (d / STATS_FILE).is_file() and (d / PAIRS_FILE).is_file()]
+
+
+def _split_plan(files: list[Path], recipe: Recipe) -> dict[str, str]:
+    sources, emotions = [], {}
+    for path in files:
+        table = pq.read_table(path, columns=["source_id", "emotion"])
+        for sid, emotion in zip(table["source_id"].to_pylist(), table["emotion"].to_pylist()):
+            sources.append(sid)
+            emotions.setdefault(sid, Counter())[emotion] += 1
+    strata = None
+    if recipe.splits.stratify_by == "emotion":
+        strata = {sid: str(counter.most_common(1)[0][0]) for sid, counter in emotions.items()}
+    return assign_splits(sources, recipe.splits.ratios(), recipe.splits.seed, strata)
+
+
+def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy) -> dict[str, int]:
+    """Write ``OUT/{dataset_dict.json,train,validation,test}``; returns rows per split."""
+    import datasets
+    from datasets import Dataset, DatasetDict
+
+    datasets.disable_progress_bars()  # our own progress covers the build; theirs would interleave
+    out_dir = Path(out_dir)
+    files = committed_pair_files(out_dir)
+    work = out_dir / "build" / "assemble"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    split_of = _split_plan(files, recipe)
+    label_index = {name: i for i, name in enumerate(taxonomy.names)}
+    features = dataset_features(recipe, taxonomy)
+    columns = list(features)
+
+    writers: dict[str, pq.ParquetWriter] = {}
+    rows: Counter = Counter()
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+            table = pa.Table.from_batches([batch])
+            split_col = [split_of[s] for s in table["source_id"].to_pylist()]
+            emotion_col = pa.array([label_index.get(e) if e is not None else None for e in table["emotion"].to_pylist()], pa.int64())
+            table = table.set_column(table.column_names.index("emotion"), "emotion", emotion_col).append_column("split", pa.array(split_col, pa.string()))
+            table = table.select([c for c in columns])
+            for split in SPLITS:
+                part = table.filter(pa.compute.equal(table["split"], split))
+                if part.num_rows:
+                    if split not in writers:
+                        writers[split] = pq.ParquetWriter(work / f"{split}.parquet", part.schema, compression="none")
+                    writers[split].write_table(part)
+                    rows[split] += part.num_rows
+    for writer in writers.values():
+        writer.close()
+
+    splits = {}
+    for split in SPLITS:
+        if rows[split]:
+            splits[split] = Dataset.from_parquet(str(work / f"{split}.parquet"), features=features, cache_dir=str(work / "cache"), split="train")
+        else:
+            splits[split] = Dataset.from_dict({c: [] for c in columns}, features=features)
+    staged = work / "dataset"
+    DatasetDict(splits).save_to_disk(str(staged))
+
+    # Swap in: old splits out, new splits in, dataset_dict.json last (load_from_disk needs it).
+    (out_dir / "dataset_dict.json").unlink(missing_ok=True)
+    for split in SPLITS:
+        shutil.rmtree(out_dir / split, ignore_errors=True)
+        os.replace(staged / split, out_dir / split)
+    os.replace(staged / "dataset_dict.json", out_dir / "dataset_dict.json")
+    shutil.rmtree(work, ignore_errors=True)
+    return {split: rows[split] for split in SPLITS}
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
+    os.replace(tmp, path)

@@ -1,0 +1,195 @@
+"""Stage 2, fetch: one ``extract_info`` per source, then only the needed sections through yt-dlp.
+
+yt-dlp's ``download_ranges`` makes ffmpeg read just the windows (HTTP range requests), and
+``force_keyframes_at_cuts`` makes each section start exactly at its ``start_s``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yt_dlp
+from yt_dlp.utils import download_range_func
+
+from mipkit import records
+from mipkit.media import MediaError, duration_of, probe
+from mipkit.recipe import YtdlpConfig
+
+# Ordered: the first pattern that matches a yt-dlp/ffmpeg message decides the status.
+_ERROR_KINDS = [
+    (records.RATE_LIMITED, re.compile(r"HTTP Error 429|Too Many Requests|rate.?limit|try again later|Sign in to confirm you.re not a bot", re.I)),
+    (records.UNAVAILABLE, re.compile(r"HTTP Error (404|410|403)|Video unavailable|Private video|has been removed|"
+                                     r"not available|no longer available|account .* terminated|copyright|age.restricted|"
+                                     r"Sign in to confirm your age|members.only|Unsupported URL|No video formats found", re.I)),
+    (records.DECODE_ERROR, re.compile(r"Invalid data found|moov atom not found|could not find codec|Error while decoding|"
+                                      r"no decodable|could not read the media|Invalid argument", re.I)),
+    (records.NETWORK_ERROR, re.compile(r"timed out|Connection refused|Connection reset|Temporary failure in name resolution|"
+                                       r"Network is unreachable|Remote end closed|IncompleteRead|EOF occurred", re.I)),
+]
+
+
+def classify_error(message: str) -> str:
+    for status, pattern in _ERROR_KINDS:
+        if pattern.search(message):
+            return status
+    return records.DOWNLOAD_ERROR
+
+
+def one_line(message: str, limit: int = 300) -> str:
+    """yt-dlp messages carry colour codes, prefixes and newlines; keep one short line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", message)
+    text = re.sub(r"^(ERROR|WARNING):\s*", "", " ".join(text.split()))
+    text = re.sub(r"(/[^\s:'\"]+)+/", "", text)  # strip local directory prefixes
+    return text[:limit]
+
+
+class FetchError(Exception):
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class _CollectingLogger:
+    """yt-dlp logger that keeps messages (for error classification) and prints nothing."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def debug(self, msg: str) -> None:
+        if not msg.startswith("[debug] "):
+            return
+
+    def info(self, msg: str) -> None:
+        return
+
+    def warning(self, msg: str) -> None:
+        self.messages.append(msg)
+
+    def error(self, msg: str) -> None:
+        self.messages.append(msg)
+
+
+@dataclass
+class SourceInfo:
+    info: dict
+    duration: float | None
+    title: str
+    uploader: str
+    license: str
+
+
+def _base_params(cfg: YtdlpConfig, logger: _CollectingLogger) -> dict:
+    params = {
+        "format": cfg.format,
+        "quiet": True,
+        "no_warnings": False,
+        "noprogress": True,
+        "logger": logger,
+        "noplaylist": True,
+        "retries": cfg.retries,
+        "fragment_retries": cfg.retries,
+        "extractor_retries": cfg.retries,
+        "socket_timeout": cfg.socket_timeout,
+        "cachedir": False,
+        "color": {"stdout": "never", "stderr": "never"},
+    }
+    if cfg.cookiefile:
+        params["cookiefile"] = cfg.cookiefile
+    if cfg.proxy:
+        params["proxy"] = cfg.proxy
+    if cfg.sleep_interval > 0:
+        params["sleep_interval"] = cfg.sleep_interval
+    return params
+
+
+def _media_url(info: dict) -> tuple[str, dict[str, str]] | None:
+    formats = info.get("requested_formats") or [info]
+    first = formats[0]
+    if first.get("url"):
+        return first["url"], first.get("http_headers") or {}
+    return None
+
+
+class Fetcher:
+    """Fetches the sections of one source; one instance per source (yt-dlp objects are not thread-safe)."""
+
+    def __init__(self, cfg: YtdlpConfig):
+        self.cfg = cfg
+
+    def _with_retries(self, action, what: str):
+        attempt = 0
+        while True:
+            logger = _CollectingLogger()
+            try:
+                return action(logger)
+            except (yt_dlp.utils.DownloadError, yt_dlp.utils.ExtractorError, MediaError, OSError) as exc:
+                text = " | ".join(logger.messages + [str(exc)])
+                status = classify_error(text)
+                if status in records.TRANSIENT_STATUSES and attempt < self.cfg.extract_retries:
+                    attempt += 1
+                    time.sleep(self.cfg.retry_backoff_s * attempt)
+                    continue
+                message = one_line(str(exc) if str(exc) else text)
+                raise FetchError(status, f"{what}: {message}") from None
+
+    def extract(self, url: str) -> SourceInfo:
+        """Resolve the source once; its info dict is reused for metadata and every section."""
+
+        def action(logger):
+            with yt_dlp.YoutubeDL(_base_params(self.cfg, logger)) as ydl:
+                return ydl.extract_info(url, download=False)
+
+        info = self._with_retries(action, "extract_info failed")
+        if info is None:
+            raise FetchError(records.UNAVAILABLE, "extract_info returned nothing")
+        if info.get("_type") == "playlist":
+            raise FetchError(records.BAD_ROW, "the URL is a playlist; list its videos one per row")
+        duration = info.get("duration")
+        if duration is None:
+            # Direct media links (generic extractor) carry no duration: read it from the container.
+            target = _media_url(info)
+            if target is None:
+                raise FetchError(records.DOWNLOAD_ERROR, "no media URL in the extracted info")
+            try:
+                duration = duration_of(probe(target[0], target[1], timeout=self.cfg.socket_timeout * 2))
+            except MediaError as exc:
+                raise FetchError(records.DECODE_ERROR, one_line(str(exc))) from None
+        return SourceInfo(
+            info=info,
+            duration=float(duration) if duration is not None else None,
+            title=info.get("title") or "",
+            uploader=info.get("uploader") or info.get("channel") or "",
+            license=info.get("license") or "",
+        )
+
+    def download_sections(self, source: SourceInfo, source_id: str, ranges: list[tuple[float, float]], workdir: Path) -> dict[float, Path]:
+        """Download each ``(start, end)`` section into ``workdir``; returns start -> file."""
+        workdir.mkdir(parents=True, exist_ok=True)
+
+        def action(logger):
+            params = _base_params(self.cfg, logger)
+            params.update({
+                "outtmpl": {"default": f"{source_id}__%(section_start)s.%(ext)s"},
+                "paths": {"home": str(workdir), "temp": str(workdir)},
+                "download_ranges": download_range_func(None, ranges),
+                "force_keyframes_at_cuts": self.cfg.force_keyframes_at_cuts,
+                "overwrites": True,
+                "continuedl": False,
+            })
+            with yt_dlp.YoutubeDL(params) as ydl:
+                ydl.process_ie_result(dict(source.info), download=True)
+
+        self._with_retries(action, "download failed")
+        found: dict[float, Path] = {}
+        for path in workdir.glob(f"{source_id}__*"):
+            if path.suffix in (".part", ".ytdl", ".temp") or ".part" in path.suffixes:
+                continue
+            stamp = path.name[len(source_id) + 2:].rsplit(".", 1)[0]
+            try:
+                found[round(float(stamp), 3)] = path
+            except ValueError:
+                continue
+        return found

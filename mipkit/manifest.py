@@ -1,0 +1,114 @@
+"""Stage 1, read sources: a manifest (CSV, JSONL or Parquet) becomes per-source requests.
+
+Columns: ``url`` (required: a YouTube id or any URL yt-dlp accepts), ``start_s`` (optional float),
+``emotion`` (optional, a class of the recipe's taxonomy), ``title``, ``license`` (optional).
+A bad row never stops the build: it is returned as a ``bad_row`` status with its reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mipkit.errors import MipkitError
+from mipkit.ids import normalize_url, pair_id_for, source_id_for
+from mipkit.records import BAD_ROW, DUPLICATE, SampleStatus, SourceRequest, Window
+from mipkit.taxonomy import Taxonomy
+
+KNOWN_COLUMNS = ("url", "start_s", "emotion", "title", "license")
+
+
+def _iter_rows(path: Path) -> Iterator[dict[str, Any]]:
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",", skipinitialspace=True)
+            if not reader.fieldnames or "url" not in [f.strip() for f in reader.fieldnames]:
+                raise MipkitError(f"manifest {path.name} has no 'url' column; columns must include: url (and optionally {', '.join(KNOWN_COLUMNS[1:])})")
+            for row in reader:
+                yield {(k or "").strip(): v for k, v in row.items()}
+    elif suffix in (".jsonl", ".ndjson"):
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield {"__error__": f"line {number} is not valid JSON ({exc.msg})"}
+                    continue
+                yield obj if isinstance(obj, dict) else {"__error__": f"line {number} is not a JSON object"}
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        if "url" not in table.column_names:
+            raise MipkitError(f"manifest {path.name} has no 'url' column; columns must include: url")
+        for batch in table.to_batches():
+            yield from batch.to_pylist()
+    else:
+        raise MipkitError(f"manifest {path.name}: unknown format {suffix!r}; use .csv, .tsv, .jsonl or .parquet")
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and math.isnan(value))
+
+
+def _parse_row(raw: dict[str, Any], taxonomy: Taxonomy) -> tuple[str, Window] | str:
+    """A (url, window) for a good row, or the reason the row is bad."""
+    if "__error__" in raw:
+        return raw["__error__"]
+    url = raw.get("url")
+    if _blank(url):
+        return "empty url"
+    url = str(url).strip()
+    start_s = None
+    if not _blank(raw.get("start_s")):
+        try:
+            start_s = float(raw["start_s"])
+        except (TypeError, ValueError):
+            return f"start_s {raw['start_s']!r} is not a number"
+        if not math.isfinite(start_s) or start_s < 0:
+            return f"start_s {raw['start_s']!r} must be a finite number >= 0"
+    emotion = None
+    if not _blank(raw.get("emotion")):
+        try:
+            emotion = taxonomy.normalize(str(raw["emotion"]))
+        except ValueError as exc:
+            return str(exc)
+    text = lambda key: None if _blank(raw.get(key)) else str(raw[key]).strip()  # noqa: E731
+    return normalize_url(url), Window(row=0, start_s=start_s, emotion=emotion, title=text("title"), license=text("license"))
+
+
+def read_manifest(path: str | Path, taxonomy: Taxonomy) -> tuple[list[SourceRequest], list[SampleStatus]]:
+    """Group a manifest's rows by source, in first-seen order, and collect bad/duplicate rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise MipkitError(f"manifest {path.name!r} does not exist; pass --manifest with a CSV, JSONL or Parquet file")
+    sources: dict[str, SourceRequest] = {}
+    seen_windows: set[tuple[str, float | None]] = set()
+    problems: list[SampleStatus] = []
+    for number, raw in enumerate(_iter_rows(path), 1):
+        parsed = _parse_row(raw, taxonomy)
+        if isinstance(parsed, str):
+            url = raw.get("url") if isinstance(raw.get("url"), str) else None
+            problems.append(SampleStatus(status=BAD_ROW, error=f"row {number}: {parsed}", url=url, row=number))
+            continue
+        url, window = parsed
+        window.row = number
+        source_id = source_id_for(url)
+        key = (source_id, None if window.start_s is None else round(window.start_s, 3))
+        if key in seen_windows:
+            pair_id = None if window.start_s is None else pair_id_for(source_id, window.start_s)
+            problems.append(SampleStatus(status=DUPLICATE, error=f"row {number}: same source and start_s as an earlier row",
+                                         pair_id=pair_id, source_id=source_id, url=url, start_s=window.start_s, row=number))
+            continue
+        seen_windows.add(key)
+        sources.setdefault(source_id, SourceRequest(source_id=source_id, url=url)).windows.append(window)
+    if not sources and not problems:
+        raise MipkitError(f"manifest {path.name} has no rows; add one row per source (column 'url')")
+    return list(sources.values()), problems

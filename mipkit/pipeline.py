@@ -1,0 +1,198 @@
+"""The build: read sources -> shard -> fetch + process (per shard) -> write.
+
+Shards run in a local process pool (``engine="local"``) or as Ray tasks (``engine="ray"``); both
+call the same ``run_shard``. Inside a shard a thread pool overlaps network waits: the CPU work
+happens in ffmpeg subprocesses, so threads do not contend for the GIL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import queue as queue_module
+import shutil
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from mipkit import ui
+from mipkit.assemble import assemble, write_json
+from mipkit.errors import MipkitError, NothingBuiltError
+from mipkit.manifest import read_manifest
+from mipkit.media import require_ffmpeg
+from mipkit.recipe import Recipe
+from mipkit.shards import ShardTask, is_done, plan_shards, run_shard
+from mipkit.splits import SPLITS
+from mipkit.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
+from mipkit.taxonomy import load_taxonomy
+
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class BuildOptions:
+    manifest: Path
+    out: Path
+    recipe: Recipe
+    workers: int = 1
+    engine: str = "local"
+    overwrite: bool = False
+
+
+def _fingerprint(manifest: Path, recipe: Recipe) -> str:
+    """What decides shard contents: a resumed build must match it, or its shards would mix."""
+    digest = hashlib.sha256(manifest.read_bytes())
+    relevant = {"clip": recipe.to_dict()["clip"], "taxonomy": recipe.taxonomy, "sources_per_shard": recipe.shards.sources_per_shard,
+                "format": recipe.ytdlp.format, "force_keyframes_at_cuts": recipe.ytdlp.force_keyframes_at_cuts}
+    digest.update(json.dumps(relevant, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _expected_samples(task: ShardTask, recipe: Recipe) -> int:
+    return sum(1 if w.start_s is not None else recipe.clip.clips_per_source for s in task.sources for w in s.windows)
+
+
+def _prepare(opts: BuildOptions, shard_count: int) -> None:
+    out = opts.out
+    if opts.overwrite and out.exists():
+        shutil.rmtree(build_dir(out), ignore_errors=True)
+        (out / "dataset_dict.json").unlink(missing_ok=True)
+        for split in SPLITS:
+            shutil.rmtree(out / split, ignore_errors=True)
+    build_dir(out).mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(opts.manifest, opts.recipe)
+    record = build_dir(out) / BUILD_FILE
+    if record.is_file():
+        previous = json.loads(record.read_text())
+        if previous.get("fingerprint") != fingerprint:
+            raise MipkitError(f"{out.name!r} holds a build of a different manifest or recipe; pass --overwrite to start again, or choose another --out")
+    write_json(record, {"kind": "mipnet", "recipe": opts.recipe.to_dict(), "manifest": opts.manifest.name, "fingerprint": fingerprint,
+                        "shards": shard_count, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def _worker(task: ShardTask, recipe: Recipe, out: Path, events) -> dict:
+    return run_shard(task, recipe, out, on_source=lambda statuses: events.put([s.status for s in statuses]))
+
+
+def _run_local(tasks: list[ShardTask], opts: BuildOptions, progress, bar) -> list[str]:
+    errors: list[str] = []
+
+    def advance(statuses: list[str]) -> None:
+        failed = sum(1 for s in statuses if s != "ok")
+        progress.update(bar, advance=len(statuses), failed=progress.tasks[bar].fields["failed"] + failed)
+
+    if opts.workers <= 1:
+        for task in tasks:
+            try:
+                run_shard(task, opts.recipe, opts.out, on_source=lambda st: advance([s.status for s in st]))
+            except Exception as exc:  # a bug in one shard must not lose the others
+                errors.append(f"shard {task.index}: {type(exc).__name__}: {exc}")
+        return errors
+    context = multiprocessing.get_context("spawn")
+    with multiprocessing.Manager() as manager, ProcessPoolExecutor(max_workers=opts.workers, mp_context=context) as pool:
+        events = manager.Queue()
+        futures = {pool.submit(_worker, task, opts.recipe, opts.out, events): task for task in tasks}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            while True:
+                try:
+                    advance(events.get_nowait())
+                except queue_module.Empty:
+                    break
+            for future in done:
+                if future.exception() is not None:
+                    errors.append(f"shard {futures[future].index}: {type(future.exception()).__name__}: {future.exception()}")
+    return errors
+
+
+def _run_ray(tasks: list[ShardTask], opts: BuildOptions, progress, bar) -> list[str]:
+    try:
+        import ray
+    except ImportError:
+        raise MipkitError("--engine ray needs Ray: pip install 'ray>=2.40'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        # RAY_ADDRESS in the environment joins an existing cluster; otherwise a local instance starts.
+        ray.init(num_cpus=max(opts.workers, 1), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    remote_shard = ray.remote(run_shard)
+    refs = {remote_shard.remote(task, opts.recipe, opts.out): task for task in tasks}
+    errors: list[str] = []
+    pending = list(refs)
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+            for ref in done:
+                try:
+                    stats = ray.get(ref)
+                    failed = stats["requested"] - stats["counts"].get("ok", 0)
+                    progress.update(bar, advance=stats["requested"], failed=progress.tasks[bar].fields["failed"] + failed)
+                except Exception as exc:  # noqa: BLE001 - reported per shard, the rest goes on
+                    errors.append(f"shard {refs[ref].index}: {type(exc).__name__}: {exc}")
+    finally:
+        if started_here:
+            ray.shutdown()
+    return errors
+
+
+def label_distribution(out: Path, taxonomy_names: list[str]) -> dict[str, dict[str, int]]:
+    """Counts per emotion and split, read from the assembled dataset's Arrow files (no media decode)."""
+    from datasets import load_from_disk
+
+    dataset = load_from_disk(str(out))
+    table: dict[str, dict[str, int]] = {}
+    for split in dataset:
+        labels = dataset[split].data.column("emotion").to_pylist()
+        counts = Counter(taxonomy_names[i] if i is not None and i >= 0 else "unlabelled" for i in labels)
+        table[split] = dict(counts)
+    return table
+
+
+def build(opts: BuildOptions) -> dict:
+    """Run (or resume) a build and return its summary (also written to ``OUT/build/summary.json``)."""
+    require_ffmpeg()
+    if opts.engine not in ENGINES:
+        raise MipkitError(f"--engine {opts.engine!r} is unknown; choose one of {', '.join(ENGINES)}")
+    taxonomy = load_taxonomy(opts.recipe.taxonomy)
+    sources, problems = read_manifest(opts.manifest, taxonomy)
+    tasks = plan_shards(sources, opts.recipe.shards.sources_per_shard)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    _prepare(opts, len(tasks))
+    write_json_lines(build_dir(opts.out) / MANIFEST_STATUS_FILE, [p.to_dict() for p in problems])
+
+    pending = [t for t in tasks if not is_done(opts.out, t.index)]
+    skipped = len(tasks) - len(pending)
+    if skipped:
+        ui.console.print(f"resuming: {skipped} of {len(tasks)} shards already done")
+    began = time.time()
+    errors: list[str] = []
+    if pending:
+        with ui.progress_bar("samples") as progress:
+            bar = progress.add_task("building", total=sum(_expected_samples(t, opts.recipe) for t in pending), failed=0)
+            runner = _run_ray if opts.engine == "ray" else _run_local
+            errors = runner(pending, opts, progress, bar)
+    for error in errors:
+        ui.console.print(f"[red]{error}[/red] (the shard is not committed; run the same command again to retry it)")
+
+    rows = assemble(opts.out, opts.recipe, taxonomy)
+    report = status_report(opts.out)
+    summary = {"counts": report["counts"], "splits": rows, "shards": report["shards"], "shard_errors": errors,
+               "seconds_this_run": round(time.time() - began, 2)}
+    if sum(rows.values()):
+        distribution = label_distribution(opts.out, taxonomy.names)
+        summary["emotion"] = distribution
+        ui.bar_chart(opts.out / "label_distribution.png", "pairs per emotion and split", distribution, xlabel="emotion", ylabel="pairs")
+    write_json(build_dir(opts.out) / "summary.json", summary)
+    if not sum(rows.values()):
+        raise NothingBuiltError(f"no pair could be built from {opts.manifest.name}; see `mipkit status {opts.out.name}` for the reason of each sample")
+    return summary
+
+
+def write_json_lines(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
