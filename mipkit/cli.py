@@ -115,6 +115,9 @@ def _mount_baselines() -> None:
 
 _mount_baselines()
 
+# --- command modules register here, one line each: `from mipkit.X_cli import register; register(app, build_app)` ---
+# --- end of command modules ---
+
 
 def main() -> None:
     try:

@@ -15,7 +15,8 @@ import shutil
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mipkit import ui
@@ -24,27 +25,55 @@ from mipkit.errors import MipkitError, NothingBuiltError
 from mipkit.manifest import read_manifest
 from mipkit.media import require_ffmpeg
 from mipkit.recipe import Recipe
+from mipkit.records import SampleStatus, SourceRequest
 from mipkit.shards import ShardTask, is_done, plan_shards, run_shard
 from mipkit.splits import SPLITS
 from mipkit.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
-from mipkit.taxonomy import load_taxonomy
+from mipkit.taxonomy import Taxonomy, load_taxonomy
 
 ENGINES = ("local", "ray")
 
 
+# A reader turns the build's input into per-source requests plus the rows it rejected.
+Reader = Callable[[Taxonomy], tuple[list[SourceRequest], list[SampleStatus]]]
+
+
 @dataclass
 class BuildOptions:
-    manifest: Path
+    """One build. ``manifest`` is the usual input; other inputs (AudioSet CSVs, a metadata-only
+    release) pass a ``reader`` and the ``inputs`` files whose content identifies the build."""
+
     out: Path
     recipe: Recipe
+    manifest: Path | None = None
+    reader: Reader | None = None
+    inputs: list[Path] = field(default_factory=list)
+    kind: str = "mipnet"
     workers: int = 1
     engine: str = "local"
     overwrite: bool = False
 
+    def read(self, taxonomy: Taxonomy) -> tuple[list[SourceRequest], list[SampleStatus]]:
+        if self.reader is not None:
+            return self.reader(taxonomy)
+        if self.manifest is None:
+            raise MipkitError("no input: pass --manifest with a CSV, JSONL or Parquet file")
+        return read_manifest(self.manifest, taxonomy)
 
-def _fingerprint(manifest: Path, recipe: Recipe) -> str:
+    @property
+    def input_files(self) -> list[Path]:
+        return self.inputs or ([self.manifest] if self.manifest else [])
+
+    @property
+    def input_name(self) -> str:
+        return ", ".join(p.name for p in self.input_files) or self.kind
+
+
+def _fingerprint(inputs: list[Path], recipe: Recipe) -> str:
     """What decides shard contents: a resumed build must match it, or its shards would mix."""
-    digest = hashlib.sha256(manifest.read_bytes())
+    digest = hashlib.sha256()
+    for path in inputs:
+        digest.update(path.read_bytes())
     relevant = {"clip": recipe.to_dict()["clip"], "taxonomy": recipe.taxonomy, "sources_per_shard": recipe.shards.sources_per_shard,
                 "format": recipe.ytdlp.format, "force_keyframes_at_cuts": recipe.ytdlp.force_keyframes_at_cuts}
     digest.update(json.dumps(relevant, sort_keys=True).encode())
@@ -63,13 +92,13 @@ def _prepare(opts: BuildOptions, shard_count: int) -> None:
         for split in SPLITS:
             shutil.rmtree(out / split, ignore_errors=True)
     build_dir(out).mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(opts.manifest, opts.recipe)
+    fingerprint = _fingerprint(opts.input_files, opts.recipe)
     record = build_dir(out) / BUILD_FILE
     if record.is_file():
         previous = json.loads(record.read_text())
         if previous.get("fingerprint") != fingerprint:
             raise MipkitError(f"{out.name!r} holds a build of a different manifest or recipe; pass --overwrite to start again, or choose another --out")
-    write_json(record, {"kind": "mipnet", "recipe": opts.recipe.to_dict(), "manifest": opts.manifest.name, "fingerprint": fingerprint,
+    write_json(record, {"kind": opts.kind, "recipe": opts.recipe.to_dict(), "inputs": [p.name for p in opts.input_files], "fingerprint": fingerprint,
                         "shards": shard_count, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
@@ -157,7 +186,7 @@ def build(opts: BuildOptions) -> dict:
     if opts.engine not in ENGINES:
         raise MipkitError(f"--engine {opts.engine!r} is unknown; choose one of {', '.join(ENGINES)}")
     taxonomy = load_taxonomy(opts.recipe.taxonomy)
-    sources, problems = read_manifest(opts.manifest, taxonomy)
+    sources, problems = opts.read(taxonomy)
     tasks = plan_shards(sources, opts.recipe.shards.sources_per_shard)
     opts.out.mkdir(parents=True, exist_ok=True)
     _prepare(opts, len(tasks))
@@ -187,7 +216,7 @@ def build(opts: BuildOptions) -> dict:
         ui.bar_chart(opts.out / "label_distribution.png", "pairs per emotion and split", distribution, xlabel="emotion", ylabel="pairs")
     write_json(build_dir(opts.out) / "summary.json", summary)
     if not sum(rows.values()):
-        raise NothingBuiltError(f"no pair could be built from {opts.manifest.name}; see `mipkit status {opts.out.name}` for the reason of each sample")
+        raise NothingBuiltError(f"no pair could be built from {opts.input_name}; see `mipkit status {opts.out.name}` for the reason of each sample")
     return summary
 
 
