@@ -1,0 +1,16 @@
+"""Model library of the mipkit baselines (separate from the training loop in ``baselines.train``)."""
+
+from baselines.models.hgclim import (
+    CLIP_SAMPLES,
+    HGCLIM,
+    SAMPLE_RATE,
+    ImageEncoder,
+    ModelConfig,
+    MusicEncoder,
+    ProjectionHead,
+    WeightsError,
+    build_model,
+)
+
+__all__ = ["CLIP_SAMPLES", "HGCLIM", "SAMPLE_RATE", "ImageEncoder", "ModelConfig", "MusicEncoder",
+           "ProjectionHead", "WeightsError", "build_model"]
