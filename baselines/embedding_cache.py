@@ -138,3 +138,31 @@ def load_or_build(cache_dir: str | Path, split: str, key: dict, build: Callable[
              "encode_seconds": float(feats.get("seconds", 0.0))}
     save_atomic(entry, path)
     return entry
+
+
+def split_features(model, split_ds, split: str, device: torch.device, cache_dir: str | Path | None,
+                   batch_size: int = 64, workers: int = 0, log: Callable[[str], None] = print,
+                   seed: int = 0) -> dict:
+    """Encoder features of one dataset split: from/into the cache when ``cache_dir`` is set.
+
+    Returns ``{"raw_v" [N, Dv], "raw_m" [N, Dm], "labels" [N]}`` on the CPU, in dataset order.
+    """
+    from torch.utils.data import DataLoader
+
+    from baselines.data import PairDataset, fingerprint, labels_of
+
+    labels = labels_of(split_ds)
+
+    def build() -> dict:
+        dataset = PairDataset(split_ds, model.image_encoder.data_config)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                            pin_memory=device.type == "cuda", persistent_workers=False,
+                            generator=torch.Generator().manual_seed(seed))
+        with torch.random.fork_rng(devices=[]):  # PaSST's mel front-end draws random numbers even in eval
+            return compute_features(model, loader, device, log=log, what=f" of '{split}'")
+
+    if cache_dir is None:
+        feats = build()
+        return {"raw_v": feats["raw_v"], "raw_m": feats["raw_m"], "labels": labels}
+    key = make_key(model, split, fingerprint(split_ds))
+    return load_or_build(cache_dir, split, key, build, log=log, labels=labels)

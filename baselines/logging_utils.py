@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class RunLogger:
