@@ -40,6 +40,11 @@ def dataset_features(recipe: Recipe, taxonomy: Taxonomy):
     return Features(columns)
 
 
+def column_values(dataset, name: str) -> list:
+    """A plain column as a list, read from Arrow without decoding media (empty splits too)."""
+    return dataset.data.column(name).to_pylist() if len(dataset) else []
+
+
 def committed_pair_files(out_dir: Path) -> list[Path]:
     return [d / PAIRS_FILE for d in sorted(shards_root(out_dir).glob("[0-9]*")) if (d / STATS_FILE).is_file() and (d / PAIRS_FILE).is_file()]
 
@@ -99,7 +104,9 @@ def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy) -> dict[str, int
         else:
             splits[split] = Dataset.from_dict({c: [] for c in columns}, features=features)
     staged = work / "dataset"
-    DatasetDict(splits).save_to_disk(str(staged))
+    # An empty split must still get one (empty) shard file: with zero files, datasets 5.2 saves a
+    # split that load_from_disk cannot read back.
+    DatasetDict(splits).save_to_disk(str(staged), num_shards={s: 1 for s in SPLITS if not rows[s]} or None)
 
     # Swap in: old splits out, new splits in, dataset_dict.json last (load_from_disk needs it).
     (out_dir / "dataset_dict.json").unlink(missing_ok=True)

@@ -123,10 +123,10 @@ def main() -> None:
     try:
         app()
     except NothingBuiltError as exc:
-        ui.console.print(f"[red]error:[/red] {exc}")
+        ui.console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise SystemExit(1) from None
     except MipkitError as exc:
-        ui.console.print(f"[red]error:[/red] {exc}")
+        ui.console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         ui.console.print("interrupted: committed shards are kept; run the same command again to resume")

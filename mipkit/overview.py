@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from mipkit import ui
+from mipkit.assemble import column_values
 from mipkit.errors import MipkitError
 
 
@@ -26,8 +27,8 @@ def inspect_dataset(out: Path, rows: int = 5) -> None:
     for name in names + ["unlabelled"]:
         overview.add_column(name, justify="right")
     for split, ds in dataset.items():
-        labels = Counter(names[i] if i is not None and i >= 0 else "unlabelled" for i in ds.data.column("emotion").to_pylist())
-        sources = len(set(ds.data.column("source_id").to_pylist()))
+        labels = Counter(names[i] if i is not None and i >= 0 else "unlabelled" for i in column_values(ds, "emotion"))
+        sources = len(set(column_values(ds, "source_id")))
         overview.add_row(split, str(len(ds)), str(sources), *[str(labels.get(n, 0)) for n in names + ["unlabelled"]])
     ui.stdout.print(overview)
     ui.stdout.print(f"columns: {', '.join(f'{k} ({type(v).__name__})' for k, v in first.features.items())}")

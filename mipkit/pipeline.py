@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mipkit import ui
-from mipkit.assemble import assemble, write_json
+from mipkit.assemble import assemble, column_values, write_json
 from mipkit.errors import MipkitError, NothingBuiltError
 from mipkit.manifest import read_manifest
 from mipkit.media import require_ffmpeg
@@ -174,7 +174,7 @@ def label_distribution(out: Path, taxonomy_names: list[str]) -> dict[str, dict[s
     dataset = load_from_disk(str(out))
     table: dict[str, dict[str, int]] = {}
     for split in dataset:
-        labels = dataset[split].data.column("emotion").to_pylist()
+        labels = column_values(dataset[split], "emotion")
         counts = Counter(taxonomy_names[i] if i is not None and i >= 0 else "unlabelled" for i in labels)
         table[split] = dict(counts)
     return table

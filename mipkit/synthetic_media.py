@@ -14,8 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-LUMA_BASE = 16.0
-LUMA_PER_S = 2.0
+# Luma and chroma stay inside the RGB gamut for the first 40 s (no clipping), so a frame's grey
+# level maps back to its time; past that the picture saturates.
+LUMA_BASE = 48.0
+LUMA_PER_S = 4.0
+CHROMA = 16
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ def spec_for_index(index: int, seconds: float) -> SourceSpec:
     rng = np.random.default_rng(index)
     angle = 2 * np.pi * ((index * 0.618034) % 1.0)
     return SourceSpec(seconds=seconds, f0=float(180 + 40 * (index % 9) + rng.uniform(0, 20)),
-                      cb=int(128 + 90 * np.cos(angle)), cr=int(128 + 90 * np.sin(angle)))
+                      cb=int(128 + CHROMA * np.cos(angle)), cr=int(128 + CHROMA * np.sin(angle)))
 
 
 def make_video(path: str | Path, spec: SourceSpec, size: str = "160x120", fps: int = 10, gop: int = 20) -> Path:

@@ -1,0 +1,103 @@
+"""Resume after a kill, the process pool and Ray engines, and CLI errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from datasets import load_from_disk
+from typer.testing import CliRunner
+
+from conftest import small_recipe, write_manifest
+from mipkit.cli import app
+from mipkit.pipeline import BuildOptions, build
+
+runner = CliRunner()
+
+
+def _manifest(tmp_path, server, sources=3):
+    rows = [{"url": server.url(f"src{i}.mp4"), "start_s": "", "emotion": "happy"} for i in range(sources)]
+    return write_manifest(tmp_path / "m.csv", rows)
+
+
+def _pair_ids(out):
+    return sorted(pid for split in load_from_disk(str(out)).values() for pid in split["pair_id"])
+
+
+def test_killed_shard_is_redone_without_duplicates(tmp_path, media_server):
+    manifest = _manifest(tmp_path, media_server)
+    recipe = small_recipe(**{"shards.sources_per_shard": 1, "clip.clips_per_source": 2})
+    out = tmp_path / "ds"
+    build(BuildOptions(manifest=manifest, out=out, recipe=recipe))
+    complete = _pair_ids(out)
+    assert len(complete) == 6
+    # Simulate a kill in the middle of shard 1: its data written, its commit marker not.
+    shard = out / "build" / "shards" / "00001"
+    (shard / "stats.json").unlink()
+    (shard / "pairs.parquet.tmp").write_bytes(b"truncated")
+    (shard / "tmp" / "src1-x").mkdir(parents=True)
+    (shard / "tmp" / "src1-x" / "src1__3.0.mp4.part").write_bytes(b"partial")
+    summary = build(BuildOptions(manifest=manifest, out=out, recipe=recipe))
+    assert _pair_ids(out) == complete
+    assert summary["counts"] == {"ok": 6}
+    assert not list(out.rglob("*.part")) and not list(out.rglob("*.tmp"))
+
+
+def test_overwrite_and_changed_manifest(tmp_path, media_server):
+    manifest = _manifest(tmp_path, media_server, sources=1)
+    out = tmp_path / "ds"
+    build(BuildOptions(manifest=manifest, out=out, recipe=small_recipe()))
+    write_manifest(manifest, [{"url": media_server.url("src1.mp4"), "start_s": 2}])
+    with pytest.raises(Exception, match="different manifest or recipe; pass --overwrite"):
+        build(BuildOptions(manifest=manifest, out=out, recipe=small_recipe()))
+    build(BuildOptions(manifest=manifest, out=out, recipe=small_recipe(), overwrite=True))
+    assert [pid.split("_")[-1] for pid in _pair_ids(out)] == ["00002000"]
+
+
+def test_process_pool_matches_serial(tmp_path, media_server):
+    manifest = _manifest(tmp_path, media_server)
+    recipe = small_recipe(**{"shards.sources_per_shard": 1})
+    build(BuildOptions(manifest=manifest, out=tmp_path / "serial", recipe=recipe, workers=1))
+    build(BuildOptions(manifest=manifest, out=tmp_path / "pool", recipe=recipe, workers=2))
+    assert _pair_ids(tmp_path / "serial") == _pair_ids(tmp_path / "pool")
+
+
+def test_ray_engine_runs_the_same_shards(tmp_path, media_server):
+    pytest.importorskip("ray")
+    manifest = _manifest(tmp_path, media_server, sources=2)
+    recipe = small_recipe(**{"shards.sources_per_shard": 1})
+    summary = build(BuildOptions(manifest=manifest, out=tmp_path / "ray", recipe=recipe, workers=2, engine="ray"))
+    assert summary["counts"] == {"ok": 2} and summary["shards"] == {"done": 2, "total": 2}
+    build(BuildOptions(manifest=manifest, out=tmp_path / "local", recipe=recipe))
+    assert _pair_ids(tmp_path / "ray") == _pair_ids(tmp_path / "local")
+
+
+def test_cli_build_and_errors(tmp_path, media_server):
+    manifest = _manifest(tmp_path, media_server, sources=1)
+    out = tmp_path / "cli"
+    ok = runner.invoke(app, ["build", "mipnet", "--manifest", str(manifest), "--out", str(out), "--clips-per-source", "2", "--shard-size", "1"])
+    assert ok.exit_code == 0, ok.output
+    assert "pairs by split" in ok.stdout and len(_pair_ids(out)) == 2
+    report = json.loads(runner.invoke(app, ["status", str(out), "--json"]).stdout)
+    assert report["counts"] == {"ok": 2} and report["failed"] == []
+
+
+def _run_cli(*args):
+    """Run through main() so error handling (one line, exit code) is what users get."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mipkit", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_errors_are_one_line(tmp_path, media_server):
+    missing = _run_cli("build", "mipnet", "--manifest", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o"))
+    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
+    assert "nope.csv" in missing.stderr and "does not exist" in missing.stderr
+    dead = write_manifest(tmp_path / "dead.csv", [{"url": media_server.url("gone.mp4"), "start_s": 0}])
+    nothing = _run_cli("build", "mipnet", "--manifest", str(dead), "--out", str(tmp_path / "o2"))
+    assert nothing.returncode == 1 and "no pair could be built" in nothing.stderr
+    not_a_build = _run_cli("status", str(tmp_path))
+    assert not_a_build.returncode == 2 and "not a mipkit build folder" in not_a_build.stderr
+    shutil.rmtree(tmp_path / "o2", ignore_errors=True)

@@ -1,0 +1,153 @@
+"""Unit tests of the build stages that need no network: ids, manifest, windows, splits, recipe."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mipkit import records
+from mipkit.errors import MipkitError
+from mipkit.fetch import classify_error, one_line
+from mipkit.ids import pair_id_for, sanitize_id, source_id_for, youtube_id
+from mipkit.manifest import read_manifest
+from mipkit.process import plan_windows, resolve_windows
+from mipkit.recipe import load_recipe
+from mipkit.records import SourceRequest, Window
+from mipkit.splits import assign_splits
+from mipkit.taxonomy import load_taxonomy
+
+MOODS = load_taxonomy("audioset_moods")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("dQw4w9WgXcQ", "dQw4w9WgXcQ"),
+    ("https://www.youtube.com/watch?v=dQw4w9WgXcQ&t=10", "dQw4w9WgXcQ"),
+    ("https://youtu.be/dQw4w9WgXcQ", "dQw4w9WgXcQ"),
+    ("https://www.youtube.com/shorts/dQw4w9WgXcQ", "dQw4w9WgXcQ"),
+    ("https://example.com/watch?v=dQw4w9WgXcQ", None),
+    ("http://127.0.0.1:8000/a.mp4", None),
+])
+def test_youtube_ids(text, expected):
+    assert youtube_id(text) == expected
+
+
+def test_source_ids_are_path_safe_and_distinct():
+    hostile = "http://evil.example/../../etc/passwd%00;rm -rf ~.mp4"
+    sid = source_id_for(hostile)
+    assert sid == sanitize_id(sid) and "/" not in sid and ".." not in sid
+    assert source_id_for("http://a/x/clip.mp4") != source_id_for("http://b/x/clip.mp4")
+    assert source_id_for("https://youtu.be/dQw4w9WgXcQ") == "dQw4w9WgXcQ"
+    assert sanitize_id("..") == "x" and sanitize_id("") == "x"
+    assert pair_id_for("abc", 12.3456) == "abc_00012346"
+
+
+def test_manifest_formats_agree(tmp_path):
+    rows = [{"url": "dQw4w9WgXcQ", "start_s": 5.0, "emotion": "Happy music", "title": "t", "license": "cc"},
+            {"url": "https://youtu.be/dQw4w9WgXcQ", "start_s": 20.0, "emotion": "sad", "title": None, "license": None},
+            {"url": "http://h/v.mp4", "start_s": None, "emotion": None, "title": None, "license": None}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
+    (tmp_path / "m.csv").write_text("url,start_s,emotion,title,license\n" + "\n".join(
+        ",".join("" if r[k] is None else str(r[k]) for k in ("url", "start_s", "emotion", "title", "license")) for r in rows))
+    results = [read_manifest(tmp_path / f"m.{ext}", MOODS) for ext in ("csv", "jsonl", "parquet")]
+    for sources, problems in results:
+        assert problems == []
+        assert [s.source_id for s in sources] == ["dQw4w9WgXcQ", source_id_for("http://h/v.mp4")]
+        assert [(w.start_s, w.emotion) for w in sources[0].windows] == [(5.0, "happy"), (20.0, "sad")]
+        assert sources[0].url == "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
+        assert sources[1].windows[0].start_s is None
+
+
+def test_bad_rows_are_recorded_not_raised(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"url": "dQw4w9WgXcQ", "start_s": 1}\n{"url": ""}\nnot json\n{"url": "dQw4w9WgXcQ", "start_s": -3}\n'
+                    '{"url": "dQw4w9WgXcQ", "start_s": "x"}\n{"url": "dQw4w9WgXcQ", "emotion": "meh"}\n{"url": "dQw4w9WgXcQ", "start_s": 1.0}\n[1]\n')
+    sources, problems = read_manifest(path, MOODS)
+    assert len(sources) == 1 and len(sources[0].windows) == 1
+    kinds = [(p.row, p.status) for p in problems]
+    assert kinds == [(2, "bad_row"), (3, "bad_row"), (4, "bad_row"), (5, "bad_row"), (6, "bad_row"), (7, "duplicate"), (8, "bad_row")]
+    assert "allowed: happy, funny, sad, tender, exciting, angry, scary" in problems[4].error
+    assert all(p.error.startswith(f"row {p.row}:") for p in problems)
+
+
+def test_manifest_errors_are_one_line(tmp_path):
+    with pytest.raises(MipkitError, match="does not exist"):
+        read_manifest(tmp_path / "nope.csv", MOODS)
+    (tmp_path / "m.csv").write_text("link,start\nx,1\n")
+    with pytest.raises(MipkitError, match="no 'url' column"):
+        read_manifest(tmp_path / "m.csv", MOODS)
+    (tmp_path / "m.xlsx").write_text("")
+    with pytest.raises(MipkitError, match="unknown format"):
+        read_manifest(tmp_path / "m.xlsx", MOODS)
+
+
+def test_evenly_spaced_windows():
+    assert plan_windows(100.0, 10.0, 1) == [45.0]
+    assert plan_windows(100.0, 10.0, 4) == [7.5, 32.5, 57.5, 82.5]
+    assert plan_windows(12.0, 10.0, 3) == [0.0, 1.0, 2.0]
+    assert plan_windows(9.0, 10.0, 2) == []
+
+
+def test_resolve_windows_marks_what_cannot_fit():
+    recipe = load_recipe("mipnet").with_overrides({"clip.clips_per_source": 2})
+    request = SourceRequest("s", "u", [Window(1, 0.0), Window(2, 95.0), Window(3, None), Window(4, 90.0)])
+    windows, failed = resolve_windows(request, 100.0, recipe)
+    assert [start for start, _ in windows] == [0.0, 20.0, 70.0, 90.0]
+    assert [(f.status, f.row, f.pair_id) for f in failed] == [("too_short", 2, "s_00095000")]
+    _, failed = resolve_windows(SourceRequest("s", "u", [Window(1, None)]), 5.0, recipe)
+    assert [f.status for f in failed] == ["too_short", "too_short"]
+
+
+@pytest.mark.parametrize("message, status", [
+    ("ERROR: [youtube] x: Video unavailable. This video has been removed", records.UNAVAILABLE),
+    ("ERROR: [youtube] x: Private video. Sign in if you've been granted access", records.UNAVAILABLE),
+    ("ERROR: [youtube] x: Sign in to confirm you're not a bot", records.RATE_LIMITED),
+    ("HTTP Error 429: Too Many Requests", records.RATE_LIMITED),
+    ("ERROR: unable to download video data: HTTP Error 404: Not Found", records.UNAVAILABLE),
+    ("[in#0] moov atom not found", records.DECODE_ERROR),
+    ("<urlopen error timed out>", records.NETWORK_ERROR),
+    ("ffmpeg exited with code 1", records.DOWNLOAD_ERROR),
+])
+def test_error_classification(message, status):
+    assert classify_error(message) == status
+
+
+def test_one_line_strips_colour_newlines_and_local_paths():
+    text = one_line("\x1b[0;31mERROR:\x1b[0m could not open /home/alice/secret/dir/file.part\nnext line")
+    assert text == "could not open file.part next line"
+
+
+def test_splits_by_source_are_seeded_and_proportional():
+    sources = [f"s{i}" for i in range(100)]
+    ratios = {"train": 0.8, "validation": 0.1, "test": 0.1}
+    first = assign_splits(sources, ratios, seed=0)
+    assert first == assign_splits(list(reversed(sources)), ratios, seed=0)
+    assert first != assign_splits(sources, ratios, seed=1)
+    counts = {k: list(first.values()).count(k) for k in ratios}
+    assert counts == {"train": 80, "validation": 10, "test": 10}
+    small = assign_splits(["a", "b", "c"], ratios, seed=0)
+    assert sorted(small.values()) == ["test", "train", "validation"]
+    strata = {s: ("x" if i % 2 else "y") for i, s in enumerate(sources)}
+    stratified = assign_splits(sources, ratios, 0, strata)
+    for group in ("x", "y"):
+        assert [stratified[s] for s in sources if strata[s] == group].count("test") == 5
+
+
+def test_recipe_overrides_and_validation(tmp_path):
+    recipe = load_recipe("mipnet")
+    assert recipe.clip.seconds == 10.0 and recipe.clip.sample_rate == 32000 and recipe.taxonomy == "audioset_moods"
+    assert recipe.with_overrides({"clip.clips_per_source": 3, "splits.seed": None}).clip.clips_per_source == 3
+    with pytest.raises(MipkitError, match="sum to 1"):
+        recipe.with_overrides({"splits.train": 0.5})
+    secret = recipe.with_overrides({"ytdlp.proxy": "http://user:pw@proxy:1", "ytdlp.cookiefile": "/home/me/cookies.txt"})
+    dumped = json.dumps(secret.to_dict())
+    assert "pw@" not in dumped and "cookies.txt" not in dumped
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[clip]\nsecs = 3\n")
+    with pytest.raises(MipkitError, match="unknown keys"):
+        load_recipe(str(bad))
+    with pytest.raises(MipkitError, match="known recipes"):
+        load_recipe("no-such-recipe")
