@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mipkit.errors import MipkitError
-from mipkit.ids import pair_id_for, sanitize_id
+from mipkit.ids import pair_id_for, sanitize_id  # sanitize_id: cache file names only
 from mipkit.paths import recipe_dir
 from mipkit.records import BAD_ROW, DUPLICATE, SampleStatus, SourceRequest, Window
 from mipkit.taxonomy import Taxonomy
@@ -206,7 +206,7 @@ def select_segments(files: list[Path], labels: dict[str, ClassLabel], taxonomy: 
             if len(found) > 1 and not keep_multi_mood:
                 selection.counts["multi_mood_skipped"] += 1
                 continue
-            source_id = sanitize_id(parsed.ytid)
+            source_id = parsed.ytid  # already [A-Za-z0-9_-] (checked); sanitize_id would strip YTIDs' leading '-'
             start = round(parsed.start_s, 3)
             if (source_id, start) in seen:
                 selection.counts["duplicate"] += 1

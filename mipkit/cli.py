@@ -116,6 +116,7 @@ def _mount_baselines() -> None:
 _mount_baselines()
 
 # --- command modules register here, one line each: `from mipkit.X_cli import register; register(app, build_app)` ---
+from mipkit.labels_cli import register; register(app, build_app)  # noqa: E402,E702 - label, build audioset-mood
 # --- end of command modules ---
 
 
