@@ -117,6 +117,7 @@ _mount_baselines()
 
 # --- command modules register here, one line each: `from mipkit.X_cli import register; register(app, build_app)` ---
 from mipkit.labels_cli import register; register(app, build_app)  # noqa: E402,E702 - label, build audioset-mood
+from mipkit.publish_cli import register as register_publishing; register_publishing(app, build_app)  # noqa: E402,E702 - push-to-hub, hydrate
 # --- end of command modules ---
 
 

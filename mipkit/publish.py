@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mipkit import __version__, ui
+from mipkit import ui
 from mipkit.errors import MipkitError
 from mipkit.paths import cards_dir
 from mipkit.release import METADATA_COLUMNS, private_strings, redact_url, scrub
@@ -48,6 +48,16 @@ SIZE_BUCKETS = [(10 ** 3, "n<1K"), (10 ** 4, "1K<n<10K"), (10 ** 5, "10K<n<100K"
                 (10 ** 7, "1M<n<10M"), (10 ** 8, "10M<n<100M"), (10 ** 9, "100M<n<1B")]
 UNLABELLED = "unlabelled"
 UNKNOWN_LICENSE = "not stated by the source"
+
+
+def mipkit_version() -> str:
+    try:
+        from mipkit import __version__
+    except ImportError:  # an editable install made before mipkit/__init__.py existed maps mipkit as a namespace
+        from importlib.metadata import version
+
+        return version("mipkit")
+    return __version__
 
 
 @dataclass
@@ -155,7 +165,7 @@ def card_figures(dataset_dir: Path, build: dict, splits: dict[str, Any], metadat
         "kind": build.get("kind", "mipnet"),
         "inputs": build.get("inputs", []),
         "created": build.get("created", ""),
-        "version": __version__,
+        "version": mipkit_version(),
         "clip": recipe.get("clip", {}),
         "splits_cfg": recipe.get("splits", {}),
         "taxonomy": recipe.get("taxonomy", ""),
@@ -231,6 +241,7 @@ def render_card(figures: dict, card_yaml: str, secrets: list[str]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(cards_dir())), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
     env.filters["cell"] = _markdown_cell
+    env.filters["num"] = lambda value: f"{value:g}" if isinstance(value, (int, float)) else value
     text = scrub(env.get_template(CARD_TEMPLATE).render(card_data=card_yaml.strip(), f=figures), secrets)
     DatasetCard(text)  # raises if the YAML header does not parse
     return text
@@ -240,7 +251,8 @@ def render_card(figures: dict, card_yaml: str, secrets: list[str]) -> str:
 
 
 def shard_count(ds: Any, max_shard_size: int) -> int:
-    return int(ds.data.nbytes / max_shard_size) + 1
+    """As ``push_to_hub`` counts them (Arrow bytes / max size, plus one), never more than one per row."""
+    return max(1, min(len(ds), int(ds.data.nbytes / max_shard_size) + 1))
 
 
 def parse_size(text: str | int) -> int:
@@ -255,13 +267,12 @@ def parse_size(text: str | int) -> int:
     return size
 
 
-def _write_split(ds: Any, split: str, data_dir: Path, max_shard_size: int) -> list[WrittenFile]:
+def _write_split(ds: Any, split: str, shards: int, data_dir: Path, on_shard) -> list[WrittenFile]:
     """Parquet shards of one split, named as ``push_to_hub`` names them; media bytes embedded."""
     from datasets.arrow_writer import get_writer_batch_size_from_features
     from datasets.features.features import require_decoding
     from datasets.table import embed_table_storage
 
-    shards = shard_count(ds, max_shard_size)
     batch_size = get_writer_batch_size_from_features(ds.features) or 1000
     embed = any(require_decoding(f, ignore_decode_attribute=True) for f in ds.features.values())
     written = []
@@ -272,6 +283,7 @@ def _write_split(ds: Any, split: str, data_dir: Path, max_shard_size: int) -> li
         name = f"{split}-{index:05d}-of-{shards:05d}.parquet"
         shard.to_parquet(str(data_dir / name), batch_size=batch_size)
         written.append(WrittenFile(f"{DATA_DIR}/{name}", len(shard), (data_dir / name).stat().st_size))
+        on_shard()
     return written
 
 
@@ -286,20 +298,20 @@ def write_release(dataset_dir: Path, folder: Path, repo_id: str, metadata_only: 
     folder = Path(folder)
     (folder / DATA_DIR).mkdir(parents=True, exist_ok=True)
     written: list[WrittenFile] = []
+    parquet_sizes: dict[str, int] = {}
+    plan = {split: shard_count(ds, size) for split, ds in splits.items()}
     progress_was_on = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
+    datasets.disable_progress_bars()  # one bar of ours instead of one of theirs per shard
     try:
-        with ui.progress_bar("splits") as progress:
-            bar = progress.add_task("writing parquet", total=len(splits), failed=0)
+        with ui.progress_bar("shards") as progress:
+            bar = progress.add_task("writing parquet", total=sum(plan.values()), failed=0)
             for split, ds in splits.items():
-                written += _write_split(ds, split, folder / DATA_DIR, size)
-                progress.update(bar, advance=1)
+                files = _write_split(ds, split, plan[split], folder / DATA_DIR, lambda: progress.update(bar, advance=1))
+                parquet_sizes[split] = sum(f.size for f in files)
+                written += files
     finally:
         if progress_was_on:
             datasets.enable_progress_bars()
-    parquet_sizes = Counter()
-    for item in written:
-        parquet_sizes[item.path.split("/")[1].split("-")[0]] += item.size
     figures = card_figures(dataset_dir, build, splits, metadata_only, repo_id)
     ui.bar_chart(folder / CHART_FILE, "pairs per emotion and split", figures["emotions_by_split"], xlabel="emotion", ylabel="pairs")
     card = render_card(figures, card_data_yaml(figures, splits, parquet_sizes), private_strings(dataset_dir, build))
@@ -320,7 +332,9 @@ def export_to_folder(dataset_dir: Path, out: Path, repo_id: str, metadata_only: 
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_release_folder(out))):
         raise MipkitError(f"--to-folder {out.name!r} exists and is not an earlier release (README.md + data/); choose a new or empty folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
     try:
         written = write_release(dataset_dir, staging, repo_id, metadata_only, max_shard_size)
         if out.exists():
@@ -331,18 +345,87 @@ def export_to_folder(dataset_dir: Path, out: Path, repo_id: str, metadata_only: 
     return written
 
 
+# --------------------------------------------------------------------------- the Hub
+
+
+def hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return flag in {"1", "ON", "YES", "TRUE"} or constants.HF_HUB_OFFLINE
+
+
+def hub_error(exc: BaseException, repo_id: str, endpoint: str, token: str | None) -> MipkitError | None:
+    """One line that says what went wrong with the Hub and what to do; None for errors that are not the Hub's."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    hide = (lambda text: text.replace(token, "<token>")) if token else (lambda text: text)  # noqa: E731
+    if isinstance(exc, OfflineModeIsEnabled):
+        return MipkitError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it, or write the release locally with --to-folder")
+    if isinstance(exc, HfHubHTTPError) and exc.response is not None:
+        code = exc.response.status_code
+        said = hide(" ".join((exc.server_message or str(exc).splitlines()[0]).split()))[:200]
+        if code == 401:
+            return MipkitError(f"the Hub at {endpoint} rejected the token (HTTP 401); run `hf auth login` again or set a valid HF_TOKEN")
+        if code == 403:
+            return MipkitError(f"the token may not write dataset {repo_id!r} (HTTP 403: {said}); use a token with write access to that namespace")
+        return MipkitError(f"the Hub answered HTTP {code} while publishing {repo_id!r} ({said}); try again later, or write the release with --to-folder")
+    kinds = {cls.__name__ for cls in type(exc).__mro__}
+    if isinstance(exc, (ConnectionError, TimeoutError)) or kinds & {"TransportError", "NetworkError", "TimeoutException"}:
+        reason = hide(" ".join(str(exc).split()))[:160]
+        return MipkitError(f"cannot reach the Hugging Face Hub at {endpoint} ({reason}); check the network or HF_ENDPOINT, "
+                           "or write the release locally with --to-folder")
+    return None
+
+
 def push_to_hub(dataset_dir: Path, repo_id: str, private: bool = False, revision: str | None = None,
                 metadata_only: bool = False, max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE) -> tuple[str, list[WrittenFile]]:
-    """Check the login first, write the release to a temporary folder, upload it in one commit.
+    """Publish a build: check the login, create the repo (and branch), write the release, upload it in one commit.
 
-    The token comes from ``HF_TOKEN`` or ``hf auth login`` and is never printed.
-    Returns the dataset's URL and the files uploaded.
+    The token comes from ``HF_TOKEN`` or ``hf auth login``; it is sent to the Hub only, never printed.
+    Stale ``data/*`` files of an earlier push are deleted by the same commit. Returns the dataset URL
+    and the files uploaded.
     """
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise MipkitError(f"REPO_ID {repo_id!r} is not a Hub id; use 'owner/name' (letters, digits, '-', '_', '.')") from None
     parse_size(max_shard_size)
-    load_build(dataset_dir)  # fail on a bad DIR before any network access
-    with hub_session(repo_id) as session:
+    load_build(dataset_dir)  # a bad DIR fails before any network access
+    endpoint = hub_endpoint()
+    if _offline():
+        raise MipkitError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it, or write the release locally with --to-folder")
+    token = get_token()
+    if not token:
+        raise MipkitError("not logged in to the Hugging Face Hub; run `hf auth login` or set HF_TOKEN to a write token "
+                          "(or write the release locally with --to-folder)")
+    api = HfApi(endpoint=endpoint, token=token, library_name="mipkit", library_version=mipkit_version())
+    try:
+        user = api.whoami()
+        ui.console.print(f"logged in to {endpoint} as {user.get('name', '?')}")
+        repo_id = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True).repo_id
+        if private:  # an existing repository keeps its visibility unless told
+            api.update_repo_settings(repo_id, repo_type="dataset", private=True)
+        if revision and not revision.startswith("refs/pr/"):
+            api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="mipkit-release-") as tmp:
             written = write_release(dataset_dir, Path(tmp), repo_id, metadata_only, max_shard_size)
-            url = push_folder(session, Path(tmp), private=private, revision=revision,
-                              message=f"Upload {'metadata-only ' if metadata_only else ''}release built with mipkit {__version__}")
-    return url, written
+            ui.console.print(f"uploading {len(written)} files to {repo_id}")
+            api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=tmp, revision=revision,
+                              commit_message=f"Upload {'metadata-only ' if metadata_only else ''}release built with mipkit {mipkit_version()}",
+                              delete_patterns=[f"{DATA_DIR}/*"])
+    except Exception as exc:  # noqa: BLE001 - Hub and network errors become one line; others propagate
+        error = hub_error(exc, repo_id, endpoint, token)
+        if error is None:
+            raise
+        raise error from None
+    return f"{endpoint}/datasets/{repo_id}" + (f"/tree/{revision}" if revision else ""), written
