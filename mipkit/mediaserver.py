@@ -115,3 +115,21 @@ class MediaServer(ThreadingHTTPServer):
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def main() -> None:
+    """``python -m mipkit.mediaserver ROOT``: serve ROOT; the first stdout line is the base URL."""
+    import sys
+
+    server = MediaServer(sys.argv[1])
+    print(server.base_url, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
