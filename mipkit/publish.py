@@ -376,6 +376,8 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, token: str | None
         if code == 403:
             return MipkitError(f"the token may not write dataset {repo_id!r} (HTTP 403: {said}); use a token with write access to that namespace")
         return MipkitError(f"the Hub answered HTTP {code} while publishing {repo_id!r} ({said}); try again later, or write the release with --to-folder")
+    if isinstance(exc, ValueError) and "Invalid metadata in README.md" in str(exc):
+        return MipkitError(f"the Hub rejected the card's YAML ({' '.join(str(exc).split())[:200]}); check the release with --to-folder")
     kinds = {cls.__name__ for cls in type(exc).__mro__}
     if isinstance(exc, (ConnectionError, TimeoutError)) or kinds & {"TransportError", "NetworkError", "TimeoutException"}:
         reason = hide(" ".join(str(exc).split()))[:160]
