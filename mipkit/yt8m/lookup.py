@@ -136,8 +136,8 @@ def parse_answer(pseudo_id: str, body: str) -> LookupResult:
     """``i("nXSc","dQw4w9WgXcQ");`` -> ok; anything else is the error document of a dead video."""
     match = _JSONP.match(body)
     if match is None:
-        preview = " ".join(body.split())[:80]
-        return LookupResult(NO_LOOKUP, error=f"lookup answered an error document: {preview!r}")
+        preview = " ".join(body.split())[:100]
+        return LookupResult(NO_LOOKUP, error=f"lookup answered an error document (dead or private video): {preview}")
     if match.group(1) != pseudo_id:
         return LookupResult(NO_LOOKUP, error=f"lookup answered for id {match.group(1)[:8]!r}, not {pseudo_id!r}")
     return LookupResult(records.OK, match.group(2))

@@ -25,9 +25,10 @@ import yt_dlp
 
 from mipkit import records
 from mipkit.errors import MipkitError
+from mipkit.ids import youtube_id as parse_youtube_id
 from mipkit.fetch import _base_params, _CollectingLogger, classify_error, one_line
 from mipkit.recipe import YtdlpConfig
-from mipkit.yt8m import NO_LOOKUP, NO_METADATA, PRIVATE
+from mipkit.yt8m import NO_KEYWORDS, NO_LOOKUP, NO_METADATA, NO_TITLE, PRIVATE
 from mipkit.yt8m.lookup import DiskCache, LookupClient, RateLimiter
 
 YOUTUBE_URL_TEMPLATE = "https://www.youtube.com/watch?v={youtube_id}"
@@ -45,6 +46,16 @@ class VideoMeta:
     status: str = records.OK
     error: str = ""
     origin: str = ""   # file | cache | ytdlp (not written)
+
+    def verdict(self, kind: str) -> tuple[str, str]:
+        """``(status, error)`` of the video in a ``title`` or ``keyword`` subset."""
+        if self.status != records.OK:
+            return self.status, self.error
+        if kind == "title" and not self.title:
+            return NO_TITLE, f"the video has an empty title ({self.origin or 'metadata'})"
+        if kind == "keyword" and not self.tags:
+            return NO_KEYWORDS, f"the video has no tags/keywords ({self.origin or 'metadata'})"
+        return records.OK, ""
 
     def to_json(self) -> dict:
         row = {"id": self.id, "youtube_id": self.youtube_id}
@@ -70,7 +81,8 @@ def normalize_tags(value) -> list[str]:
 
 def meta_from_json(row: dict) -> VideoMeta:
     status = row.get("status") or records.OK
-    return VideoMeta(id=str(row["id"]), youtube_id=row.get("youtube_id") or None, title=" ".join(str(row.get("title") or "").split()),
+    youtube_id = parse_youtube_id(str(row["youtube_id"])) if row.get("youtube_id") else None  # a bare id or a watch URL
+    return VideoMeta(id=str(row["id"]), youtube_id=youtube_id, title=" ".join(str(row.get("title") or "").split()),
                      tags=normalize_tags(row.get("tags")), status=status, error=str(row.get("error") or ""))
 
 
@@ -104,6 +116,11 @@ def load_metadata_file(path: Path) -> dict[str, dict]:
         return _FILES[key]
 
 
+def status_of(message: str) -> str:
+    """A yt-dlp error's status: ``private`` apart, as ``mipkit.fetch.classify_error`` says."""
+    return PRIVATE if _PRIVATE.search(message) else classify_error(message)
+
+
 class YtdlpMetadata:
     """``extract_info`` without download, rate-limited, retried on transient errors, cached."""
 
@@ -134,7 +151,7 @@ class YtdlpMetadata:
                 break
             except (yt_dlp.utils.DownloadError, yt_dlp.utils.ExtractorError, OSError) as exc:
                 text = " | ".join(logger.messages + [str(exc)])
-                status = PRIVATE if _PRIVATE.search(text) else classify_error(text)
+                status = status_of(text)
                 if status in records.TRANSIENT_STATUSES and attempt < self.cfg.extract_retries:
                     attempt += 1
                     time.sleep(self.cfg.retry_backoff_s * attempt)
@@ -180,6 +197,19 @@ class MetadataResolver:
                 return VideoMeta(pseudo_id, None, status=found.status, error=found.error, origin="lookup")
             youtube_id = found.youtube_id
         return self.ytdlp.fetch(pseudo_id, youtube_id)
+
+
+def merge_metadata_files(files: list[Path], target: Path) -> int:
+    """Concatenate shard ``metadata.jsonl`` files into ``target``, one line per video (last wins)."""
+    merged: dict[str, dict] = {}
+    for path in files:
+        with Path(path).open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    row = json.loads(line)
+                    merged[row["id"]] = row
+    write_metadata_jsonl(Path(target), list(merged.values()))
+    return len(merged)
 
 
 def write_metadata_jsonl(path: Path, rows: list[dict]) -> None:

@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import csv
 import glob
+import gzip
 import hashlib
+import importlib.util
 import os
 import re
+import struct
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -76,6 +80,41 @@ def uint8_frames(column, dim: int) -> list[np.ndarray]:
     return out
 
 
+def uint8_nested(arrays: list[np.ndarray], dim: int) -> "pa.Array":
+    """``[T, dim]`` uint8 arrays -> Arrow list<list<uint8>> without Python lists (``uint8_frames`` reversed)."""
+    import pyarrow as pa
+
+    lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+    outer = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0, np.uint8)
+    inner = pa.ListArray.from_arrays(pa.array(np.arange(0, flat.size + 1, dim, dtype=np.int32)), pa.array(flat, pa.uint8()))
+    return pa.ListArray.from_arrays(pa.array(outer), inner)
+
+
+def dataset_features():
+    """The dataset's columns. rgb/audio are ``Array2D((None, D), "uint8")``: the Arrow storage is
+    list<list<uint8>> either way, but Array2D reads back as one ``[T, D]`` ndarray per row (7x
+    faster than Sequence(Sequence(uint8)) with ``with_format("numpy", dtype=np.uint8)``)."""
+    from datasets import Array2D, Features, List, Value
+
+    return Features({
+        "video_id": Value("string"), "youtube_id": Value("string"), "labels": List(Value("int64")),
+        "rgb": Array2D((None, RGB_DIM), "uint8"), "audio": Array2D((None, AUDIO_DIM), "uint8"), "num_seconds": Value("int32"),
+        "title": Value("string"), "keywords": List(Value("string")), "split": Value("string"),
+    })
+
+
+def shard_schema():
+    """Columns of a shard's ``videos.parquet``: the dataset's, plus provenance (partition, file)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("video_id", pa.string()), ("youtube_id", pa.string()), ("labels", pa.list_(pa.int64())),
+        ("rgb", pa.list_(pa.list_(pa.uint8()))), ("audio", pa.list_(pa.list_(pa.uint8()))), ("num_seconds", pa.int32()),
+        ("title", pa.string()), ("keywords", pa.list_(pa.string())), ("partition", pa.string()), ("source_file", pa.string()),
+    ])
+
+
 @dataclass
 class VideoRecord:
     """One SequenceExample. ``error`` is set (and the arrays empty) when the record is unusable."""
@@ -103,9 +142,7 @@ def _frames(feature_list, dim: int, name: str) -> np.ndarray:
 def parse_record(data, index: int, music_index: int | None = None) -> VideoRecord:
     """Parse one serialised SequenceExample; frames are decoded only when the labels hold
     ``music_index`` (or always, with ``music_index=None``)."""
-    from tfrecord import example_pb2
-
-    example = example_pb2.SequenceExample()
+    example = _example_pb2().SequenceExample()
     empty = np.zeros((0, RGB_DIM), np.uint8), np.zeros((0, AUDIO_DIM), np.uint8)
     try:
         example.ParseFromString(bytes(data))
@@ -131,12 +168,51 @@ def parse_record(data, index: int, music_index: int | None = None) -> VideoRecor
     return VideoRecord(index, video_id, labels, rgb, audio)
 
 
+def _example_pb2():
+    """The ``tensorflow.SequenceExample`` protobuf classes shipped by the ``tfrecord`` package.
+
+    Loaded from its file: ``import tfrecord`` also imports ``tfrecord.torch`` and so torch, seconds
+    per build process for nothing. Registered under its own name, so a later ``import tfrecord``
+    reuses it instead of registering ``example.proto`` twice.
+    """
+    module = sys.modules.get("tfrecord.example_pb2")
+    if module is None:
+        spec = importlib.util.find_spec("tfrecord")
+        if spec is None or not spec.submodule_search_locations:
+            raise MipkitError("reading YouTube-8M TFRecords needs the tfrecord package: pip install 'tfrecord>=1.14'")
+        location = Path(list(spec.submodule_search_locations)[0]) / "example_pb2.py"
+        module_spec = importlib.util.spec_from_file_location("tfrecord.example_pb2", location)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules["tfrecord.example_pb2"] = module
+        module_spec.loader.exec_module(module)
+    return module
+
+
+def _masked_crc(data) -> bytes:
+    import crc32c  # installed with tfrecord
+
+    crc = crc32c.crc32c(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+def iter_tfrecord(path: Path) -> Iterator[bytes]:
+    """The serialised records of a TFRecord file (``.gz``: gzip), CRCs checked: a truncated or
+    corrupt download fails loudly instead of yielding half a record."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        while header := handle.read(12):
+            if len(header) < 12 or _masked_crc(header[:8]) != header[8:]:
+                raise ValueError(f"{Path(path).name}: corrupt or truncated record header (re-download the file)")
+            (length,) = struct.unpack("<Q", header[:8])
+            data, footer = handle.read(length), handle.read(4)
+            if len(data) != length or _masked_crc(data) != footer:
+                raise ValueError(f"{Path(path).name}: corrupt or truncated record (re-download the file)")
+            yield data
+
+
 def read_records(path: Path, music_index: int | None = None) -> Iterator[VideoRecord]:
     """Every record of a local (optionally ``.gz``) TFRecord file, in file order."""
-    from tfrecord.reader import tfrecord_iterator
-
-    compression = "gzip" if str(path).endswith(".gz") else None
-    for index, data in enumerate(tfrecord_iterator(str(path), compression_type=compression)):
+    for index, data in enumerate(iter_tfrecord(path)):
         yield parse_record(data, index, music_index)
 
 
@@ -216,6 +292,20 @@ def fetch_to_cache(source: TfrecordSource, cache_dir: Path, timeout: float = 60.
         if attempt < retries:
             time.sleep(min(2.0 * (attempt + 1), 30.0))
     raise OSError(f"download of {source.name} failed after {retries + 1} tries: {error}")
+
+
+def shard_table(rows: list[tuple], source: "TfrecordSource"):
+    """A shard's ``videos.parquet`` table from ``(VideoRecord, video_id, youtube_id, title, tags)`` rows."""
+    import pyarrow as pa
+
+    partition = partition_of(source.name)
+    column = lambda i: [row[i] for row in rows]  # noqa: E731
+    return pa.Table.from_arrays([
+        pa.array(column(1), pa.string()), pa.array(column(2), pa.string()), pa.array([r.labels for r, *_ in rows], pa.list_(pa.int64())),
+        uint8_nested([r.rgb for r, *_ in rows], RGB_DIM), uint8_nested([r.audio for r, *_ in rows], AUDIO_DIM),
+        pa.array([r.num_seconds for r, *_ in rows], pa.int32()), pa.array(column(3), pa.string()), pa.array(column(4), pa.list_(pa.string())),
+        pa.array([partition] * len(rows), pa.string()), pa.array([source.name] * len(rows), pa.string()),
+    ], schema=shard_schema())
 
 
 def music_label_index(vocabulary: Path | None, name: str = MUSIC_VIDEO_NAME, kg_id: str = MUSIC_VIDEO_KG_ID,
