@@ -116,6 +116,7 @@ def _mount_baselines() -> None:
 _mount_baselines()
 
 # --- command modules register here, one line each: `from mipkit.X_cli import register; register(app, build_app)` ---
+from mipkit.yt8m_cli import register as _register_yt8m; _register_yt8m(app, build_app)  # noqa: E402,E702
 from mipkit.labels_cli import register; register(app, build_app)  # noqa: E402,E702 - label, build audioset-mood
 from mipkit.publish_cli import register as register_publishing; register_publishing(app, build_app)  # noqa: E402,E702 - push-to-hub, hydrate
 # --- end of command modules ---
