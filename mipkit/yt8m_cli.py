@@ -70,8 +70,12 @@ def _build(kind: str, tfrecords: list[str], out: Path, recipe: Optional[str], vo
     base, yt = load_yt8m_recipe(recipe or f"yt8m-{kind}")
     base = base.with_overrides({"ytdlp.cookiefile": str(cookies) if cookies else None, "ytdlp.proxy": proxy, "splits.seed": seed})
     template = video_url_template or yt.video_url_template
-    if "{youtube_id}" not in template:
-        raise MipkitError("--video-url-template must contain {youtube_id}")
+    try:
+        usable = "{youtube_id}" in template and template.format(youtube_id="x") != template
+    except (KeyError, IndexError, ValueError, AttributeError):
+        usable = False
+    if not usable:
+        raise MipkitError("--video-url-template must contain {youtube_id} and no other {...} field")
     if vocabulary is None:
         ui.console.print(f"[yellow]note:[/yellow] no --vocabulary: using index {yt.music_label_index} for {yt.music_label!r} "
                          "(2018 vocabulary); pass the release's vocabulary.csv to be sure")

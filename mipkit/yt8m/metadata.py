@@ -156,7 +156,10 @@ class YtdlpMetadata:
                     attempt += 1
                     time.sleep(self.cfg.retry_backoff_s * attempt)
                     continue
-                return VideoMeta(pseudo_id, youtube_id, status=status, error=f"extract_info failed: {one_line(str(exc) or text)}", origin="ytdlp")
+                error = one_line(str(exc) or text)
+                if self.cfg.proxy:
+                    error = error.replace(self.cfg.proxy, "<proxy>")  # never echo a proxy URL (it may hold a password)
+                return VideoMeta(pseudo_id, youtube_id, status=status, error=f"extract_info failed: {error}", origin="ytdlp")
         if not info:
             return VideoMeta(pseudo_id, youtube_id, status=records.UNAVAILABLE, error="extract_info returned nothing", origin="ytdlp")
         meta = VideoMeta(pseudo_id, youtube_id, title=" ".join(str(info.get("title") or "").split()),
