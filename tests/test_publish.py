@@ -326,22 +326,32 @@ def _push_cli(out: Path, env: dict) -> subprocess.CompletedProcess:
                           timeout=120, cwd=REPO_ROOT, env={**clean, **env})
 
 
-@pytest.mark.parametrize("case", ["offline", "unreachable", "not_logged_in"])
-def test_push_without_network_or_login_is_one_clear_line(built_dataset, tmp_path, case):
+def test_push_to_an_unreachable_hub_is_one_clear_line_from_the_real_cli(built_dataset, tmp_path):
     out, _ = built_dataset
     token = "hf_FakeTokenThatMustNotBePrinted7"
-    env = {"HF_HOME": str(tmp_path / "hf-home")}  # no stored login
-    if case == "offline":
-        env.update(HF_HUB_OFFLINE="1", HF_TOKEN=token)
-        expected = "HF_HUB_OFFLINE is set"
-    elif case == "unreachable":
-        port = _closed_port()
-        env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_TOKEN=token)
-        expected = f"cannot reach the Hugging Face Hub at http://127.0.0.1:{port}"
-    else:
-        expected = "not logged in to the Hugging Face Hub; run `hf auth login` or set HF_TOKEN"
-    run = _push_cli(out, env)
+    port = _closed_port()
+    run = _push_cli(out, {"HF_HOME": str(tmp_path / "hf-home"), "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_TOKEN": token})
     assert run.returncode == 2, run.stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and expected in errors[0] and "--to-folder" in errors[0], run.stderr
-    assert "Traceback" not in run.stderr and token not in run.stderr + run.stdout
+    assert len(errors) == 1 and f"cannot reach the Hugging Face Hub at http://127.0.0.1:{port}" in errors[0], run.stderr
+    assert "--to-folder" in errors[0] and "Traceback" not in run.stderr and token not in run.stderr + run.stdout
+
+
+@pytest.mark.parametrize("case", ["offline", "not_logged_in"])
+def test_push_offline_or_not_logged_in_fails_before_any_request(built_dataset, monkeypatch, case):
+    import huggingface_hub
+
+    out, _ = built_dataset
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    if case == "offline":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setenv("HF_TOKEN", "hf_FakeTokenThatMustNotBePrinted7")
+        expected = "HF_HUB_OFFLINE is set, so nothing can be pushed"
+    else:
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)  # as on a machine never logged in
+        expected = "not logged in to the Hugging Face Hub; run `hf auth login` or set HF_TOKEN"
+    result = runner.invoke(app, ["push-to-hub", str(out), REPO_ID])
+    assert isinstance(result.exception, MipkitError), result.output
+    assert expected in str(result.exception) and "--to-folder" in str(result.exception)
+    assert "hf_FakeToken" not in str(result.exception) + result.output
