@@ -38,6 +38,7 @@ def build_mipnet(
     sleep: Optional[float] = typer.Option(None, help="Seconds to pause before each download (5-10 advised for YouTube)."),
     seed: Optional[int] = typer.Option(None, help="Seed of the split assignment."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier work in --out and start again."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Fetch again the shards whose samples were rate-limited or hit network errors."),
 ) -> None:
     """Build MIPNet-style image-music pairs from public media."""
     from mipkit.pipeline import BuildOptions, build
@@ -51,7 +52,7 @@ def build_mipnet(
         "ytdlp.format": format, "ytdlp.cookiefile": str(cookies) if cookies else None, "ytdlp.proxy": proxy,
         "ytdlp.sleep_interval": sleep, "splits.seed": seed,
     })
-    summary = build(BuildOptions(manifest=manifest, out=out, recipe=config, workers=workers, engine=engine, overwrite=overwrite))
+    summary = build(BuildOptions(manifest=manifest, out=out, recipe=config, workers=workers, engine=engine, overwrite=overwrite, retry_failed=retry_failed))
     print_build_summary(out, summary)
 
 

@@ -25,8 +25,8 @@ from mipkit.errors import MipkitError, NothingBuiltError
 from mipkit.manifest import read_manifest
 from mipkit.media import require_ffmpeg
 from mipkit.recipe import Recipe
-from mipkit.records import SampleStatus, SourceRequest
-from mipkit.shards import ShardTask, is_done, plan_shards, run_shard
+from mipkit.records import TRANSIENT_STATUSES, SampleStatus, SourceRequest
+from mipkit.shards import STATS_FILE, STATUS_FILE, ShardTask, is_done, plan_shards, run_shard, shards_root
 from mipkit.splits import SPLITS
 from mipkit.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
 from mipkit.taxonomy import Taxonomy, load_taxonomy
@@ -52,6 +52,7 @@ class BuildOptions:
     workers: int = 1
     engine: str = "local"
     overwrite: bool = False
+    retry_failed: bool = False
 
     def read(self, taxonomy: Taxonomy) -> tuple[list[SourceRequest], list[SampleStatus]]:
         if self.reader is not None:
@@ -167,6 +168,18 @@ def _run_ray(tasks: list[ShardTask], opts: BuildOptions, progress, bar) -> list[
     return errors
 
 
+def reopen_transient_shards(out: Path) -> int:
+    """Un-commit every done shard holding a transient failure, so the next run fetches it again."""
+    reopened = 0
+    for folder in sorted(shards_root(out).glob("[0-9]*")):
+        stats, statuses = folder / STATS_FILE, folder / STATUS_FILE
+        if stats.is_file() and statuses.is_file():
+            if any(json.loads(line)["status"] in TRANSIENT_STATUSES for line in statuses.read_text().splitlines() if line.strip()):
+                stats.unlink()
+                reopened += 1
+    return reopened
+
+
 def label_distribution(out: Path, taxonomy_names: list[str]) -> dict[str, dict[str, int]]:
     """Counts per emotion and split, read from the assembled dataset's Arrow files (no media decode)."""
     from datasets import load_from_disk
@@ -192,6 +205,9 @@ def build(opts: BuildOptions) -> dict:
     _prepare(opts, len(tasks))
     write_json_lines(build_dir(opts.out) / MANIFEST_STATUS_FILE, [p.to_dict() for p in problems])
 
+    if opts.retry_failed:
+        reopened = reopen_transient_shards(opts.out)
+        ui.console.print(f"--retry-failed: reopened {reopened} shard(s) with rate-limited or network failures")
     pending = [t for t in tasks if not is_done(opts.out, t.index)]
     skipped = len(tasks) - len(pending)
     if skipped:

@@ -101,3 +101,20 @@ def test_cli_errors_are_one_line(tmp_path, media_server):
     not_a_build = _run_cli("status", str(tmp_path))
     assert not_a_build.returncode == 2 and "not a mipkit build folder" in not_a_build.stderr
     shutil.rmtree(tmp_path / "o2", ignore_errors=True)
+
+
+def test_retry_failed_reopens_only_shards_with_transient_failures(tmp_path, media_server):
+    import json as _json
+
+    manifest = _manifest(tmp_path, media_server, sources=2)
+    recipe = small_recipe(**{"shards.sources_per_shard": 1})
+    out = tmp_path / "ds"
+    build(BuildOptions(manifest=manifest, out=out, recipe=recipe))
+    # Pretend shard 1 met a rate limit last time.
+    status_file = out / "build" / "shards" / "00001" / "status.jsonl"
+    record = _json.loads(status_file.read_text())
+    status_file.write_text(_json.dumps({**record, "status": "rate_limited", "error": "HTTP Error 429"}) + "\n")
+    untouched = (out / "build" / "shards" / "00000" / "stats.json").stat().st_mtime_ns
+    summary = build(BuildOptions(manifest=manifest, out=out, recipe=recipe, retry_failed=True))
+    assert summary["counts"] == {"ok": 2}
+    assert (out / "build" / "shards" / "00000" / "stats.json").stat().st_mtime_ns == untouched
