@@ -26,9 +26,8 @@ from typing import Any
 from mipkit import ui
 from mipkit.errors import MipkitError
 from mipkit.paths import cards_dir
-from mipkit.release import METADATA_COLUMNS, private_strings, redact_url, scrub
-from mipkit.splits import SPLITS
-from mipkit.status import BUILD_FILE, build_dir, status_report
+from mipkit.release import CREDENTIALS_IN_URL, load_build, private_strings, release_splits, scrub
+from mipkit.status import status_report
 
 CARD_TEMPLATE = "dataset_card.md.j2"
 CARD_FILE = "README.md"
@@ -65,39 +64,6 @@ class WrittenFile:
     path: str              # relative to the release folder, '/'-separated (as on the Hub)
     rows: int | None
     size: int
-
-
-# --------------------------------------------------------------------------- reading a build
-
-
-def load_build(dataset_dir: Path) -> tuple[Any, dict]:
-    """The built DatasetDict and its ``build/build.json``; one clear error if ``dataset_dir`` is not a build."""
-    from datasets import load_from_disk
-
-    dataset_dir = Path(dataset_dir)
-    if not (dataset_dir / "dataset_dict.json").is_file() or not (build_dir(dataset_dir) / BUILD_FILE).is_file():
-        raise MipkitError(f"{dataset_dir.name!r} is not a finished mipkit build (needs dataset_dict.json and build/{BUILD_FILE}); "
-                          "pass the --out folder of `mipkit build`")
-    return load_from_disk(str(dataset_dir)), json.loads((build_dir(dataset_dir) / BUILD_FILE).read_text())
-
-
-def release_splits(dataset: Any, metadata_only: bool) -> dict[str, Any]:
-    """The non-empty splits as published: media dropped for metadata-only, URL credentials removed."""
-    splits = {}
-    for split in [s for s in SPLITS if s in dataset] + [s for s in dataset if s not in SPLITS]:
-        ds = dataset[split]
-        if not len(ds):
-            continue
-        if metadata_only:
-            ds = ds.select_columns([c for c in METADATA_COLUMNS if c in ds.column_names])
-        urls = ds.data.column("source_url").to_pylist()
-        if any(redact_url(u) != u for u in urls):
-            ui.console.print(f"[yellow]{split}: credentials removed from source URLs (user:password@ is never published)[/yellow]")
-            ds = ds.map(lambda batch: {"source_url": [redact_url(u) for u in batch]}, input_columns="source_url", batched=True)
-        splits[split] = ds
-    if not splits:
-        raise MipkitError("the build holds no pair in any split; nothing to publish (see `mipkit status` for why)")
-    return splits
 
 
 # --------------------------------------------------------------------------- the card
@@ -267,19 +233,29 @@ def parse_size(text: str | int) -> int:
     return size
 
 
+def _publishable(table, embed: bool):
+    """One batch as published: media bytes embedded with their paths reduced to file names, and no
+    ``user:password@`` in source URLs."""
+    import pyarrow.compute as pc
+    from datasets.table import embed_table_storage
+
+    if embed:
+        table = embed_table_storage(table)
+    urls = pc.replace_substring_regex(table["source_url"], pattern=CREDENTIALS_IN_URL, replacement=r"\1")
+    return table.set_column(table.column_names.index("source_url"), "source_url", urls)
+
+
 def _write_split(ds: Any, split: str, shards: int, data_dir: Path, on_shard) -> list[WrittenFile]:
-    """Parquet shards of one split, named as ``push_to_hub`` names them; media bytes embedded."""
+    """Parquet shards of one split, named as ``push_to_hub`` names them (in memory one shard at a time)."""
     from datasets.arrow_writer import get_writer_batch_size_from_features
     from datasets.features.features import require_decoding
-    from datasets.table import embed_table_storage
 
     batch_size = get_writer_batch_size_from_features(ds.features) or 1000
     embed = any(require_decoding(f, ignore_decode_attribute=True) for f in ds.features.values())
     written = []
     for index in range(shards):
-        shard = ds.shard(num_shards=shards, index=index, contiguous=True)
-        if embed:  # bytes in the file, paths reduced to file names (never a local path)
-            shard = shard.with_format("arrow").map(embed_table_storage, batched=True, batch_size=batch_size, keep_in_memory=True).with_format(None)
+        shard = ds.shard(num_shards=shards, index=index, contiguous=True).with_format("arrow")
+        shard = shard.map(_publishable, batched=True, batch_size=batch_size, keep_in_memory=True, fn_kwargs={"embed": embed}).with_format(None)
         name = f"{split}-{index:05d}-of-{shards:05d}.parquet"
         shard.to_parquet(str(data_dir / name), batch_size=batch_size)
         written.append(WrittenFile(f"{DATA_DIR}/{name}", len(shard), (data_dir / name).stat().st_size))

@@ -9,6 +9,7 @@ windows and runs the normal build pipeline on them, so every rebuilt pair keeps 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -19,6 +20,8 @@ from typing import Any
 from mipkit.errors import MipkitError
 from mipkit.ids import pair_id_for, sanitize_id, source_id_for
 from mipkit.records import BAD_ROW, DUPLICATE, SampleStatus, SourceRequest, Window
+from mipkit.splits import SPLITS
+from mipkit.status import BUILD_FILE, build_dir
 from mipkit.taxonomy import Taxonomy
 
 MEDIA_COLUMNS = ("image", "audio")
@@ -30,11 +33,12 @@ REQUIRED_COLUMNS = ("source_url", "start_s")
 # --------------------------------------------------------------------------- privacy of a release
 
 
+CREDENTIALS_IN_URL = r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@"  # RE2 and Python syntax alike
+
+
 def redact_url(url: str | None) -> str | None:
     """Drop ``user:password@`` from a URL: credentials never travel with a release."""
-    if not url:
-        return url
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@", r"\1", url)
+    return re.sub(CREDENTIALS_IN_URL, r"\1", url) if url else url
 
 
 def private_strings(dataset_dir: Path, build: dict) -> list[str]:
@@ -65,6 +69,42 @@ def scrub(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, "<redacted>")
     return re.sub(r"(://)[^/@\s]+@", r"\1", text)
+
+
+# --------------------------------------------------------------------------- what a release carries
+
+
+def load_build(dataset_dir: Path) -> tuple[Any, dict]:
+    """The built DatasetDict and its ``build/build.json``; one clear error if ``dataset_dir`` is not a build."""
+    from datasets import load_from_disk
+
+    dataset_dir = Path(dataset_dir)
+    if not (dataset_dir / "dataset_dict.json").is_file() or not (build_dir(dataset_dir) / BUILD_FILE).is_file():
+        raise MipkitError(f"{dataset_dir.name!r} is not a finished mipkit build (needs dataset_dict.json and build/{BUILD_FILE}); "
+                          "pass the --out folder of `mipkit build`")
+    return load_from_disk(str(dataset_dir)), json.loads((build_dir(dataset_dir) / BUILD_FILE).read_text())
+
+
+def release_splits(dataset: Any, metadata_only: bool) -> dict[str, Any]:
+    """The non-empty splits to publish (``load_dataset`` rejects empty data files), media dropped for
+    metadata-only. Credentials in source URLs are removed when the shards are written."""
+    import pyarrow.compute as pc
+
+    from mipkit import ui
+
+    splits = {}
+    for split in [s for s in SPLITS if s in dataset] + [s for s in dataset if s not in SPLITS]:
+        ds = dataset[split]
+        if not len(ds):
+            continue
+        if metadata_only:
+            ds = ds.select_columns([c for c in METADATA_COLUMNS if c in ds.column_names])
+        if pc.any(pc.match_substring_regex(ds.data.column("source_url"), CREDENTIALS_IN_URL)).as_py():
+            ui.console.print(f"[yellow]{split}: credentials removed from source URLs (user:password@ is never published)[/yellow]")
+        splits[split] = ds
+    if not splits:
+        raise MipkitError("the build holds no pair in any split; nothing to publish (see `mipkit status` for why)")
+    return splits
 
 
 # --------------------------------------------------------------------------- reading a release
