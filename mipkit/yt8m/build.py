@@ -2,8 +2,9 @@
 
 A shard reads its file (downloading a URL into the cache first), keeps the music videos, resolves
 their metadata on a few threads and commits ``OUT/build/shards/NNNNN/`` in the MIPNet layout:
-``videos.parquet`` (the kept rows), ``status.jsonl`` (one line per music video or bad record),
-``metadata.jsonl`` (what was learnt about each video) and ``stats.json`` last, the commit marker.
+``videos.arrow`` (kept rows; Arrow IPC, as Parquet's per-value levels make nested uint8 lists
+slow), ``status.jsonl`` (one line per music video or bad record), ``metadata.jsonl`` (what was
+learnt about each video) and ``stats.json`` last, the commit marker.
 So ``mipkit status OUT`` and resume behave as for ``mipkit build mipnet``.
 """
 
@@ -21,7 +22,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mipkit import records, ui
 from mipkit.assemble import write_json
@@ -35,13 +35,14 @@ from mipkit.yt8m.lookup import DiskCache, LookupClient
 from mipkit.yt8m.metadata import MetadataResolver, YtdlpMetadata, load_metadata_file, merge_metadata_files, write_metadata_jsonl
 from mipkit.yt8m.tfrecords import TfrecordSource, dataset_features, fetch_to_cache, partition_of, read_records, resolve_inputs, shard_table
 
-VIDEOS_FILE = "videos.parquet"
+VIDEOS_FILE = "videos.arrow"
 METADATA_FILE = "metadata.jsonl"
 ENGINES = ("local", "ray")
 SPLIT_MODES = ("partition", "ratio")
 SPLIT_NAMES = ("train", "validation", "test")
 # Transient answers are not knowledge: they stay out of metadata.jsonl and are retried later.
 _NOT_RECORDED = records.TRANSIENT_STATUSES | {NO_METADATA, records.DOWNLOAD_ERROR}
+
 
 @dataclass(frozen=True)
 class ShardSettings:
@@ -129,7 +130,8 @@ def run_yt8m_shard(task: Yt8mTask, settings: ShardSettings, out_dir: Path, on_ev
 
     table = shard_table([(r, m.id, m.youtube_id, m.title, m.tags) for r, m in kept], task.source)
     tmp = folder / (VIDEOS_FILE + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(table, max_chunksize=64)
     os.replace(tmp, folder / VIDEOS_FILE)
     write_metadata_jsonl(folder / METADATA_FILE, learnt)
     write_atomic(folder / STATUS_FILE, "".join(json.dumps(s.to_dict()) + "\n" for s in statuses).encode())
@@ -215,13 +217,18 @@ def _committed(out: Path, name: str) -> list[Path]:
     return [d / name for d in sorted(shards_root(out).glob("[0-9]*")) if (d / STATS_FILE).is_file() and (d / name).is_file()]
 
 
+def _batches(path: Path):
+    reader = pa.ipc.open_file(pa.memory_map(str(path)))
+    return (reader.get_batch(i) for i in range(reader.num_record_batches))
+
+
 def _split_assigner(files: list[Path], split_by: str, validate_as: str, ratios: dict[str, float], seed: int):
     if split_by == "partition":
         mapping = {"train": "train", "validate": validate_as, "test": "test"}
         return lambda table: [mapping[p] for p in table["partition"].to_pylist()]
     from mipkit.splits import assign_splits
 
-    ids = [v for path in files for v in pq.read_table(path, columns=["video_id"])["video_id"].to_pylist()]
+    ids = [v for path in files for batch in _batches(path) for v in batch.column("video_id").to_pylist()]
     plan = assign_splits(ids, ratios, seed)
     return lambda table: [plan[v] for v in table["video_id"].to_pylist()]
 
@@ -230,7 +237,8 @@ def assemble_yt8m(out: Path, split_by: str, validate_as: str, ratios: dict[str, 
     """Write ``OUT/{dataset_dict.json,<splits>}`` from the committed shards; returns rows per split."""
     import datasets
     import pyarrow.compute as pc
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset, DatasetDict, DatasetInfo
+    from datasets.table import table_cast
 
     datasets.disable_progress_bars()
     files = _committed(out, VIDEOS_FILE)
@@ -239,21 +247,24 @@ def assemble_yt8m(out: Path, split_by: str, validate_as: str, ratios: dict[str, 
     work.mkdir(parents=True)
     split_of = _split_assigner(files, split_by, validate_as, ratios, seed)
     features = dataset_features()
-    columns = list(features)
-    writers: dict[str, pq.ParquetWriter] = {}
+    columns, schema = list(features), features.arrow_schema
+    writers: dict[str, pa.ipc.RecordBatchStreamWriter] = {}
     rows: Counter = Counter()
     seen: set[str] = set()
     for path in files:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=64):
+        for batch in _batches(path):
             table = pa.Table.from_batches([batch])
             fresh = [v not in seen and not seen.add(v) for v in table["video_id"].to_pylist()]  # one row per video
-            table = table.filter(pa.array(fresh, pa.bool_()))
-            table = table.append_column("split", pa.array(split_of(table), pa.string())).select(columns)
+            if not all(fresh):
+                table = table.filter(pa.array(fresh, pa.bool_()))
+            labels = split_of(table)
+            table = table_cast(table.append_column("split", pa.array(labels, pa.string())).select(columns), schema)
             for split in SPLIT_NAMES:
-                part = table.filter(pc.equal(table["split"], split))
+                # Filtering copies the frames: only when a batch really mixes splits (ratio mode).
+                part = table if set(labels) == {split} else table.filter(pc.equal(table["split"], split))
                 if part.num_rows:
-                    if split not in writers:
-                        writers[split] = pq.ParquetWriter(work / f"{split}.parquet", part.schema, compression="none")
+                    if split not in writers:  # the stream format datasets memory-maps (Dataset.from_file)
+                        writers[split] = pa.ipc.new_stream(str(work / f"{split}.arrow"), schema)
                     writers[split].write_table(part)
                     rows[split] += part.num_rows
     for writer in writers.values():
@@ -265,7 +276,7 @@ def assemble_yt8m(out: Path, split_by: str, validate_as: str, ratios: dict[str, 
     splits = {}
     for split in SPLIT_NAMES:
         if rows[split]:
-            splits[split] = Dataset.from_parquet(str(work / f"{split}.parquet"), features=features, cache_dir=str(work / "cache"), split="train")
+            splits[split] = Dataset.from_file(str(work / f"{split}.arrow"), info=DatasetInfo(features=features))
         elif split in wanted:
             splits[split] = Dataset.from_dict({c: [] for c in columns}, features=features)
     staged = work / "dataset"
@@ -312,15 +323,16 @@ def _prepare(opts: Yt8mOptions, sources: list[TfrecordSource]) -> None:
     write_atomic(build_dir(out) / MANIFEST_STATUS_FILE, b"")
 
 
+def _committed_stats(out: Path) -> dict[Path, dict]:
+    return {d / STATS_FILE: json.loads((d / STATS_FILE).read_text()) for d in sorted(shards_root(out).glob("[0-9]*")) if (d / STATS_FILE).is_file()}
+
+
 def _forget_transient_shards(out: Path) -> int:
     """``--retry-failed``: un-commit shards with rate-limited or network failures (caches keep the rest)."""
-    count = 0
-    for folder in sorted(shards_root(out).glob("[0-9]*")):
-        stats_path = folder / STATS_FILE
-        if stats_path.is_file() and set(json.loads(stats_path.read_text()).get("counts", {})) & records.TRANSIENT_STATUSES:
-            stats_path.unlink()
-            count += 1
-    return count
+    failed = [path for path, stats in _committed_stats(out).items() if set(stats.get("counts", {})) & records.TRANSIENT_STATUSES]
+    for path in failed:
+        path.unlink()
+    return len(failed)
 
 
 def _check_options(opts: Yt8mOptions, sources: list[TfrecordSource]) -> None:
@@ -336,10 +348,8 @@ def _check_options(opts: Yt8mOptions, sources: list[TfrecordSource]) -> None:
         unknown = [s.name for s in sources if partition_of(s.name) is None]
         if unknown:
             raise MipkitError(f"cannot tell the partition of {unknown[0]!r} from its name (train*/validate*/test*); rename it or pass --split-by ratio")
-    else:
-        ratios = opts.ratios
-        if any(v < 0 for v in ratios.values()) or abs(sum(ratios.values()) - 1.0) > 1e-6:
-            raise MipkitError(f"split ratios {ratios} must be >= 0 and sum to 1")
+    elif any(v < 0 for v in opts.ratios.values()) or abs(sum(opts.ratios.values()) - 1.0) > 1e-6:
+        raise MipkitError(f"split ratios {opts.ratios} must be >= 0 and sum to 1")
     if any(partition_of(s.name) == "test" for s in sources):
         ui.console.print("[yellow]note:[/yellow] YouTube-8M test* files carry no labels, so none of their videos is recognised as a music video")
 
@@ -390,10 +400,7 @@ def build_yt8m(opts: Yt8mOptions) -> dict:
     rows = assemble_yt8m(opts.out, opts.split_by, opts.validate_as, opts.ratios, opts.seed)
     metadata_rows = merge_metadata_files(_committed(opts.out, METADATA_FILE), build_dir(opts.out) / METADATA_FILE)
     report = status_report(opts.out)
-    skipped: Counter = Counter()
-    for folder in shards_root(opts.out).glob("[0-9]*"):
-        if (folder / STATS_FILE).is_file():
-            skipped.update(json.loads((folder / STATS_FILE).read_text()).get("skipped", {}))
+    skipped = sum((Counter(stats.get("skipped", {})) for stats in _committed_stats(opts.out).values()), Counter())
     summary = {"subset": opts.settings.kind, "counts": report["counts"], "skipped": dict(skipped), "splits": rows,
                "shards": report["shards"], "shard_errors": errors, "metadata_rows": metadata_rows,
                "seconds_this_run": round(time.time() - began, 2), "settings": requested}
