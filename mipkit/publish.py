@@ -81,13 +81,13 @@ def hub_license(pairs_per_license: Counter, fallback: str) -> str:
     return fallback or "other"
 
 
-def annotations_creators(label_sources: Counter) -> list[str]:
+def annotations_creators(label_sources: Counter, kind: str) -> list[str]:
     kinds = set()
     for source in label_sources:
         if source is None:
             kinds.add("no-annotation")
-        elif source == "manifest":
-            kinds.add("expert-generated")  # chosen by the person who wrote the manifest
+        elif source == "manifest":  # AudioSet's own labels, or chosen by the person who wrote the manifest
+            kinds.add("found" if kind.startswith("audioset") else "expert-generated")
         else:
             kinds.add("machine-generated")  # a model's name, e.g. a PaSST checkpoint
     return sorted(kinds - {"no-annotation"}) or ["no-annotation"]
@@ -155,8 +155,8 @@ def card_figures(dataset_dir: Path, build: dict, splits: dict[str, Any], metadat
         "licences": [{"license": name, "sources": len(e["sources"]), "pairs": e["pairs"]}
                      for name, e in sorted(licences.items(), key=lambda kv: -kv[1]["pairs"])],
         "hub_license": hub_license(pairs_per_license, recipe.get("dataset", {}).get("license", "other")),
-        "annotations_creators": annotations_creators(label_sources),
-        "source_datasets": ["extended|audioset"] if build.get("kind") == "audioset" else ["original"],
+        "annotations_creators": annotations_creators(label_sources, build.get("kind", "")),
+        "source_datasets": ["extended|audioset"] if build.get("kind", "").startswith("audioset") else ["original"],
         "chart": CHART_FILE,
         "emotions_by_split": {s: dict(c) for s, c in emotions.items()},
     }
@@ -175,7 +175,8 @@ def card_data_yaml(figures: dict, splits: dict[str, Any], parquet_sizes: dict[st
     from huggingface_hub import DatasetCardData
 
     card_data = DatasetCardData(
-        license=figures["hub_license"], task_categories=TASK_CATEGORIES,
+        license=figures["hub_license"],
+        task_categories=[t for t in TASK_CATEGORIES if figures["clip"].get("image", True) or t != "image-classification"],
         tags=TAGS + (["metadata-only"] if figures["metadata_only"] else []),
         size_categories=[size_category(figures["total"])],
         pretty_name=figures["pretty_name"] + (" (metadata only)" if figures["metadata_only"] else ""),

@@ -75,7 +75,7 @@ def hydrate_command(
 
     summary, comparison = hydrate(release, out, load_recipe(recipe), workers=workers, engine=engine, overwrite=overwrite)
     print_build_summary(out, summary)
-    table = Table(title=f"{release}: pairs of the release")
+    table = Table(title=f"{Path(release).name if Path(release).exists() else release}: pairs of the release")
     table.add_column("")
     table.add_column("pairs", justify="right")
     for label, key in (("in the release", "release_pairs"), ("rebuilt", "rebuilt"), ("missing (see mipkit status)", "missing"),

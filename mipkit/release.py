@@ -27,7 +27,8 @@ from mipkit.taxonomy import Taxonomy
 MEDIA_COLUMNS = ("image", "audio")
 METADATA_COLUMNS = ("pair_id", "source_id", "source_url", "start_s", "end_s", "emotion", "emotion_source", "emotion_score",
                     "title", "uploader", "license", "split")
-REQUIRED_COLUMNS = ("source_url", "start_s")
+REQUIRED_COLUMNS = ("source_url", "start_s")  # what hydrate needs of a release
+PAIR_COLUMNS = ("pair_id", "source_id", "source_url", "start_s", "emotion", "emotion_source", "license")  # what a card is made of
 
 
 # --------------------------------------------------------------------------- privacy of a release
@@ -95,6 +96,10 @@ def release_splits(dataset: Any, metadata_only: bool) -> dict[str, Any]:
     splits = {}
     for split in [s for s in SPLITS if s in dataset] + [s for s in dataset if s not in SPLITS]:
         ds = dataset[split]
+        missing = [c for c in PAIR_COLUMNS if c not in ds.column_names]
+        if missing:
+            raise MipkitError(f"this build has no {', '.join(missing)} column: push-to-hub publishes image-music pair builds "
+                              "(`mipkit build mipnet`, `build audioset-mood`, `hydrate`); use datasets' own push_to_hub for other builds")
         if not len(ds):
             continue
         if metadata_only:

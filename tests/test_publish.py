@@ -362,3 +362,20 @@ def test_push_offline_or_not_logged_in_fails_before_any_request(built_dataset, m
     assert isinstance(result.exception, MipkitError), result.output
     assert expected in str(result.exception) and "--to-folder" in str(result.exception)
     assert "hf_FakeToken" not in str(result.exception) + result.output
+
+
+def test_card_for_an_audio_only_audioset_build_renders_its_own_prose(built_dataset):
+    from mipkit.publish import card_data_yaml, card_figures, render_card
+    from mipkit.release import load_build, release_splits
+
+    out, _ = built_dataset
+    dataset, build = load_build(out)
+    build = {**build, "kind": "audioset-mood", "recipe": {**build["recipe"], "clip": {**build["recipe"]["clip"], "image": False}}}
+    splits = release_splits(dataset, metadata_only=True)
+    figures = card_figures(out, build, splits, metadata_only=True, repo_id=REPO_ID)
+    text = render_card(figures, card_data_yaml(figures, splits, {}), secrets=[])
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert meta["source_datasets"] == ["extended|audioset"] and meta["annotations_creators"] == ["found"]
+    assert "image-classification" not in meta["task_categories"]
+    assert "music clips of 10 seconds" in text and "AudioSet segments carrying exactly one" in text
+    assert "| `image` |" not in text and "**Image.**" not in text
