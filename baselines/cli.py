@@ -95,6 +95,7 @@ def hgclim(
     encode_batch_size: int = typer.Option(64, "--encode-batch-size", min=1, help="batch size of encoder passes"),
     log_every: int = typer.Option(10, "--log-every", min=1, help="log every N steps"),
     save_every_steps: int = typer.Option(0, "--save-every-steps", min=0, help="also checkpoint every N steps"),
+    keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep every epoch's checkpoint, not only latest.pt"),
     resume: Optional[str] = typer.Option(None, "--resume", help="latest | PATH of a checkpoint"),
     stop_at_step: Optional[int] = typer.Option(None, "--stop-at-step", help="stop with a checkpoint after this step"),
     eval_split: str = typer.Option("test", "--eval-split", help="split of the final evaluation"),

@@ -49,7 +49,7 @@ from mipkit.errors import MipkitError
 CHECKPOINT_FORMAT = 1
 # Options that may differ between the run that wrote a checkpoint and the run resuming from it.
 RESUME_MAY_CHANGE = {"resume", "stop_at_step", "device", "workers", "encode_batch_size", "log_every",
-                     "save_every_steps", "quiet", "tensorboard", "compile", "epochs", "dataset",
+                     "save_every_steps", "keep_checkpoints", "quiet", "tensorboard", "compile", "epochs", "dataset",
                      "image_weights", "music_weights", "out", "cache_dir"}
 
 
@@ -107,6 +107,7 @@ class TrainConfig:
     encode_batch_size: int = 64
     log_every: int = 10
     save_every_steps: int = 0        # 0: checkpoint at the end of every epoch only
+    keep_checkpoints: bool = False   # also keep checkpoints/epoch_NNN.pt (latest.pt is always written)
     resume: str | None = None        # "latest" or a checkpoint path
     stop_at_step: int | None = None  # stop (with a checkpoint) after this global step
     eval_split: str = "test"
@@ -387,7 +388,7 @@ def main(cfg: TrainConfig) -> dict:
                      "world_size": env.world_size, "kind": kind}
             ckpt_dir = checkpoint_dir(run_dir)
             save_checkpoint(ckpt_dir / LATEST, state)
-            if kind == "epoch":
+            if kind == "epoch" and cfg.keep_checkpoints:
                 save_checkpoint(ckpt_dir / f"epoch_{at_epoch:03d}.pt", state)
             logger.event("checkpoint", step=step, epoch=at_epoch, kind=kind)
         barrier(env)
@@ -559,6 +560,32 @@ def write_model_card(run_dir: Path, cfg: TrainConfig, model, dataset_dict, resul
     path = run_dir / "MODEL_CARD.md"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def train_and_evaluate(dataset_dir: str | Path, run_dir: str | Path, epochs: int = 10, batch_size: int = 8,
+                       device: str = "auto") -> dict:
+    """The demo's last step: a ``--preset tiny`` training on a small built dataset, then its test table.
+
+    The run folder belongs to the demo and is started afresh each time.
+    """
+    import shutil
+
+    from rich.console import Console
+
+    from baselines.evaluate import render_table
+
+    run_dir = Path(run_dir)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    cfg = TrainConfig(dataset=str(dataset_dir), out=str(run_dir), preset="tiny", epochs=epochs,
+                      batch_size=batch_size, workers=0, log_every=5, device=device)
+    summary = main(cfg)
+    result = summary.get("eval")
+    if result:
+        Console().print(render_table(result, title=f"HG-CLIM (tiny, random encoders) · {result['split']}"))
+        Console(stderr=True).print(f"plots and model card in {run_dir}: loss_curves.png, val_metrics.png, "
+                                   f"eval_{result['split']}.png, MODEL_CARD.md")
+    return summary
 
 
 if __name__ == "__main__":
