@@ -76,6 +76,8 @@ def status(
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
     ui.stdout.print(ui.counts_table(f"{out.name}: samples by status (shards {report['shards']['done']}/{report['shards']['total']} done)", report["counts"], "requested"))
+    if report.get("skipped"):
+        ui.stdout.print(ui.counts_table("skipped (counted, not listed)", report["skipped"], "skipped", key="reason"))
     if report["failed"]:
         ui.stdout.print(ui.failures_table(report["failed"], limit))
 

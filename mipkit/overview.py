@@ -11,6 +11,9 @@ from mipkit import ui
 from mipkit.assemble import column_values
 from mipkit.errors import MipkitError
 
+# Plain columns worth showing in the sample rows, in this order, when the dataset has them.
+_SAMPLE_COLUMNS = ("pair_id", "video_id", "youtube_id", "start_s", "end_s", "num_seconds", "emotion", "title", "keywords")
+
 
 def inspect_dataset(out: Path, rows: int = 5) -> None:
     from datasets import load_from_disk
@@ -19,28 +22,43 @@ def inspect_dataset(out: Path, rows: int = 5) -> None:
         raise MipkitError(f"{Path(out).name!r} holds no dataset (no dataset_dict.json); pass the --out folder of a finished build")
     dataset = load_from_disk(str(out))
     first = next(iter(dataset.values()))
-    names = first.features["emotion"].names if "emotion" in first.features else []
+    features = first.features
+    names = features["emotion"].names if "emotion" in features else []
+    labels = names + ["unlabelled"] if names else []
+    group = "source_id" if "source_id" in features else None
+
     overview = Table(title=f"{Path(out).name}: splits")
-    overview.add_column("split")
-    overview.add_column("pairs", justify="right")
-    overview.add_column("sources", justify="right")
-    for name in names + ["unlabelled"]:
-        overview.add_column(name, justify="right")
+    for column in ["split", "rows"] + (["sources"] if group else []) + labels:
+        overview.add_column(column, justify="left" if column == "split" else "right")
     for split, ds in dataset.items():
-        labels = Counter(names[i] if i is not None and i >= 0 else "unlabelled" for i in column_values(ds, "emotion"))
-        sources = len(set(column_values(ds, "source_id")))
-        overview.add_row(split, str(len(ds)), str(sources), *[str(labels.get(n, 0)) for n in names + ["unlabelled"]])
+        cells = [split, str(len(ds))]
+        if group:
+            cells.append(str(len(set(column_values(ds, group)))))
+        if names:
+            counts = Counter(names[i] if i is not None and i >= 0 else "unlabelled" for i in column_values(ds, "emotion"))
+            cells += [str(counts.get(n, 0)) for n in labels]
+        overview.add_row(*cells)
     ui.stdout.print(overview)
-    ui.stdout.print(f"columns: {', '.join(f'{k} ({type(v).__name__})' for k, v in first.features.items())}")
+    ui.stdout.print(f"columns: {', '.join(f'{k} ({type(v).__name__})' for k, v in features.items())}")
+
+    shown = [c for c in _SAMPLE_COLUMNS if c in features]
     for split, ds in dataset.items():
         if not len(ds):
             continue
         sample = Table(title=f"{split}: first {min(rows, len(ds))} rows")
-        for column in ("pair_id", "start_s", "end_s", "emotion", "title"):
+        for column in shown:
             sample.add_column(column, overflow="fold")
-        # Read plain columns only: image and audio bytes are not decoded.
-        plain = ds.select_columns(["pair_id", "start_s", "end_s", "emotion", "title"]).select(range(min(rows, len(ds))))
-        for record in plain:
-            label = names[record["emotion"]] if record["emotion"] is not None and record["emotion"] >= 0 else "unlabelled"
-            sample.add_row(record["pair_id"], f"{record['start_s']:.3f}", f"{record['end_s']:.3f}", label, record["title"] or "")
+        # Plain columns only: image, audio and feature sequences are not read.
+        for record in ds.select_columns(shown).select(range(min(rows, len(ds)))):
+            sample.add_row(*[_cell(column, record[column], names) for column in shown])
         ui.stdout.print(sample)
+
+
+def _cell(column: str, value, names: list[str]) -> str:
+    if column == "emotion":
+        return names[value] if value is not None and value >= 0 else "unlabelled"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value[:8])) + (" …" if len(value) > 8 else "")
+    return "" if value is None else str(value)

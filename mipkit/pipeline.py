@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-import queue as queue_module
 import shutil
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mipkit import ui
 from mipkit.assemble import assemble, column_values, write_json
+from mipkit.engines import ENGINES, run_shards
 from mipkit.errors import MipkitError, NothingBuiltError
 from mipkit.manifest import read_manifest
 from mipkit.media import require_ffmpeg
@@ -31,7 +29,6 @@ from mipkit.splits import SPLITS
 from mipkit.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
 from mipkit.taxonomy import Taxonomy, load_taxonomy
 
-ENGINES = ("local", "ray")
 
 
 # A reader turns the build's input into per-source requests plus the rows it rejected.
@@ -103,71 +100,6 @@ def _prepare(opts: BuildOptions, shard_count: int) -> None:
                         "shards": shard_count, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
-def _worker(task: ShardTask, recipe: Recipe, out: Path, events) -> dict:
-    return run_shard(task, recipe, out, on_source=lambda statuses: events.put([s.status for s in statuses]))
-
-
-def _run_local(tasks: list[ShardTask], opts: BuildOptions, progress, bar) -> list[str]:
-    errors: list[str] = []
-
-    def advance(statuses: list[str]) -> None:
-        failed = sum(1 for s in statuses if s != "ok")
-        progress.update(bar, advance=len(statuses), failed=progress.tasks[bar].fields["failed"] + failed)
-
-    if opts.workers <= 1:
-        for task in tasks:
-            try:
-                run_shard(task, opts.recipe, opts.out, on_source=lambda st: advance([s.status for s in st]))
-            except Exception as exc:  # a bug in one shard must not lose the others
-                errors.append(f"shard {task.index}: {type(exc).__name__}: {exc}")
-        return errors
-    context = multiprocessing.get_context("spawn")
-    with multiprocessing.Manager() as manager, ProcessPoolExecutor(max_workers=opts.workers, mp_context=context) as pool:
-        events = manager.Queue()
-        futures = {pool.submit(_worker, task, opts.recipe, opts.out, events): task for task in tasks}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            while True:
-                try:
-                    advance(events.get_nowait())
-                except queue_module.Empty:
-                    break
-            for future in done:
-                if future.exception() is not None:
-                    errors.append(f"shard {futures[future].index}: {type(future.exception()).__name__}: {future.exception()}")
-    return errors
-
-
-def _run_ray(tasks: list[ShardTask], opts: BuildOptions, progress, bar) -> list[str]:
-    try:
-        import ray
-    except ImportError:
-        raise MipkitError("--engine ray needs Ray: pip install 'ray>=2.40'") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        # RAY_ADDRESS in the environment joins an existing cluster; otherwise a local instance starts.
-        ray.init(num_cpus=max(opts.workers, 1), include_dashboard=False, log_to_driver=False, configure_logging=False)
-    remote_shard = ray.remote(run_shard)
-    refs = {remote_shard.remote(task, opts.recipe, opts.out): task for task in tasks}
-    errors: list[str] = []
-    pending = list(refs)
-    try:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
-            for ref in done:
-                try:
-                    stats = ray.get(ref)
-                    failed = stats["requested"] - stats["counts"].get("ok", 0)
-                    progress.update(bar, advance=stats["requested"], failed=progress.tasks[bar].fields["failed"] + failed)
-                except Exception as exc:  # noqa: BLE001 - reported per shard, the rest goes on
-                    errors.append(f"shard {refs[ref].index}: {type(exc).__name__}: {exc}")
-    finally:
-        if started_here:
-            ray.shutdown()
-    return errors
-
-
 def reopen_transient_shards(out: Path) -> int:
     """Un-commit every done shard holding a transient failure, so the next run fetches it again."""
     reopened = 0
@@ -217,8 +149,16 @@ def build(opts: BuildOptions) -> dict:
     if pending:
         with ui.progress_bar("samples") as progress:
             bar = progress.add_task("building", total=sum(_expected_samples(t, opts.recipe) for t in pending), failed=0)
-            runner = _run_ray if opts.engine == "ray" else _run_local
-            errors = runner(pending, opts, progress, bar)
+            def advance(statuses: list[str]) -> None:
+                failed = sum(1 for s in statuses if s != "ok")
+                progress.update(bar, advance=len(statuses), failed=progress.tasks[bar].fields["failed"] + failed)
+
+            def shard_done(task: ShardTask, stats: dict, streamed: bool) -> None:
+                if not streamed:  # Ray: no per-source events, count the shard as a whole
+                    advance([s for s, n in stats["counts"].items() for _ in range(n)])
+
+            errors = run_shards(pending, run_shard, (opts.recipe, opts.out), workers=opts.workers, engine=opts.engine,
+                                on_event=advance, on_done=shard_done)
     for error in errors:
         ui.console.print(f"[red]{error}[/red] (the shard is not committed; run the same command again to retry it)")
 

@@ -89,8 +89,10 @@ def summarize(statuses: list[SampleStatus]) -> dict:
 
 
 def run_shard(task: ShardTask, recipe: Recipe, out_dir: Path,
-              on_source: Callable[[list[SampleStatus]], None] | None = None) -> dict:
-    """Build one shard and commit it; returns its stats. Safe to call again after a kill."""
+              on_event: Callable[[list[str]], None] | None = None) -> dict:
+    """Build one shard and commit it; returns its stats. Safe to call again after a kill.
+
+    ``on_event`` receives the statuses of each finished source (progress)."""
     out_dir = Path(out_dir)
     folder = shard_dir(out_dir, task.index)
     if (folder / STATS_FILE).is_file():
@@ -109,8 +111,8 @@ def run_shard(task: ShardTask, recipe: Recipe, out_dir: Path,
         for source_pairs, source_statuses in pool.map(one, task.sources):
             pairs.extend(source_pairs)
             statuses.extend(source_statuses)
-            if on_source is not None:
-                on_source(source_statuses)
+            if on_event is not None:
+                on_event([s.status for s in source_statuses])
 
     table = _pairs_table(pairs)
     tmp = folder / (PAIRS_FILE + ".tmp")

@@ -44,5 +44,12 @@ def status_report(out_dir: Path) -> dict:
                 entry.pop("pair_id")
             failed.append(entry)
     build = json.loads((build_dir(out_dir) / BUILD_FILE).read_text())
-    done = sum(1 for d in shards_root(out_dir).glob("[0-9]*") if (d / STATS_FILE).is_file())
-    return {"counts": dict(sorted(counts.items())), "failed": failed, "shards": {"done": done, "total": build.get("shards", done)}}
+    done_stats = [d / STATS_FILE for d in shards_root(out_dir).glob("[0-9]*") if (d / STATS_FILE).is_file()]
+    # Skips (e.g. YouTube-8M videos that are not music videos) are counted per shard, not listed.
+    skipped: Counter = Counter()
+    for path in done_stats:
+        skipped.update(json.loads(path.read_text()).get("skipped", {}))
+    report = {"counts": dict(sorted(counts.items())), "failed": failed, "shards": {"done": len(done_stats), "total": build.get("shards", len(done_stats))}}
+    if skipped:
+        report["skipped"] = dict(sorted(skipped.items()))
+    return report

@@ -319,3 +319,12 @@ def test_ray_engine_builds_the_same_rows(release, title_build, tmp_path):
     assert _statuses(out) == _expected(TITLE_EXPECTED)
     ours, theirs = load_from_disk(str(out)), load_from_disk(str(title_build))
     assert {s: sorted(ds["video_id"]) for s, ds in ours.items()} == {s: sorted(ds["video_id"]) for s, ds in theirs.items()}
+
+
+def test_status_counts_skips_and_inspect_reads_yt8m_datasets(title_build):
+    report = json.loads(_invoke(["status", str(title_build), "--json"]).output)
+    assert report["skipped"] == {"not_music": 2}
+    assert all(entry["status"] != "not_music" for entry in report["failed"])
+    assert "not_music" in _invoke(["status", str(title_build)]).stdout
+    shown = _invoke(["inspect", str(title_build)]).stdout
+    assert "video_id" in shown and "AAaa" in shown and "Song A" in shown and "emotion" not in shown

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from mipkit import records, ui
 from mipkit.assemble import write_json
+from mipkit.engines import ENGINES, run_shards
 from mipkit.errors import MipkitError, NothingBuiltError
 from mipkit.recipe import YtdlpConfig
 from mipkit.records import SampleStatus
@@ -37,7 +38,6 @@ from mipkit.yt8m.tfrecords import TfrecordSource, dataset_features, fetch_to_cac
 
 VIDEOS_FILE = "videos.arrow"
 METADATA_FILE = "metadata.jsonl"
-ENGINES = ("local", "ray")
 SPLIT_MODES = ("partition", "ratio")
 SPLIT_NAMES = ("train", "validation", "test")
 # Transient answers are not knowledge: they stay out of metadata.jsonl and are retried later.
@@ -85,7 +85,7 @@ class Yt8mOptions:
     retry_failed: bool = False
 
 
-def run_yt8m_shard(task: Yt8mTask, settings: ShardSettings, out_dir: Path, on_event: Callable[[str, object], None] | None = None) -> dict:
+def run_yt8m_shard(task: Yt8mTask, settings: ShardSettings, out_dir: Path, on_event: Callable[[tuple[str, object]], None] | None = None) -> dict:
     """Build one shard and commit it; returns its stats. Safe to call again after a kill."""
     folder = shard_dir(out_dir, task.index)
     if (folder / STATS_FILE).is_file():
@@ -93,7 +93,7 @@ def run_yt8m_shard(task: Yt8mTask, settings: ShardSettings, out_dir: Path, on_ev
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     began = time.time()
-    emit = on_event or (lambda kind, value: None)
+    emit = (lambda kind, value: on_event((kind, value))) if on_event else (lambda kind, value: None)
     cache = Path(settings.cache_dir)
     local = fetch_to_cache(task.source, cache / "tfrecords", timeout=settings.lookup_timeout * 4)
 
@@ -140,75 +140,6 @@ def run_yt8m_shard(task: Yt8mTask, settings: ShardSettings, out_dir: Path, on_ev
              "seconds": round(time.time() - began, 3), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_atomic(folder / STATS_FILE, json.dumps(stats, indent=2).encode())  # last: marks the shard done
     return stats
-
-
-# --- engines: a local process pool or Ray, mirroring mipkit.pipeline -------------------------
-
-def _pool_worker(task: Yt8mTask, settings: ShardSettings, out: Path, events) -> dict:
-    return run_yt8m_shard(task, settings, out, on_event=lambda kind, value: events.put((kind, value)))
-
-
-def _run_local(tasks: list[Yt8mTask], opts: Yt8mOptions, on_event, on_shard) -> list[str]:
-    import multiprocessing
-    import queue as queue_module
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    errors: list[str] = []
-    if opts.workers <= 1:
-        for task in tasks:
-            try:
-                run_yt8m_shard(task, opts.settings, opts.out, on_event=on_event)
-            except Exception as exc:  # noqa: BLE001 - a failing file must not lose the others
-                errors.append(f"shard {task.index} ({task.source.name}): {type(exc).__name__}: {exc}")
-            on_shard()
-        return errors
-    context = multiprocessing.get_context("spawn")
-    with multiprocessing.Manager() as manager, ProcessPoolExecutor(max_workers=opts.workers, mp_context=context) as pool:
-        events = manager.Queue()
-        futures = {pool.submit(_pool_worker, task, opts.settings, opts.out, events): task for task in tasks}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            while True:
-                try:
-                    on_event(*events.get_nowait())
-                except queue_module.Empty:
-                    break
-            for future in done:
-                task = futures[future]
-                if future.exception() is not None:
-                    errors.append(f"shard {task.index} ({task.source.name}): {type(future.exception()).__name__}: {future.exception()}")
-                on_shard()
-    return errors
-
-
-def _run_ray(tasks: list[Yt8mTask], opts: Yt8mOptions, on_event, on_shard) -> list[str]:
-    try:
-        import ray
-    except ImportError:
-        raise MipkitError("--engine ray needs Ray: pip install 'ray>=2.40'") from None
-    started_here = not ray.is_initialized()
-    if started_here:  # RAY_ADDRESS joins an existing cluster; otherwise a local instance starts
-        ray.init(num_cpus=max(opts.workers, 1), include_dashboard=False, log_to_driver=False, configure_logging=False)
-    remote = ray.remote(run_yt8m_shard)
-    refs = {remote.remote(task, opts.settings, opts.out): task for task in tasks}
-    errors: list[str] = []
-    pending = list(refs)
-    try:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
-            for ref in done:
-                try:
-                    stats = ray.get(ref)
-                    on_event("music", stats["requested"])
-                    on_event("videos", stats["counts"])
-                except Exception as exc:  # noqa: BLE001 - reported per shard, the rest goes on
-                    errors.append(f"shard {refs[ref].index} ({refs[ref].source.name}): {type(exc).__name__}: {exc}")
-                on_shard()
-    finally:
-        if started_here:
-            ray.shutdown()
-    return errors
 
 
 # --- assembly: committed shards -> DatasetDict ------------------------------------------------
@@ -380,7 +311,8 @@ def build_yt8m(opts: Yt8mOptions) -> dict:
             done_files = [0]
             bar = progress.add_task(f"music videos · files 0/{len(pending)}", total=0, failed=0)
 
-            def on_event(kind: str, value) -> None:
+            def on_event(event: tuple[str, object]) -> None:
+                kind, value = event
                 if kind == "music":
                     progress.update(bar, total=(progress.tasks[bar].total or 0) + int(value))
                 else:  # "video": one status; "videos": {status: count} of a finished Ray task
@@ -388,12 +320,15 @@ def build_yt8m(opts: Yt8mOptions) -> dict:
                     failed = sum(n for status, n in counts.items() if status != records.OK)
                     progress.update(bar, advance=sum(counts.values()), failed=progress.tasks[bar].fields["failed"] + failed)
 
-            def on_shard() -> None:
+            def on_shard(task: Yt8mTask, stats: dict, streamed: bool) -> None:
+                if not streamed:  # Ray: the shard's counts arrive at its end
+                    on_event(("music", stats["requested"]))
+                    on_event(("videos", stats["counts"]))
                 done_files[0] += 1
                 progress.update(bar, description=f"music videos · files {done_files[0]}/{len(pending)}")
 
-            runner = _run_ray if opts.engine == "ray" else _run_local
-            errors = runner(pending, opts, on_event, on_shard)
+            errors = run_shards(pending, run_yt8m_shard, (opts.settings, opts.out), workers=opts.workers, engine=opts.engine,
+                                on_event=on_event, on_done=on_shard, describe=lambda t: f"shard {t.index} ({t.source.name})")
     for error in errors:
         ui.console.print(f"[red]{error}[/red] (the file is not committed; run the same command again to retry it)")
 
