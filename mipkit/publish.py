@@ -264,14 +264,19 @@ def _write_split(ds: Any, split: str, shards: int, data_dir: Path, on_shard) -> 
     return written
 
 
+def prepare_release(dataset_dir: Path, metadata_only: bool) -> tuple[dict, dict[str, Any]]:
+    """``build.json`` and the splits to publish; every check that needs no network."""
+    dataset, build = load_build(dataset_dir)
+    return build, release_splits(dataset, metadata_only)
+
+
 def write_release(dataset_dir: Path, folder: Path, repo_id: str, metadata_only: bool = False,
-                  max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE) -> list[WrittenFile]:
+                  max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE, prepared: tuple[dict, dict] | None = None) -> list[WrittenFile]:
     """Write the Hub layout of a build into ``folder`` (which must be new or empty)."""
     import datasets
 
     size = parse_size(max_shard_size)
-    dataset, build = load_build(dataset_dir)
-    splits = release_splits(dataset, metadata_only)
+    build, splits = prepared or prepare_release(dataset_dir, metadata_only)
     folder = Path(folder)
     (folder / DATA_DIR).mkdir(parents=True, exist_ok=True)
     written: list[WrittenFile] = []
@@ -379,7 +384,7 @@ def push_to_hub(dataset_dir: Path, repo_id: str, private: bool = False, revision
     except HFValidationError:
         raise MipkitError(f"REPO_ID {repo_id!r} is not a Hub id; use 'owner/name' (letters, digits, '-', '_', '.')") from None
     parse_size(max_shard_size)
-    load_build(dataset_dir)  # a bad DIR fails before any network access
+    prepared = prepare_release(dataset_dir, metadata_only)  # a bad DIR fails before any network access
     endpoint = hub_endpoint()
     if _offline():
         raise MipkitError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it, or write the release locally with --to-folder")
@@ -397,7 +402,7 @@ def push_to_hub(dataset_dir: Path, repo_id: str, private: bool = False, revision
         if revision and not revision.startswith("refs/pr/"):
             api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="mipkit-release-") as tmp:
-            written = write_release(dataset_dir, Path(tmp), repo_id, metadata_only, max_shard_size)
+            written = write_release(dataset_dir, Path(tmp), repo_id, metadata_only, max_shard_size, prepared)
             ui.console.print(f"uploading {len(written)} files to {repo_id}")
             api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=tmp, revision=revision,
                               commit_message=f"Upload {'metadata-only ' if metadata_only else ''}release built with mipkit {mipkit_version()}",

@@ -37,7 +37,7 @@ def push_to_hub_command(
     revision: Optional[str] = typer.Option(None, "--revision", help="Branch to push to (created from main if missing); default main."),
     max_shard_size: str = typer.Option("500MB", "--max-shard-size", help="Largest Parquet shard before compression, e.g. 500MB or 1GB."),
     metadata_only: bool = typer.Option(False, "--metadata-only", help="Publish ids, clip times, labels and provenance without images or audio (rebuild with `mipkit hydrate`)."),
-    to_folder: Optional[Path] = typer.Option(None, "--to-folder", help="Write exactly what would be pushed (README.md, label_distribution.png, data/*.parquet) to this folder instead; no login needed."),
+    to_folder: Optional[Path] = typer.Option(None, "--to-folder", help="Write exactly what would be pushed (README.md, label_distribution.png, data/*.parquet) to this folder instead (an earlier release there is replaced); no login needed."),
 ) -> None:
     """Publish a built dataset to the Hugging Face Hub as Parquet shards with a complete dataset card.
 
