@@ -168,10 +168,7 @@ class Selection:
 
 
 def _window(row: int, start_s: float, emotion: str) -> Window:
-    window = Window(row=row, start_s=start_s, emotion=emotion)
-    if hasattr(window, "emotion_source"):  # once records.Window carries a label source (asked of the lead)
-        window.emotion_source = "audioset"
-    return window
+    return Window(row=row, start_s=start_s, emotion=emotion, emotion_source="audioset")
 
 
 def select_segments(files: list[Path], labels: dict[str, ClassLabel], taxonomy: Taxonomy, keep_multi_mood: bool = False,

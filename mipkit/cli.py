@@ -39,10 +39,19 @@ def build_mipnet(
     seed: Optional[int] = typer.Option(None, help="Seed of the split assignment."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier work in --out and start again."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Fetch again the shards whose samples were rate-limited or hit network errors."),
+    label_with: Optional[str] = typer.Option(None, "--label-with", help="After the build, label pairs without a manifest label with this model: passt."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Local PaSST AudioSet checkpoint for --label-with."),
+    threshold: float = typer.Option(0.5, help="--label-with: keep a mood only when its probability is at least this."),
 ) -> None:
     """Build MIPNet-style image-music pairs from public media."""
     from mipkit.pipeline import BuildOptions, build
     from mipkit.recipe import load_recipe
+
+    labeller = None
+    if label_with:
+        from mipkit.labeling import make_labeller
+
+        labeller = make_labeller(label_with, weights)  # before the build: a bad --weights fails in seconds
 
     if cookies is not None and not cookies.is_file():
         raise MipkitError(f"--cookies file {cookies.name!r} does not exist; export cookies in Netscape format and pass that file")
@@ -54,6 +63,11 @@ def build_mipnet(
     })
     summary = build(BuildOptions(manifest=manifest, out=out, recipe=config, workers=workers, engine=engine, overwrite=overwrite, retry_failed=retry_failed))
     print_build_summary(out, summary)
+    if labeller is not None:
+        from mipkit.labeling import label_dataset
+        from mipkit.labels_cli import print_labelling_summary
+
+        print_labelling_summary(label_dataset(out, labeller, threshold=threshold))
 
 
 def print_build_summary(out: Path, summary: dict) -> None:

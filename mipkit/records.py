@@ -27,6 +27,7 @@ class Window:
     emotion: str | None = None
     title: str | None = None
     license: str | None = None
+    emotion_source: str | None = None  # where ``emotion`` came from; None = "manifest"
 
 
 @dataclass

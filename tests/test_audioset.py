@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 from mipkit.audioset import (SELECTION_FILE, default_labels_file, fetch_csv, read_class_labels, select_segments)
 from mipkit.errors import MipkitError
 from mipkit.mediaserver import MediaServer
-from mipkit.records import Window
 from mipkit.synthetic_media import make_video, spec_for_index
 from mipkit.taxonomy import load_taxonomy
 
@@ -19,8 +18,7 @@ runner = CliRunner()
 MOODS = load_taxonomy("audioset_moods")
 MID = {c.name: c.mid for c in MOODS.classes}
 MUSIC, SPEECH = "/m/04rlf", "/m/09x0r"
-# With the lead's Window.emotion_source the label source is "audioset"; before it, the manifest path says "manifest".
-EXPECTED_SOURCE = "audioset" if "emotion_source" in Window.__dataclass_fields__ else "manifest"
+EXPECTED_SOURCE = "audioset"
 
 SEGMENTS = f"""# Segments csv created Sun Mar  5 10:54:31 2017
 # num_ytids=9, num_segs=9, num_unique_labels=527, num_positive_labels=20

@@ -118,3 +118,10 @@ def test_retry_failed_reopens_only_shards_with_transient_failures(tmp_path, medi
     summary = build(BuildOptions(manifest=manifest, out=out, recipe=recipe, retry_failed=True))
     assert summary["counts"] == {"ok": 2}
     assert (out / "build" / "shards" / "00000" / "stats.json").stat().st_mtime_ns == untouched
+
+
+def test_label_with_refuses_missing_weights_before_building(tmp_path, media_server):
+    manifest = _manifest(tmp_path, media_server, sources=1)
+    result = _run_cli("build", "mipnet", "--manifest", str(manifest), "--out", str(tmp_path / "o"), "--label-with", "passt")
+    assert result.returncode == 2 and "pass --weights FILE" in result.stderr
+    assert not (tmp_path / "o").exists(), "nothing is fetched when the labeller cannot be made"

@@ -151,3 +151,20 @@ def test_recipe_overrides_and_validation(tmp_path):
         load_recipe(str(bad))
     with pytest.raises(MipkitError, match="known recipes"):
         load_recipe("no-such-recipe")
+
+
+def test_taxonomy_files_are_validated(tmp_path, monkeypatch):
+    from mipkit.taxonomy import known_taxonomies
+
+    assert "audioset_moods" in known_taxonomies() and "emoclim_image_to_music" not in known_taxonomies()
+    with pytest.raises(MipkitError, match="is a mapping table"):
+        load_taxonomy("emoclim_image_to_music")
+    clash = tmp_path / "clash.toml"
+    clash.write_text('[[classes]]\nname = "calm"\n[[classes]]\nname = "Calm"\n')
+    with pytest.raises(MipkitError, match="names both 'calm' and 'Calm'"):
+        load_taxonomy(str(clash))
+    nameless = tmp_path / "nameless.toml"
+    nameless.write_text('[[classes]]\ndisplay_name = "x"\n')
+    with pytest.raises(MipkitError, match="class #1 has no name"):
+        load_taxonomy(str(nameless))
+    assert MOODS.normalize("/t/dd00033") == "sad" and MOODS.normalize(" Scary Music ") == "scary"
