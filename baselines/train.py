@@ -6,8 +6,8 @@
 
 Outline of :func:`main`:
   1. distributed setup from the environment (RANK / WORLD_SIZE / LOCAL_RANK), device, seeds, TF32
-  2. run folder: ``config.json`` (every option), logger (console, TensorBoard, ``log.jsonl``)
-  3. data: the dataset's train / validation / test splits
+  2. options and data (every input error before anything is written): train / validation / test splits
+  3. run folder: ``config.json`` (every option), logger (console, TensorBoard, ``log.jsonl``)
   4. model (``baselines.models``) and loss (``baselines.losses.HGCLIMLoss``)
   5. encoder features: with frozen encoders, computed once into the embedding cache and held on the
      device (batches drawn by index); otherwise a DataLoader feeds the encoders every step
@@ -44,6 +44,7 @@ from baselines.logging_utils import RunLogger, plot_loss_curves, plot_val_metric
 from baselines.losses import (LOSS_VARIANTS, CoarseEmotionLoss, HGCLIMLoss, InterModalLoss, IntraModalLoss,
                               VMNetLoss)
 from baselines.models import ModelConfig, build_model
+from baselines.models.hgclim import check_weights
 from mipkit.errors import MipkitError
 
 CHECKPOINT_FORMAT = 1
@@ -141,6 +142,19 @@ def build_loss(cfg: TrainConfig) -> HGCLIMLoss:
                         structure=IntraModalLoss(cfg.intra_distance, w_r=cfg.intra_w_r, w_c=cfg.intra_w_c,
                                                  kl_temperature=cfg.intra_kl_temperature)),
     )
+
+
+def check_options(cfg: TrainConfig) -> None:
+    """One-line errors for unusable options (the CLI prints them, exit code 2)."""
+    if cfg.loss not in LOSS_VARIANTS:
+        raise TrainError(f"--loss: unknown variant '{cfg.loss}'; choose one of {', '.join(LOSS_VARIANTS)}")
+    if cfg.intra_distance not in IntraModalLoss.DISTANCES:
+        raise TrainError(f"--intra-distance: unknown distance '{cfg.intra_distance}'; choose cosine or kl")
+    if cfg.batch_size < 2:
+        raise TrainError("--batch-size: contrastive training needs at least 2 pairs per batch")
+    if cfg.epochs < 0:
+        raise TrainError("--epochs: must be >= 0")
+    check_weights(model_config_from(cfg.to_dict()))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,31 +287,27 @@ def main(cfg: TrainConfig) -> dict:
     torch.set_float32_matmul_precision("high")
     use_bf16 = device.type == "cuda"
 
-    if cfg.loss not in LOSS_VARIANTS:
-        raise TrainError(f"--loss: unknown variant '{cfg.loss}'; choose one of {', '.join(LOSS_VARIANTS)}")
-    if cfg.batch_size < 2:
-        raise TrainError("--batch-size: contrastive training needs at least 2 pairs per batch")
-
-    # 2. run folder, config, logger
+    # 2. options and data: every input error comes before anything is written
+    check_options(cfg)
     run_dir = Path(cfg.out)
     resume_path = resolve_checkpoint(run_dir, cfg.resume) if cfg.resume else None
     if resume_path is None and (checkpoint_dir(run_dir) / LATEST).is_file():
         raise TrainError(f"--out: '{run_dir.name}' already holds a training run; pass --resume latest to "
                          "continue it, or choose another --out")
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache"
-    logger = RunLogger(run_dir, enabled=env.is_main, tensorboard=cfg.tensorboard, quiet=cfg.quiet)
-    if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
-    logger.event("start", world_size=env.world_size, device=device.type, resume=bool(resume_path))
-    logger.info(f"HG-CLIM: loss={cfg.loss} preset={cfg.preset} device={device.type} world_size={env.world_size}")
-
-    # 3. data
     dataset_dict = load_pair_dataset(cfg.dataset)
     train_ds = get_split(dataset_dict, "train")
     val_ds = get_split(dataset_dict, "validation")
+    get_split(dataset_dict, cfg.eval_split, flag="--eval-split")
     n_train = len(train_ds)
     train_labels = labels_of(train_ds)
+
+    # 3. run folder, config, logger
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache"
+    logger = RunLogger(run_dir, enabled=env.is_main, tensorboard=cfg.tensorboard, quiet=cfg.quiet)
+    if env.is_main:
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+    logger.event("start", world_size=env.world_size, device=device.type, resume=bool(resume_path))
+    logger.info(f"HG-CLIM: loss={cfg.loss} preset={cfg.preset} device={device.type} world_size={env.world_size}")
     logger.info(f"data: {dataset_display_name(cfg.dataset)} train={n_train} validation={len(val_ds)} "
                 f"labelled(train)={int((train_labels >= 0).sum())}")
 
@@ -360,6 +370,9 @@ def main(cfg: TrainConfig) -> dict:
     else:
         seed_everything(cfg.seed + env.rank)  # the training RNG stream (dropout) starts here
 
+    if env.world_size > 1 and device.type == "cuda":
+        # BatchNorm statistics of the projection heads over the global batch, as in one process
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_forward = TrainForward(model)
     if cfg.compile:
         train_forward = torch.compile(train_forward)

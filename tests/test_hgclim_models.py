@@ -40,6 +40,25 @@ def test_tiny_shapes_dtypes_and_normalised_projection(tiny):
     torch.testing.assert_close(m2, m)
 
 
+def test_bf16_autocast_keeps_the_mel_front_end_in_fp32(tiny):
+    """The GPU path encodes under bf16 autocast; CPU autocast exercises the same code."""
+    images, audio = _inputs(tiny, 2)
+    tiny.eval()
+    seen = []
+    hook = tiny.music_encoder.mel.register_forward_hook(lambda mod, inp, out: seen.append((inp[0].dtype, out.dtype)))
+    try:
+        with torch.inference_mode():
+            reference = tiny.music_encoder(audio)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                mixed = tiny.music_encoder(audio)
+                v, m, _, _ = tiny(images=images, audio=audio)
+    finally:
+        hook.remove()
+    assert all(dtypes == (torch.float32, torch.float32) for dtypes in seen)
+    assert v.dtype == m.dtype == torch.float32  # projections normalised in fp32
+    assert torch.nn.functional.cosine_similarity(mixed.float(), reference).min() > 0.99
+
+
 def test_same_config_same_random_encoders():
     a, b = build_model(ModelConfig(preset="tiny")), build_model(ModelConfig(preset="tiny"))
     c = build_model(ModelConfig(preset="tiny", init_seed=1))

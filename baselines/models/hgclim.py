@@ -192,7 +192,10 @@ class MusicEncoder(_Encoder):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # stft(return_complex=False) and input-size notices
-            specs = self.mel(audio.float()).unsqueeze(1)
+            # the mel front-end always runs in fp32: under bf16 autocast its pre-emphasis conv would
+            # round the waveform, and cuFFT has no bf16 STFT
+            with torch.autocast(device_type=audio.device.type, enabled=False):
+                specs = self.mel(audio.float()).unsqueeze(1)
             _, features = self.net(specs)
         return features
 
@@ -408,12 +411,8 @@ class HGCLIM(nn.Module):
         }
 
 
-def build_model(cfg: ModelConfig) -> HGCLIM:
-    """Build HG-CLIM from local weights (or random weights for ``tiny`` / ``random_init``).
-
-    Randomly initialised encoders are drawn from ``cfg.init_seed`` without touching the global RNG,
-    so the same config always gives the same encoders (their cache key is ``random:<seed>``).
-    """
+def check_weights(cfg: ModelConfig) -> tuple[Path | None, Path | None]:
+    """Validate preset and weights options before anything is built (one-line ``WeightsError``)."""
     if cfg.preset not in PRESETS:
         raise WeightsError(f"--preset: unknown preset '{cfg.preset}'; choose one of {', '.join(PRESETS)}")
     image_w = _check_file(cfg.image_weights, "--image-weights")
@@ -426,6 +425,18 @@ def build_model(cfg: ModelConfig) -> HGCLIM:
         raise WeightsError(f"{' and '.join(missing)}: the full preset needs local pretrained weights "
                            "(nothing is downloaded); pass the files, or --random-init for benchmarks, "
                            "or --preset tiny for a quick run")
+    if cfg.finetune_last < 0:
+        raise WeightsError("--finetune-last: must be 0 (frozen encoders) or a positive number of stages")
+    return image_w, music_w
+
+
+def build_model(cfg: ModelConfig) -> HGCLIM:
+    """Build HG-CLIM from local weights (or random weights for ``tiny`` / ``random_init``).
+
+    Randomly initialised encoders are drawn from ``cfg.init_seed`` without touching the global RNG,
+    so the same config always gives the same encoders (their cache key is ``random:<seed>``).
+    """
+    image_w, music_w = check_weights(cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.init_seed)
         image_encoder = build_image_encoder(cfg, image_w)
