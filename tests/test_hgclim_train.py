@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -178,8 +179,15 @@ def test_torchrun_two_processes_gloo(data, cache, tmp_path):
            "--cache-dir", str(cache), "--batch-size", "16", "--workers", "0", "--log-every", "1", "--device", "cpu",
            "--quiet", "--no-tensorboard", "--eval-split", "validation", "--preset", "tiny"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group: a hang is killed whole
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
     start = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r.get("event") == "start"]
     assert start[0]["world_size"] == 2
     train_records = records(run, "train")
