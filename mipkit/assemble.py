@@ -49,7 +49,8 @@ def committed_pair_files(out_dir: Path) -> list[Path]:
     return [d / PAIRS_FILE for d in sorted(shards_root(out_dir).glob("[0-9]*")) if (d / STATS_FILE).is_file() and (d / PAIRS_FILE).is_file()]
 
 
-def _split_plan(files: list[Path], recipe: Recipe) -> dict[str, str]:
+def _split_plan(files: list[Path], recipe: Recipe, fixed: dict[str, str] | None = None) -> dict[str, str]:
+    """Split of every source: ``fixed`` ones keep theirs (a rebuilt release), the rest are assigned."""
     sources, emotions = [], {}
     for path in files:
         table = pq.read_table(path, columns=["source_id", "emotion"])
@@ -59,11 +60,15 @@ def _split_plan(files: list[Path], recipe: Recipe) -> dict[str, str]:
     strata = None
     if recipe.splits.stratify_by == "emotion":
         strata = {sid: str(counter.most_common(1)[0][0]) for sid, counter in emotions.items()}
-    return assign_splits(sources, recipe.splits.ratios(), recipe.splits.seed, strata)
+    fixed = {sid: split for sid, split in (fixed or {}).items() if split in SPLITS}
+    assigned = assign_splits([s for s in sources if s not in fixed], recipe.splits.ratios(), recipe.splits.seed, strata)
+    return {**assigned, **fixed}
 
 
-def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy) -> dict[str, int]:
-    """Write ``OUT/{dataset_dict.json,train,validation,test}``; returns rows per split."""
+def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[str, str] | None = None) -> dict[str, int]:
+    """Write ``OUT/{dataset_dict.json,train,validation,test}``; returns rows per split.
+
+    ``split_of`` (source id -> split) pins the split of the sources it lists."""
     import datasets
     from datasets import Dataset, DatasetDict
 
@@ -73,7 +78,7 @@ def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy) -> dict[str, int
     work = out_dir / "build" / "assemble"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    split_of = _split_plan(files, recipe)
+    split_of = _split_plan(files, recipe, split_of)
     label_index = {name: i for i, name in enumerate(taxonomy.names)}
     features = dataset_features(recipe, taxonomy)
     columns = list(features)

@@ -50,6 +50,7 @@ class BuildOptions:
     engine: str = "local"
     overwrite: bool = False
     retry_failed: bool = False
+    split_of: dict[str, str] | None = None  # source id -> split, for sources whose split is given (hydrate)
 
     def read(self, taxonomy: Taxonomy) -> tuple[list[SourceRequest], list[SampleStatus]]:
         if self.reader is not None:
@@ -162,7 +163,7 @@ def build(opts: BuildOptions) -> dict:
     for error in errors:
         ui.console.print(f"[red]{error}[/red] (the shard is not committed; run the same command again to retry it)")
 
-    rows = assemble(opts.out, opts.recipe, taxonomy)
+    rows = assemble(opts.out, opts.recipe, taxonomy, opts.split_of)
     report = status_report(opts.out)
     summary = {"counts": report["counts"], "splits": rows, "shards": report["shards"], "shard_errors": errors,
                "seconds_this_run": round(time.time() - began, 2)}

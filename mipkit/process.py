@@ -80,7 +80,8 @@ def _make_pair(request: SourceRequest, source: SourceInfo, start: float, window:
     return Pair(
         pair_id=pair_id_for(request.source_id, start), source_id=request.source_id, source_url=request.url,
         start_s=start, end_s=round(start + clip.seconds, 3), audio_flac=encode_flac(pcm, clip.sample_rate), image_jpeg=image,
-        emotion=window.emotion, emotion_source=(window.emotion_source or "manifest") if window.emotion else None, emotion_score=None,
+        emotion=window.emotion, emotion_source=(window.emotion_source or "manifest") if window.emotion else None,
+        emotion_score=window.emotion_score if window.emotion else None,
         title=window.title or source.title, uploader=source.uploader, license=window.license or source.license,
     )
 

@@ -28,6 +28,7 @@ class Window:
     title: str | None = None
     license: str | None = None
     emotion_source: str | None = None  # where ``emotion`` came from; None = "manifest"
+    emotion_score: float | None = None  # a model's confidence, kept when a release is rebuilt
 
 
 @dataclass

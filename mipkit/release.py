@@ -229,7 +229,11 @@ def _parse(row: dict[str, Any], label_names: list[str] | None, taxonomy: Taxonom
     except ValueError as exc:
         return str(exc)
     text = lambda key: None if _blank(row.get(key)) else str(row[key]).strip()  # noqa: E731
-    return source_id, str(url).strip(), Window(row=0, start_s=round(start, 3), emotion=emotion, title=text("title"), license=text("license"))
+    score = row.get("emotion_score")
+    window = Window(row=0, start_s=round(start, 3), emotion=emotion, title=text("title"), license=text("license"),
+                    emotion_source=text("emotion_source") if emotion else None,
+                    emotion_score=float(score) if emotion and isinstance(score, (int, float)) and math.isfinite(score) else None)
+    return source_id, str(url).strip(), window
 
 
 def release_reader(release: Release):
@@ -303,6 +307,8 @@ def hydrate(ref: str, out: Path, recipe, workers: int = 1, engine: str = "local"
     if seconds and abs(seconds - recipe.clip.seconds) > 1e-3:
         ui.console.print(f"release clips last {seconds:g} s: using that instead of the recipe's {recipe.clip.seconds:g} s")
         recipe = recipe.with_overrides({"clip.seconds": seconds})
+    # The release's split of each source is kept, so a vanished source moves no other pair.
+    split_of = {r["source_id"]: r["split"] for r in release.rows if r.get("source_id") and r.get("split")}
     summary = build(BuildOptions(out=Path(out), recipe=recipe, reader=release_reader(release), inputs=release.inputs,
-                                 kind="hydrate", workers=workers, engine=engine, overwrite=overwrite))
+                                 kind="hydrate", workers=workers, engine=engine, overwrite=overwrite, split_of=split_of))
     return summary, compare_with_release(release, Path(out))

@@ -148,3 +148,26 @@ def test_hydrate_errors_name_the_input_and_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(MipkitError, match="cannot load release 'someorg/not-cached' from the Hugging Face Hub"):
         open_release("someorg/not-cached")
+
+
+def test_hydrate_keeps_the_release_split_and_label_provenance(built_dataset, tmp_path):
+    """A release's split and model-label provenance win over what a fresh build would assign."""
+    out, _ = built_dataset
+    folder = tmp_path / "release"
+    export_to_folder(out, folder, REPO_ID, metadata_only=True)
+    train = folder / "data" / "train-00000-of-00001.parquet"
+    table = pq.read_table(train)
+    rows = table.to_pylist()
+    moved = rows[0]["source_id"]
+    rows = [{**r, "split": "test"} if r["source_id"] == moved else r for r in rows]
+    rows[0] = {**rows[0], "emotion_source": "passt:0123456789ab", "emotion_score": 0.875}
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), train)
+    rebuilt_dir = tmp_path / "ds"
+    result = runner.invoke(app, ["hydrate", str(folder), "--out", str(rebuilt_dir)])
+    assert result.exit_code == 0, result.output
+    rebuilt = _pairs(rebuilt_dir)
+    assert {r["split"] for r in rebuilt.values() if r["source_id"] == moved} == {"test"}
+    first = rebuilt[rows[0]["pair_id"]]
+    assert first["emotion_source"] == "passt:0123456789ab" and first["emotion_score"] == pytest.approx(0.875)
+    untouched = [r for r in rebuilt.values() if r["pair_id"] != rows[0]["pair_id"]]
+    assert all(r["emotion_source"] == "manifest" and r["emotion_score"] is None for r in untouched)
