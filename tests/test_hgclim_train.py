@@ -195,3 +195,24 @@ def test_torchrun_two_processes_gloo(data, cache, tmp_path):
     ckpt = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
     assert (run / "MODEL_CARD.md").is_file()
+
+
+def test_real_cli_on_a_dataset_built_by_the_pipeline(built_dataset, tmp_path):
+    """`mipkit train baseline hgclim` / `mipkit eval` on the foundation build (train, resume, eval)."""
+    from mipkit.cli import app
+
+    dataset, _ = built_dataset
+    run = tmp_path / "built_run"
+    common = ["train", "baseline", "hgclim", "--dataset", str(dataset), "--out", str(run), "--preset", "tiny",
+              "--epochs", "2", "--batch-size", "2", "--workers", "0", "--quiet", "--no-tensorboard"]
+    runner = CliRunner()
+    first = runner.invoke(app, [*common, "--stop-at-step", "1"])
+    assert first.exit_code == 0, first.output
+    resumed = runner.invoke(app, [*common, "--resume", "latest"])
+    assert resumed.exit_code == 0, resumed.output
+    assert (run / "MODEL_CARD.md").is_file() and (run / "val_metrics.png").is_file()
+    evaluated = runner.invoke(app, ["eval", str(run), "--dataset", str(dataset), "--split", "validation", "--json",
+                                    "--workers", "0"])
+    assert evaluated.exit_code == 0, evaluated.output
+    out = json.loads(evaluated.stdout)
+    assert out["split"] == "validation" and set(out["i2m"]) >= {"mrr", "r@10"} and "emotion" in out
