@@ -565,7 +565,7 @@ def write_model_card(run_dir: Path, cfg: TrainConfig, model, dataset_dict, resul
                         "fingerprint": fingerprint(ds)}
     text = env.get_template("model_card.md.j2").render(
         cfg=cfg.to_dict(), desc=desc, result=result, summary=summary, splits=splits,
-        dataset=dataset_display_name(cfg.dataset),
+        dataset=dataset_display_name(cfg.dataset), dataset_is_hub=not Path(cfg.dataset).exists(),
         image_weights=_weights_entry(cfg.image_weights, desc["image_encoder"]["weights"]),
         music_weights=_weights_entry(cfg.music_weights, desc["music_encoder"]["weights"]),
         date=time.strftime("%Y-%m-%d"), torch_version=torch.__version__,
