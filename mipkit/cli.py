@@ -110,7 +110,7 @@ def inspect(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), help="Folder for the demo media, dataset and runs."),
-    sources: int = typer.Option(12, min=2, help="Generated sources (each 40 s, 2 clips)."),
+    sources: int = typer.Option(16, min=2, help="Generated sources (each 40 s, 3 clips)."),
     workers: int = typer.Option(2, min=1, help="Build workers."),
     train: bool = typer.Option(True, help="Go on to a tiny HG-CLIM training and evaluation."),
 ) -> None:

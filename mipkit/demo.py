@@ -38,9 +38,9 @@ def write_demo_manifest(path: Path, server: MediaServer, sources: int) -> Path:
     for index in range(sources):
         mood = moods[index % len(moods)]
         url = server.url(f"demo{index:03d}.mp4")
-        # Two explicit windows per source; labels use both spellings the manifest accepts.
-        rows.append({"url": url, "start_s": "5.0", "emotion": mood.name, "title": f"Demo source {index}", "license": "CC0-1.0"})
-        rows.append({"url": url, "start_s": "22.5", "emotion": mood.display_name, "title": f"Demo source {index}", "license": "CC0-1.0"})
+        # Three explicit windows per source; labels use both spellings the manifest accepts.
+        for start, label in (("2.0", mood.name), ("15.5", mood.display_name), ("28.0", mood.name.upper())):
+            rows.append({"url": url, "start_s": start, "emotion": label, "title": f"Demo source {index}", "license": "CC0-1.0"})
     rows += [
         {"url": server.url("missing.mp4"), "start_s": "0", "emotion": "happy", "title": "dead link", "license": ""},
         {"url": server.url("corrupt.mp4"), "start_s": "0", "emotion": "sad", "title": "corrupt file", "license": ""},
@@ -54,7 +54,7 @@ def write_demo_manifest(path: Path, server: MediaServer, sources: int) -> Path:
     return path
 
 
-def run_demo(out: Path, sources: int = 12, workers: int = 2, train: bool = True) -> None:
+def run_demo(out: Path, sources: int = 16, workers: int = 2, train: bool = True) -> None:
     from mipkit.cli import print_build_summary
     from mipkit.pipeline import BuildOptions, build
     from mipkit.recipe import load_recipe
@@ -68,13 +68,14 @@ def run_demo(out: Path, sources: int = 12, workers: int = 2, train: bool = True)
         manifest = write_demo_manifest(out / "manifest.csv", server, sources)
         ui.console.print(f"[bold]2/3[/bold] building {dataset_dir} through yt-dlp from {server.base_url}")
         # The server's port changes between runs, and so do the source ids: start each demo afresh.
-        recipe = load_recipe("mipnet").with_overrides({"shards.sources_per_shard": 4})
+        # A larger test share than the default 80/10/10, so that a small demo evaluates on more than a handful of pairs.
+        recipe = load_recipe("mipnet").with_overrides({"shards.sources_per_shard": 4, "splits.train": 0.6, "splits.validation": 0.2, "splits.test": 0.2})
         summary = build(BuildOptions(manifest=manifest, out=dataset_dir, recipe=recipe, workers=workers, overwrite=True))
     print_build_summary(dataset_dir, summary)
     if not train:
         return
     try:
-        from baselines.demo import train_and_evaluate
+        from baselines.train import train_and_evaluate
     except ImportError:
         ui.console.print("[yellow]baselines not installed: skipping the training step[/yellow]")
         return
