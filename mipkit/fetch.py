@@ -6,6 +6,7 @@ yt-dlp's ``download_ranges`` makes ffmpeg read just the windows (HTTP range requ
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -52,6 +53,39 @@ class FetchError(Exception):
         self.status = status
 
 
+def redact(text: str, cfg: YtdlpConfig) -> str:
+    """Remove the proxy URL (it may hold a password) and the cookies file name from a message."""
+    secrets = [(cfg.proxy, "<proxy>"), (cfg.cookiefile, "<cookies>"), (os.path.basename(cfg.cookiefile), "<cookies>")]
+    for secret, label in secrets:
+        if secret:
+            text = text.replace(secret, label)
+    return text
+
+
+def with_retries(action, cfg: YtdlpConfig, what: str, classify=None, before_try=None):
+    """Run ``action(logger)``; retry transient failures with back-off; else raise ``FetchError``.
+
+    ``classify`` maps the collected yt-dlp messages to a status (default ``classify_error``);
+    ``before_try`` runs before every attempt (a rate limiter).
+    """
+    classify = classify or classify_error
+    attempt = 0
+    while True:
+        if before_try is not None:
+            before_try()
+        logger = _CollectingLogger()
+        try:
+            return action(logger)
+        except (yt_dlp.utils.DownloadError, yt_dlp.utils.ExtractorError, MediaError, OSError) as exc:
+            text = " | ".join(logger.messages + [str(exc)])
+            status = classify(text)
+            if status in records.TRANSIENT_STATUSES and attempt < cfg.extract_retries:
+                attempt += 1
+                time.sleep(cfg.retry_backoff_s * attempt)
+                continue
+            raise FetchError(status, f"{what}: {one_line(redact(str(exc) or text, cfg))}") from None
+
+
 class _CollectingLogger:
     """yt-dlp logger that keeps messages (for error classification) and prints nothing."""
 
@@ -81,7 +115,7 @@ class SourceInfo:
     license: str
 
 
-def _base_params(cfg: YtdlpConfig, logger: _CollectingLogger) -> dict:
+def ytdlp_params(cfg: YtdlpConfig, logger: _CollectingLogger) -> dict:
     params = {
         "format": cfg.format,
         "quiet": True,
@@ -119,30 +153,14 @@ class Fetcher:
     def __init__(self, cfg: YtdlpConfig):
         self.cfg = cfg
 
-    def _with_retries(self, action, what: str):
-        attempt = 0
-        while True:
-            logger = _CollectingLogger()
-            try:
-                return action(logger)
-            except (yt_dlp.utils.DownloadError, yt_dlp.utils.ExtractorError, MediaError, OSError) as exc:
-                text = " | ".join(logger.messages + [str(exc)])
-                status = classify_error(text)
-                if status in records.TRANSIENT_STATUSES and attempt < self.cfg.extract_retries:
-                    attempt += 1
-                    time.sleep(self.cfg.retry_backoff_s * attempt)
-                    continue
-                message = one_line(str(exc) if str(exc) else text)
-                raise FetchError(status, f"{what}: {message}") from None
-
     def extract(self, url: str) -> SourceInfo:
         """Resolve the source once; its info dict is reused for metadata and every section."""
 
         def action(logger):
-            with yt_dlp.YoutubeDL(_base_params(self.cfg, logger)) as ydl:
+            with yt_dlp.YoutubeDL(ytdlp_params(self.cfg, logger)) as ydl:
                 return ydl.extract_info(url, download=False)
 
-        info = self._with_retries(action, "extract_info failed")
+        info = with_retries(action, self.cfg, "extract_info failed")
         if info is None:
             raise FetchError(records.UNAVAILABLE, "extract_info returned nothing")
         if info.get("_type") == "playlist":
@@ -156,7 +174,7 @@ class Fetcher:
             try:
                 duration = duration_of(probe(target[0], target[1], timeout=self.cfg.socket_timeout * 2))
             except MediaError as exc:
-                raise FetchError(records.DECODE_ERROR, one_line(str(exc))) from None
+                raise FetchError(records.DECODE_ERROR, one_line(redact(str(exc), self.cfg))) from None
         return SourceInfo(
             info=info,
             duration=float(duration) if duration is not None else None,
@@ -170,7 +188,7 @@ class Fetcher:
         workdir.mkdir(parents=True, exist_ok=True)
 
         def action(logger):
-            params = _base_params(self.cfg, logger)
+            params = ytdlp_params(self.cfg, logger)
             params.update({
                 "outtmpl": {"default": f"{source_id}__%(section_start)s.%(ext)s"},
                 "paths": {"home": str(workdir), "temp": str(workdir)},
@@ -182,7 +200,7 @@ class Fetcher:
             with yt_dlp.YoutubeDL(params) as ydl:
                 ydl.process_ie_result(dict(source.info), download=True)
 
-        self._with_retries(action, "download failed")
+        with_retries(action, self.cfg, "download failed")
         found: dict[float, Path] = {}
         for path in workdir.glob(f"{source_id}__*"):
             if path.suffix in (".part", ".ytdl", ".temp") or ".part" in path.suffixes:

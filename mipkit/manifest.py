@@ -54,8 +54,24 @@ def _iter_rows(path: Path) -> Iterator[dict[str, Any]]:
         raise MipkitError(f"manifest {path.name}: unknown format {suffix!r}; use .csv, .tsv, .jsonl or .parquet")
 
 
-def _blank(value: Any) -> bool:
+def is_blank(value: Any) -> bool:
+    """An empty cell: None, whitespace, or NaN (what Parquet and pandas write for a missing float)."""
     return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and math.isnan(value))
+
+
+def parse_start(value: Any) -> float:
+    """A window start in seconds, or ``ValueError`` with the reason (shared by manifests and releases)."""
+    try:
+        start = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"start_s {value!r} is not a number") from None
+    if not math.isfinite(start) or start < 0:
+        raise ValueError(f"start_s {value!r} must be a finite number >= 0")
+    return start
+
+
+def optional_text(row: dict[str, Any], key: str) -> str | None:
+    return None if is_blank(row.get(key)) else str(row[key]).strip()
 
 
 def _parse_row(raw: dict[str, Any], taxonomy: Taxonomy) -> tuple[str, Window] | str:
@@ -63,25 +79,22 @@ def _parse_row(raw: dict[str, Any], taxonomy: Taxonomy) -> tuple[str, Window] | 
     if "__error__" in raw:
         return raw["__error__"]
     url = raw.get("url")
-    if _blank(url):
+    if is_blank(url):
         return "empty url"
     url = str(url).strip()
     start_s = None
-    if not _blank(raw.get("start_s")):
+    if not is_blank(raw.get("start_s")):
         try:
-            start_s = float(raw["start_s"])
-        except (TypeError, ValueError):
-            return f"start_s {raw['start_s']!r} is not a number"
-        if not math.isfinite(start_s) or start_s < 0:
-            return f"start_s {raw['start_s']!r} must be a finite number >= 0"
+            start_s = parse_start(raw["start_s"])
+        except ValueError as exc:
+            return str(exc)
     emotion = None
-    if not _blank(raw.get("emotion")):
+    if not is_blank(raw.get("emotion")):
         try:
             emotion = taxonomy.normalize(str(raw["emotion"]))
         except ValueError as exc:
             return str(exc)
-    text = lambda key: None if _blank(raw.get(key)) else str(raw[key]).strip()  # noqa: E731
-    return normalize_url(url), Window(row=0, start_s=start_s, emotion=emotion, title=text("title"), license=text("license"))
+    return normalize_url(url), Window(row=0, start_s=start_s, emotion=emotion, title=optional_text(raw, "title"), license=optional_text(raw, "license"))
 
 
 def read_manifest(path: str | Path, taxonomy: Taxonomy) -> tuple[list[SourceRequest], list[SampleStatus]]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from mipkit.errors import MipkitError
 from mipkit.ids import pair_id_for, sanitize_id, source_id_for
+from mipkit.manifest import is_blank, optional_text, parse_start
 from mipkit.records import BAD_ROW, DUPLICATE, SampleStatus, SourceRequest, Window
 from mipkit.splits import SPLITS
 from mipkit.status import BUILD_FILE, build_dir
@@ -194,12 +195,8 @@ def open_release(ref: str) -> Release:
 # --------------------------------------------------------------------------- rows -> requests
 
 
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and math.isnan(value))
-
-
 def _emotion(value: Any, label_names: list[str] | None, taxonomy: Taxonomy) -> str | None:
-    if _blank(value) or (isinstance(value, int) and value < 0):
+    if is_blank(value) or (isinstance(value, int) and value < 0):
         return None
     if isinstance(value, int):
         if not label_names or value >= len(label_names):
@@ -211,27 +208,24 @@ def _emotion(value: Any, label_names: list[str] | None, taxonomy: Taxonomy) -> s
 def _parse(row: dict[str, Any], label_names: list[str] | None, taxonomy: Taxonomy) -> tuple[str, str, Window] | str:
     """``(source_id, url, window)`` for a good row, else the reason it cannot be rebuilt."""
     url = row.get("source_url")
-    if _blank(url):
+    if is_blank(url):
         return "empty source_url"
     try:
-        start = float(row["start_s"])
-    except (TypeError, ValueError):
-        return f"start_s {row.get('start_s')!r} is not a number"
-    if not math.isfinite(start) or start < 0:
-        return f"start_s {start!r} must be a finite number >= 0"
+        start = parse_start(row.get("start_s"))
+    except ValueError as exc:
+        return str(exc)
     source_id = row.get("source_id") or source_id_for(url)
     if sanitize_id(source_id, 200) != source_id:
         return f"source_id {source_id!r} is not a safe id ([A-Za-z0-9_-] only)"
-    if not _blank(row.get("pair_id")) and row["pair_id"] != pair_id_for(source_id, start):
+    if not is_blank(row.get("pair_id")) and row["pair_id"] != pair_id_for(source_id, start):
         return f"pair_id {row['pair_id']!r} does not match source_id and start_s"
     try:
         emotion = _emotion(row.get("emotion"), label_names, taxonomy)
     except ValueError as exc:
         return str(exc)
-    text = lambda key: None if _blank(row.get(key)) else str(row[key]).strip()  # noqa: E731
     score = row.get("emotion_score")
-    window = Window(row=0, start_s=round(start, 3), emotion=emotion, title=text("title"), license=text("license"),
-                    emotion_source=text("emotion_source") if emotion else None,
+    window = Window(row=0, start_s=round(start, 3), emotion=emotion, title=optional_text(row, "title"),
+                    license=optional_text(row, "license"), emotion_source=optional_text(row, "emotion_source") if emotion else None,
                     emotion_score=float(score) if emotion and isinstance(score, (int, float)) and math.isfinite(score) else None)
     return source_id, str(url).strip(), window
 

@@ -168,3 +168,21 @@ def test_taxonomy_files_are_validated(tmp_path, monkeypatch):
     with pytest.raises(MipkitError, match="class #1 has no name"):
         load_taxonomy(str(nameless))
     assert MOODS.normalize("/t/dd00033") == "sad" and MOODS.normalize(" Scary Music ") == "scary"
+
+
+def test_fetch_errors_never_echo_the_proxy_or_the_cookies_file():
+    from mipkit.fetch import FetchError, with_retries
+    from mipkit.recipe import YtdlpConfig
+
+    cfg = YtdlpConfig(proxy="http://user:pw@proxy.invalid:3128", cookiefile="/home/me/secret-cookies.txt", extract_retries=0)
+
+    def action(logger):
+        logger.error("ERROR: cookies from /home/me/secret-cookies.txt rejected")
+        raise OSError("Unable to connect to proxy http://user:pw@proxy.invalid:3128 with /home/me/secret-cookies.txt")
+
+    with pytest.raises(FetchError) as failure:
+        with_retries(action, cfg, "extract_info failed")
+    message = str(failure.value)
+    assert failure.value.status == "download_error"
+    assert "pw@" not in message and "secret-cookies" not in message and "/home/me" not in message
+    assert "<proxy>" in message and "<cookies>" in message

@@ -26,7 +26,7 @@ import yt_dlp
 from mipkit import records
 from mipkit.errors import MipkitError
 from mipkit.ids import youtube_id as parse_youtube_id
-from mipkit.fetch import _base_params, _CollectingLogger, classify_error, one_line
+from mipkit.fetch import FetchError, ytdlp_params, classify_error, with_retries
 from mipkit.recipe import YtdlpConfig
 from mipkit.yt8m import NO_KEYWORDS, NO_LOOKUP, NO_METADATA, NO_TITLE, PRIVATE
 from mipkit.yt8m.lookup import DiskCache, LookupClient, RateLimiter
@@ -140,26 +140,16 @@ class YtdlpMetadata:
                 meta = meta_from_json({**hit, "id": pseudo_id})
                 meta.origin = "cache"
                 return meta
-        attempt = 0
-        while True:
-            self.limiter.wait()
-            logger = _CollectingLogger()
-            params = {**_base_params(self.cfg, logger), "skip_download": True, "ignore_no_formats_error": True}
-            try:
-                with yt_dlp.YoutubeDL(params) as ydl:
-                    info = ydl.extract_info(self.url_for(youtube_id), download=False, process=False)
-                break
-            except (yt_dlp.utils.DownloadError, yt_dlp.utils.ExtractorError, OSError) as exc:
-                text = " | ".join(logger.messages + [str(exc)])
-                status = status_of(text)
-                if status in records.TRANSIENT_STATUSES and attempt < self.cfg.extract_retries:
-                    attempt += 1
-                    time.sleep(self.cfg.retry_backoff_s * attempt)
-                    continue
-                error = one_line(str(exc) or text)
-                if self.cfg.proxy:
-                    error = error.replace(self.cfg.proxy, "<proxy>")  # never echo a proxy URL (it may hold a password)
-                return VideoMeta(pseudo_id, youtube_id, status=status, error=f"extract_info failed: {error}", origin="ytdlp")
+
+        def action(logger):
+            params = {**ytdlp_params(self.cfg, logger), "skip_download": True, "ignore_no_formats_error": True}
+            with yt_dlp.YoutubeDL(params) as ydl:
+                return ydl.extract_info(self.url_for(youtube_id), download=False, process=False)
+
+        try:
+            info = with_retries(action, self.cfg, "extract_info failed", classify=status_of, before_try=self.limiter.wait)
+        except FetchError as exc:
+            return VideoMeta(pseudo_id, youtube_id, status=exc.status, error=str(exc), origin="ytdlp")
         if not info:
             return VideoMeta(pseudo_id, youtube_id, status=records.UNAVAILABLE, error="extract_info returned nothing", origin="ytdlp")
         meta = VideoMeta(pseudo_id, youtube_id, title=" ".join(str(info.get("title") or "").split()),
