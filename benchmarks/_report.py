@@ -29,7 +29,8 @@ def machine() -> str:
             gpu = f", GPU {torch.cuda.get_device_name(0)}"
     except ImportError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}{gpu}"
+    load = ", load average %.2f at the start" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}{gpu}{load}"
 
 
 def command() -> str:
