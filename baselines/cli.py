@@ -117,11 +117,11 @@ def hgclim(
 
 
 def eval_command(
-    run: Path = typer.Argument(..., help="run folder (the --out of `mipkit train baseline hgclim`)"),
+    run: Path = typer.Argument(..., help="run folder (the --out of `mipkit train baseline ...`)"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="dataset folder or Hub id (default: the run's)"),
     split: str = typer.Option("test", "--split", help="train | validation | test"),
     json_out: bool = typer.Option(False, "--json", help="print a JSON object instead of a table"),
-    candidates: Optional[int] = typer.Option(None, "--candidates", min=2, help="also evaluate random pools of N candidates"),
+    candidates: Optional[int] = typer.Option(None, "--candidates", min=2, help="also evaluate random pools of N candidates (II-CLVM runs: default 1000 and 1024)"),
     seeds: str = typer.Option("0,1,2", "--seeds", help="seeds of the candidate pools"),
     checkpoint: str = typer.Option("latest", "--checkpoint", help="latest | PATH"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
@@ -129,8 +129,10 @@ def eval_command(
     workers: int = typer.Option(2, "--workers", min=0),
     image_weights: Optional[str] = typer.Option(None, "--image-weights", help="override the run's image weights file"),
     music_weights: Optional[str] = typer.Option(None, "--music-weights", help="override the run's music weights file"),
+    text_weights: Optional[str] = typer.Option(None, "--text-weights", help="override the run's text encoder folder (II-CLVTM)"),
 ) -> None:
-    """Evaluate a trained run: instance retrieval both ways (i2m, m2i) and emotion-aligned retrieval."""
+    """Evaluate a trained run: instance retrieval both ways (HG-CLIM: i2m, m2i and emotion-aligned retrieval;
+    II-CLVM: v2m, m2v, also on random test sets of 1000 and 1024 candidates)."""
     from rich.console import Console
 
     from baselines.evaluate import _jsonable, evaluate_run, render_table
@@ -144,7 +146,7 @@ def eval_command(
         result = evaluate_run(run, dataset, split, checkpoint=checkpoint, candidates=candidates, seeds=seed_list,
                               device=device, batch_size=batch_size, workers=workers,
                               log=lambda msg: err.print(f"[dim]{msg}[/dim]"),
-                              image_weights=image_weights, music_weights=music_weights)
+                              image_weights=image_weights, music_weights=music_weights, text_weights=text_weights)
     except MipkitError as e:
         _fail(e)
         return

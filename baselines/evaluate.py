@@ -5,6 +5,10 @@ query -> image candidates) with ``baselines.metrics.instance_metrics``; emotion-
 (relevant = same emotion label, class-macro-averaged) with ``baselines.metrics.label_metrics``;
 optionally the papers' protocol of random candidate pools (``--candidates N``, several seeds).
 Results go to stdout (rich table or JSON), ``RUN/eval_{split}.json`` and ``RUN/eval_{split}.png``.
+
+The table, JSON and PNG writers serve every model family: direction names come from the result
+(``i2m``/``m2i`` for image-music, ``v2m``/``m2v`` for video-music); ``mipkit eval RUN`` dispatches on
+the ``task`` recorded in ``RUN/config.json`` (``baselines.tasks``).
 """
 
 from __future__ import annotations
@@ -35,21 +39,37 @@ def project_features(model, raw_v: torch.Tensor, raw_m: torch.Tensor, device: to
     return torch.cat(vs), torch.cat(ms)
 
 
-def validation_metrics(v: torch.Tensor, m: torch.Tensor) -> dict[str, float]:
+DIRECTION_NAMES = {"i2m": "image→music", "m2i": "music→image", "v2m": "video→music", "m2v": "music→video"}
+
+
+def directions_of(result: dict) -> tuple[str, str]:
+    """The two direction keys of a result (``("i2m", "m2i")`` or ``("v2m", "m2v")``)."""
+    return ("v2m", "m2v") if "v2m" in result else ("i2m", "m2i")
+
+
+def validation_metrics(v: torch.Tensor, m: torch.Tensor, directions: tuple[str, str] = ("i2m", "m2i")) -> dict[str, float]:
     """The per-epoch validation numbers: MRR, R@1 and R@10 in both directions (flat keys)."""
     sim = v.float() @ m.float().T
     out = {}
-    for direction, scores in (("i2m", sim), ("m2i", sim.T)):
+    for direction, scores in ((directions[0], sim), (directions[1], sim.T)):
         metrics = instance_metrics(scores)
         for key in ("mrr", "r@1", "r@10"):
             out[f"{direction}/{key}"] = metrics[key]
     return out
 
 
+def pools(sim: torch.Tensor, candidates: Sequence[int], seeds: Sequence[int],
+          directions: tuple[str, str] = ("v2m", "m2v")) -> dict:
+    """The papers' protocol for several pool sizes: ``{str(n): {candidates, seeds, <dir>: pooled}}``."""
+    return {str(int(n)): {"candidates": int(n), "seeds": [int(s) for s in seeds],
+                          directions[0]: pooled_instance_metrics(sim, int(n), seeds),
+                          directions[1]: pooled_instance_metrics(sim.T, int(n), seeds)} for n in candidates}
+
+
 def retrieval_metrics(v: torch.Tensor, m: torch.Tensor, labels: torch.Tensor | None = None,
                       emotion_names: Sequence[str] | None = None, candidates: int | None = None,
                       seeds: Sequence[int] = (0, 1, 2)) -> dict:
-    """All evaluation numbers of paired embeddings (row i of ``v`` and of ``m`` is a true pair)."""
+    """All evaluation numbers of paired image-music embeddings (row i of ``v`` and of ``m`` is a true pair)."""
     sim = v.float() @ m.float().T
     result: dict = {"n_pairs": int(sim.shape[0])}
     for direction, scores in (("i2m", sim), ("m2i", sim.T)):
@@ -76,7 +96,8 @@ def retrieval_metrics(v: torch.Tensor, m: torch.Tensor, labels: torch.Tensor | N
     return result
 
 
-def plot_retrieval(v: torch.Tensor, m: torch.Tensor, out_png: str | Path, title: str = "") -> Path:
+def plot_retrieval(v: torch.Tensor, m: torch.Tensor, out_png: str | Path, title: str = "",
+                   directions: tuple[str, str] = ("i2m", "m2i")) -> Path:
     """R@k curves (both directions) and a histogram of the true match's rank."""
     import matplotlib
 
@@ -87,7 +108,7 @@ def plot_retrieval(v: torch.Tensor, m: torch.Tensor, out_png: str | Path, title:
     n = sim.shape[0]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ks = torch.unique(torch.logspace(0, math.log10(max(n, 1)), steps=60).round().long()).tolist()
-    for direction, scores, style in (("i2m", sim, "-"), ("m2i", sim.T, "--")):
+    for direction, scores, style in ((directions[0], sim, "-"), (directions[1], sim.T, "--")):
         ranks = instance_ranks(scores).cpu()
         axes[0].plot(ks, [float((ranks <= k).float().mean()) for k in ks], style, label=direction)
         axes[1].hist(ranks.numpy(), bins=min(50, max(n, 1)), alpha=0.5, label=direction)
@@ -111,25 +132,27 @@ def plot_retrieval(v: torch.Tensor, m: torch.Tensor, out_png: str | Path, title:
 
 
 def render_table(result: dict, title: str = "retrieval"):
-    """A rich table of the evaluation result."""
+    """A rich table of the evaluation result (either family: the directions come from the result)."""
     from rich.table import Table
 
+    d1, d2 = directions_of(result)
     table = Table(title=title)
     table.add_column("metric")
-    table.add_column("image→music", justify="right")
-    table.add_column("music→image", justify="right")
+    table.add_column(DIRECTION_NAMES[d1], justify="right")
+    table.add_column(DIRECTION_NAMES[d2], justify="right")
     for key in ("mrr", "r@1", "r@5", "r@10", "p@1", "median_rank", "mean_rank"):
         fmt = "{:.1f}" if "rank" in key else "{:.4f}"
-        table.add_row(key, fmt.format(result["i2m"][key]), fmt.format(result["m2i"][key]))
+        table.add_row(key, fmt.format(result[d1][key]), fmt.format(result[d2][key]))
     if result.get("emotion"):
         for key in ("p@1", "p@5", "mrr", "map"):
-            table.add_row(f"emotion {key}", f"{result['emotion']['i2m'][key]:.4f}",
-                          f"{result['emotion']['m2i'][key]:.4f}")
-    pooled = result.get("pooled")
-    if pooled:
-        for key in ("mrr", "r@1", "r@5", "r@10"):
-            cells = [f"{pooled[d]['mean'][key]:.4f} ± {pooled[d]['std'][key]:.4f}" for d in ("i2m", "m2i")]
-            table.add_row(f"{key} (pools of {pooled['i2m']['n_candidates']})", *cells)
+            table.add_row(f"emotion {key}", f"{result['emotion'][d1][key]:.4f}",
+                          f"{result['emotion'][d2][key]:.4f}")
+    pooled = [result["pooled"]] if result.get("pooled") else list((result.get("pools") or {}).values())
+    for pool in pooled:
+        for key in ("r@1", "r@5", "r@10", "mrr", "median_rank"):
+            fmt = "{:.1f} ± {:.1f}" if "rank" in key else "{:.4f} ± {:.4f}"
+            cells = [fmt.format(pool[d]["mean"][key], pool[d]["std"][key]) for d in (d1, d2)]
+            table.add_row(f"{key} (from {pool[d1]['n_candidates']}, {len(pool[d1]['seeds'])} sets)", *cells)
     table.caption = f"{result['n_pairs']} pairs"
     return table
 
@@ -148,7 +171,8 @@ def write_eval(run_dir: str | Path, split: str, result: dict, v: torch.Tensor, m
     run_dir = Path(run_dir)
     json_path = run_dir / f"eval_{split}.json"
     json_path.write_text(json.dumps(_jsonable(result), indent=2) + "\n", encoding="utf-8")
-    png_path = plot_retrieval(v, m, run_dir / f"eval_{split}.png", title=f"{result.get('dataset', '')} {split}".strip())
+    png_path = plot_retrieval(v, m, run_dir / f"eval_{split}.png", title=f"{result.get('dataset', '')} {split}".strip(),
+                              directions=directions_of(result))
     return json_path, png_path
 
 
@@ -167,38 +191,23 @@ def evaluate_model(model, dataset_dict, split: str, device: torch.device, cache_
 
 
 def evaluate_run(run_dir: str | Path, dataset: str | None, split: str = "test", checkpoint: str = "latest",
-                 candidates: int | None = None, seeds: Sequence[int] = (0, 1, 2), device: str = "auto",
-                 batch_size: int = 64, workers: int = 0, log: Callable[[str], None] = print,
-                 image_weights: str | None = None, music_weights: str | None = None) -> dict:
-    """Rebuild the run's model from ``RUN/config.json`` + a checkpoint and evaluate one split."""
-    from baselines.checkpoint import CheckpointError, load_checkpoint, load_model_state, resolve_checkpoint
-    from baselines.data import dataset_display_name, load_pair_dataset
-    from baselines.models import ModelConfig, build_model
-    from baselines.train import model_config_from, resolve_device
+                 candidates=None, seeds: Sequence[int] = (0, 1, 2), device: str = "auto",
+                 batch_size: int = 64, workers: int = 0, log: Callable[[str], None] = print, **overrides) -> dict:
+    """Rebuild a run's model from ``RUN/config.json`` + a checkpoint and evaluate one split.
+
+    Dispatches on the config's ``task`` (runs written before tasks existed are HG-CLIM);
+    ``overrides`` are family options such as ``image_weights`` or ``text_weights``.
+    """
+    from baselines.checkpoint import CheckpointError
+    from baselines.runtime import resolve_device
+    from baselines.tasks import task_module
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"RUN: '{run_dir.name}' has no config.json; pass the --out folder of a training run")
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    if image_weights:
-        config["image_weights"] = image_weights
-    if music_weights:
-        config["music_weights"] = music_weights
-    dataset = dataset or config["dataset"]
-    dev = resolve_device(device)
-    model_cfg: ModelConfig = model_config_from(config)
-    model = build_model(model_cfg)
-    state = load_checkpoint(resolve_checkpoint(run_dir, checkpoint, flag="--checkpoint"))
-    load_model_state(model, state["model"])
-    model.to(dev)
-    cache_dir = config.get("cache_dir") or str(run_dir / "cache")
-    if not config.get("cache", True):
-        cache_dir = None
-    dd = load_pair_dataset(dataset)
-    result, v, m = evaluate_model(model, dd, split, dev, cache_dir, batch_size=batch_size, workers=workers,
-                                  candidates=candidates, seeds=seeds, log=log)
-    result = {"run": run_dir.name, "dataset": dataset_display_name(dataset), "split": split,
-              "checkpoint_step": int(state.get("step", -1)), **result}
-    write_eval(run_dir, split, result, v, m)
-    return result
+    module = task_module(config.get("task") or "hgclim")
+    return module.evaluate_run(run_dir, config, dataset or config["dataset"], split, checkpoint,
+                               resolve_device(device), candidates=candidates, seeds=seeds, batch_size=batch_size,
+                               workers=workers, log=log, **{k: v for k, v in overrides.items() if v is not None})

@@ -146,8 +146,10 @@ def plot_val_metrics(log_path: str | Path, out_png: str | Path) -> Path:
     plt = _pyplot()
     val = _last_per_step(read_log(log_path), "val")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    keys = {k for r in val for k in r}
+    directions = ("v2m", "m2v") if "v2m/mrr" in keys else ("i2m", "m2i")
     for ax, metric in zip(axes, ("mrr", "r@10")):
-        for direction, style in (("i2m", "-o"), ("m2i", "--s")):
+        for direction, style in zip(directions, ("-o", "--s")):
             key = f"{direction}/{metric}"
             pts = [(r["epoch"], r[key]) for r in val if isinstance(r.get(key), (int, float))]
             if pts:
