@@ -1,6 +1,7 @@
-"""Command-line entry points of the HG-CLIM baseline.
+"""Command-line entry points of the baselines.
 
-* ``train_app`` (a ``typer.Typer``) with the command ``hgclim``: mounted by ``mipkit.cli`` at
+* ``train_app`` (a ``typer.Typer``) with the commands ``hgclim`` and (``baselines.cli_iiclvm``)
+  ``iiclvm``, ``clvm``, ``iiclvtm``: mounted by ``mipkit.cli`` at
   ``mipkit train baseline``, so users type ``mipkit train baseline hgclim --dataset DIR --out RUN``.
   ``python -m baselines.train hgclim ...`` runs the same app (also under ``torchrun``).
 * ``eval_command``: a plain function registered as ``mipkit eval``.
@@ -155,6 +156,15 @@ def eval_command(
     else:
         Console().print(render_table(result, title=f"{result['run']} · {result['dataset']} · {split}"))
         err.print(f"[dim]wrote {Path(run).name}/eval_{split}.json and eval_{split}.png[/dim]")
+
+
+def _register_sequence_models() -> None:
+    from baselines.cli_iiclvm import register
+
+    register(train_app)
+
+
+_register_sequence_models()
 
 
 def run_train_app(prog_name: str = "python -m baselines.train") -> int:

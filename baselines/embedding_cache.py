@@ -116,8 +116,9 @@ def load_or_build(cache_dir: str | Path, split: str, key: dict, build: Callable[
                   log: Callable[[str], None] = print, labels: torch.Tensor | None = None) -> dict:
     """Return ``{"raw_v", "raw_m", "labels", "key", ...}`` for one split, from the cache when fresh.
 
-    ``build()`` computes ``{"raw_v", "raw_m"}`` in dataset order. A missing file is built; a file with
-    another key is reported (which fields changed) and rebuilt.
+    ``build()`` computes ``{"raw_v", "raw_m"}`` in dataset order (or any other named tensors, e.g.
+    ``{"text"}``: every tensor it returns is stored). A missing file is built; a file with another
+    key is reported (which fields changed) and rebuilt.
     """
     path = cache_path(cache_dir, split)
     cached = load_cache(path)
@@ -126,15 +127,17 @@ def load_or_build(cache_dir: str | Path, split: str, key: dict, build: Callable[
         old_key = json.loads(cached.get("key_json", "{}"))
         changed = key_differences(old_key, key)
         if not changed:
-            log(f"embedding cache for '{split}': up to date ({path.name}, {len(cached['raw_v'])} pairs)")
+            rows = next((len(v) for v in cached.values() if isinstance(v, torch.Tensor)), 0)
+            log(f"embedding cache for '{split}': up to date ({path.name}, {rows} rows)")
             return cached
         log(f"embedding cache for '{split}' is stale (changed: {', '.join(changed)}); rebuilding")
     else:
         log(f"embedding cache for '{split}': building ({path.name})")
     feats = build()
-    entry = {"key_json": json.dumps(key, sort_keys=True), "raw_v": feats["raw_v"].contiguous(),
-             "raw_m": feats["raw_m"].contiguous(),
-             "labels": labels if labels is not None else torch.full((len(feats["raw_v"]),), -1, dtype=torch.long),
+    tensors = {k: v.contiguous() for k, v in feats.items() if isinstance(v, torch.Tensor)}
+    rows = len(next(iter(tensors.values()))) if tensors else 0
+    entry = {"key_json": json.dumps(key, sort_keys=True), **tensors,
+             "labels": labels if labels is not None else torch.full((rows,), -1, dtype=torch.long),
              "encode_seconds": float(feats.get("seconds", 0.0))}
     save_atomic(entry, path)
     return entry

@@ -152,8 +152,9 @@ def render_table(result: dict, title: str = "retrieval"):
         for key in ("r@1", "r@5", "r@10", "mrr", "median_rank"):
             fmt = "{:.1f} ± {:.1f}" if "rank" in key else "{:.4f} ± {:.4f}"
             cells = [fmt.format(pool[d]["mean"][key], pool[d]["std"][key]) for d in (d1, d2)]
-            table.add_row(f"{key} (from {pool[d1]['n_candidates']}, {len(pool[d1]['seeds'])} sets)", *cells)
-    table.caption = f"{result['n_pairs']} pairs"
+            table.add_row(f"{key} (from {pool['candidates']}, {len(pool['seeds'])} sets)", *cells)
+    table.caption = f"{result['n_pairs']} pairs" + (
+        "; pools larger than the split use every pair" if any(p[d1]["used_all_pairs"] for p in pooled) else "")
     return table
 
 
