@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from mipkit.recipe import Recipe
 from mipkit.shards import PAIRS_FILE, STATS_FILE, shards_root
-from mipkit.splits import SPLITS, assign_splits
+from mipkit.splits import SPLITS
 from mipkit.taxonomy import Taxonomy
 
 
@@ -49,26 +49,10 @@ def committed_pair_files(out_dir: Path) -> list[Path]:
     return [d / PAIRS_FILE for d in sorted(shards_root(out_dir).glob("[0-9]*")) if (d / STATS_FILE).is_file() and (d / PAIRS_FILE).is_file()]
 
 
-def _split_plan(files: list[Path], recipe: Recipe, fixed: dict[str, str] | None = None) -> dict[str, str]:
-    """Split of every source: ``fixed`` ones keep theirs (a rebuilt release), the rest are assigned."""
-    sources, emotions = [], {}
-    for path in files:
-        table = pq.read_table(path, columns=["source_id", "emotion"])
-        for sid, emotion in zip(table["source_id"].to_pylist(), table["emotion"].to_pylist()):
-            sources.append(sid)
-            emotions.setdefault(sid, Counter())[emotion] += 1
-    strata = None
-    if recipe.splits.stratify_by == "emotion":
-        strata = {sid: str(counter.most_common(1)[0][0]) for sid, counter in emotions.items()}
-    fixed = {sid: split for sid, split in (fixed or {}).items() if split in SPLITS}
-    assigned = assign_splits([s for s in sources if s not in fixed], recipe.splits.ratios(), recipe.splits.seed, strata)
-    return {**assigned, **fixed}
-
-
-def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[str, str] | None = None) -> dict[str, int]:
+def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[str, str]) -> dict[str, int]:
     """Write ``OUT/{dataset_dict.json,train,validation,test}``; returns rows per split.
 
-    ``split_of`` (source id -> split) pins the split of the sources it lists."""
+    ``split_of`` maps every source id to its split (``splits.plan_splits``)."""
     import datasets
     from datasets import Dataset, DatasetDict
 
@@ -78,7 +62,6 @@ def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[s
     work = out_dir / "build" / "assemble"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    split_of = _split_plan(files, recipe, split_of)
     label_index = {name: i for i, name in enumerate(taxonomy.names)}
     features = dataset_features(recipe, taxonomy)
     columns = list(features)

@@ -25,7 +25,7 @@ from mipkit.media import require_ffmpeg
 from mipkit.recipe import Recipe
 from mipkit.records import TRANSIENT_STATUSES, SampleStatus, SourceRequest
 from mipkit.shards import STATS_FILE, STATUS_FILE, ShardTask, is_done, plan_shards, run_shard, shards_root
-from mipkit.splits import SPLITS
+from mipkit.splits import SPLITS, plan_splits
 from mipkit.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
 from mipkit.taxonomy import Taxonomy, load_taxonomy
 
@@ -163,7 +163,9 @@ def build(opts: BuildOptions) -> dict:
     for error in errors:
         ui.console.print(f"[red]{error}[/red] (the shard is not committed; run the same command again to retry it)")
 
-    rows = assemble(opts.out, opts.recipe, taxonomy, opts.split_of)
+    splits = opts.recipe.splits
+    split_of = plan_splits(sources, splits.ratios(), splits.seed, splits.stratify_by, opts.split_of)
+    rows = assemble(opts.out, opts.recipe, taxonomy, split_of)
     report = status_report(opts.out)
     summary = {"counts": report["counts"], "splits": rows, "shards": report["shards"], "shard_errors": errors,
                "seconds_this_run": round(time.time() - began, 2)}

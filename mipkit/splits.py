@@ -29,6 +29,26 @@ def _order_key(source_id: str, seed: int) -> str:
     return hashlib.sha256(f"{seed}:{source_id}".encode()).hexdigest()
 
 
+def plan_splits(sources, ratios: dict[str, float], seed: int, stratify_by: str = "", fixed: dict[str, str] | None = None) -> dict[str, str]:
+    """Splits of every *requested* source, planned before anything is fetched.
+
+    Planning over the whole request (fixed by the build's fingerprint) keeps each source's split
+    stable across resumes and ``--retry-failed``: whether another source builds or fails moves
+    nothing. ``fixed`` (source id -> split) pins sources whose split is given, e.g. by a release.
+    ``sources`` are ``SourceRequest``s; with ``stratify_by="emotion"`` a source's stratum is its most
+    common requested label.
+    """
+    fixed = {sid: split for sid, split in (fixed or {}).items() if split in SPLITS}
+    free = [s for s in sources if s.source_id not in fixed]
+    strata = None
+    if stratify_by == "emotion":
+        strata = {}
+        for source in free:
+            labels = [w.emotion for w in source.windows]
+            strata[source.source_id] = str(max(set(labels), key=lambda label: (labels.count(label), str(label))))
+    return {**assign_splits([s.source_id for s in free], ratios, seed, strata), **fixed}
+
+
 def assign_splits(source_ids, ratios: dict[str, float], seed: int, strata: dict[str, str] | None = None) -> dict[str, str]:
     """Map each source id to a split; with ``strata`` (source -> group) the ratios hold per group."""
     groups: dict[str, list[str]] = defaultdict(list)

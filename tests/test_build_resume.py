@@ -125,3 +125,39 @@ def test_label_with_refuses_missing_weights_before_building(tmp_path, media_serv
     result = _run_cli("build", "mipnet", "--manifest", str(manifest), "--out", str(tmp_path / "o"), "--label-with", "passt")
     assert result.returncode == 2 and "pass --weights FILE" in result.stderr
     assert not (tmp_path / "o").exists(), "nothing is fetched when the labeller cannot be made"
+
+
+def test_splits_do_not_move_when_other_sources_come_back(tmp_path, media_dir):
+    """Dead sources that later build (--retry-failed, resume) must not reshuffle the others.
+
+    Fixed source ids make this deterministic: planning over the *built* sources would move keep1
+    and keep2 once the late* sources build (checked with splits.assign_splits)."""
+    import shutil as _shutil
+
+    from mipkit.mediaserver import MediaServer
+    from mipkit.records import SourceRequest, Window
+
+    served = tmp_path / "served"
+    served.mkdir()
+    for i in range(3):
+        _shutil.copy(media_dir / f"src{i}.mp4", served / f"keep{i}.mp4")
+    recipe = small_recipe(**{"shards.sources_per_shard": 1})
+    with MediaServer(served) as server:
+        names = [f"keep{i}" for i in range(3)] + [f"late{i}" for i in range(3)]
+
+        def reader(taxonomy):
+            return [SourceRequest(name, server.url(f"{name}.mp4"), [Window(1, 1.0)]) for name in names], []
+
+        options = BuildOptions(out=tmp_path / "ds", recipe=recipe, reader=reader, inputs=[], kind="test")
+        build(options)
+        before = {pid: split for split, ds in load_from_disk(str(options.out)).items() for pid in ds["pair_id"]}
+        assert len(before) == 3
+        for i in range(3):
+            _shutil.copy(media_dir / f"src{i}.mp4", served / f"late{i}.mp4")
+        for record in (options.out / "build" / "shards").glob("*/stats.json"):
+            if "unavailable" in record.read_text():
+                record.unlink()  # as --retry-failed does for transient failures
+        build(options)
+    after = {pid: split for split, ds in load_from_disk(str(options.out)).items() for pid in ds["pair_id"]}
+    assert len(after) == 6
+    assert {pid: after[pid] for pid in before} == before
