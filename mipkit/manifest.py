@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from mipkit.errors import MipkitError
-from mipkit.ids import normalize_url, pair_id_for, source_id_for
+from mipkit.ids import normalize_url, pair_id_for, source_id_for, youtube_id
 from mipkit.records import BAD_ROW, DUPLICATE, SampleStatus, SourceRequest, Window
 from mipkit.taxonomy import Taxonomy
 
 KNOWN_COLUMNS = ("url", "start_s", "emotion", "title", "license")
+MAX_START_S = 1e6  # about 11.5 days: anything later is a typo, not a video position
+_URL_SCHEMES = ("http://", "https://")
 
 
 def _iter_rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -30,6 +32,9 @@ def _iter_rows(path: Path) -> Iterator[dict[str, Any]]:
             if not reader.fieldnames or "url" not in [f.strip() for f in reader.fieldnames]:
                 raise MipkitError(f"manifest {path.name} has no 'url' column; columns must include: url (and optionally {', '.join(KNOWN_COLUMNS[1:])})")
             for row in reader:
+                if None in row:  # DictReader puts cells beyond the header under the key None
+                    yield {"__error__": f"has {len(row[None])} more cell(s) than the header (quote values that contain commas)"}
+                    continue
                 yield {(k or "").strip(): v for k, v in row.items()}
     elif suffix in (".jsonl", ".ndjson"):
         with path.open(encoding="utf-8") as handle:
@@ -61,12 +66,14 @@ def is_blank(value: Any) -> bool:
 
 def parse_start(value: Any) -> float:
     """A window start in seconds, or ``ValueError`` with the reason (shared by manifests and releases)."""
+    if isinstance(value, bool):
+        raise ValueError(f"start_s {value!r} is not a number")
     try:
         start = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"start_s {value!r} is not a number") from None
-    if not math.isfinite(start) or start < 0:
-        raise ValueError(f"start_s {value!r} must be a finite number >= 0")
+    if not math.isfinite(start) or not 0 <= start <= MAX_START_S:
+        raise ValueError(f"start_s {value!r} must be a number of seconds between 0 and {MAX_START_S:g}")
     return start
 
 
@@ -82,6 +89,8 @@ def _parse_row(raw: dict[str, Any], taxonomy: Taxonomy) -> tuple[str, Window] | 
     if is_blank(url):
         return "empty url"
     url = str(url).strip()
+    if not youtube_id(url) and not url.lower().startswith(_URL_SCHEMES):
+        return f"url {url[:80]!r} is neither a YouTube id nor an http(s) URL"
     start_s = None
     if not is_blank(raw.get("start_s")):
         try:
@@ -105,7 +114,13 @@ def read_manifest(path: str | Path, taxonomy: Taxonomy) -> tuple[list[SourceRequ
     sources: dict[str, SourceRequest] = {}
     seen_windows: set[tuple[str, float | None]] = set()
     problems: list[SampleStatus] = []
-    for number, raw in enumerate(_iter_rows(path), 1):
+    try:
+        rows = list(_iter_rows(path))
+    except UnicodeDecodeError:
+        raise MipkitError(f"manifest {path.name} is not UTF-8 text; re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise MipkitError(f"manifest {path.name} cannot be read as {path.suffix.lstrip('.')}: {str(exc).splitlines()[0][:160]}") from None
+    for number, raw in enumerate(rows, 1):
         parsed = _parse_row(raw, taxonomy)
         if isinstance(parsed, str):
             url = raw.get("url") if isinstance(raw.get("url"), str) else None

@@ -134,6 +134,8 @@ def build(opts: BuildOptions) -> dict:
     taxonomy = load_taxonomy(opts.recipe.taxonomy)
     sources, problems = opts.read(taxonomy)
     tasks = plan_shards(sources, opts.recipe.shards.sources_per_shard)
+    if opts.out.exists() and not opts.out.is_dir():
+        raise MipkitError(f"--out {opts.out.name!r} is a file; pass a folder (new or from an earlier build)")
     opts.out.mkdir(parents=True, exist_ok=True)
     _prepare(opts, len(tasks))
     write_json_lines(build_dir(opts.out) / MANIFEST_STATUS_FILE, [p.to_dict() for p in problems])

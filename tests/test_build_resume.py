@@ -98,6 +98,9 @@ def test_cli_errors_are_one_line(tmp_path, media_server):
     dead = write_manifest(tmp_path / "dead.csv", [{"url": media_server.url("gone.mp4"), "start_s": 0}])
     nothing = _run_cli("build", "mipnet", "--manifest", str(dead), "--out", str(tmp_path / "o2"))
     assert nothing.returncode == 1 and "no pair could be built" in nothing.stderr
+    (tmp_path / "a-file").write_text("x")
+    out_is_file = _run_cli("build", "mipnet", "--manifest", str(dead), "--out", str(tmp_path / "a-file"))
+    assert out_is_file.returncode == 2 and "is a file; pass a folder" in out_is_file.stderr
     not_a_build = _run_cli("status", str(tmp_path))
     assert not_a_build.returncode == 2 and "not a mipkit build folder" in not_a_build.stderr
     shutil.rmtree(tmp_path / "o2", ignore_errors=True)

@@ -186,3 +186,31 @@ def test_fetch_errors_never_echo_the_proxy_or_the_cookies_file():
     assert failure.value.status == "download_error"
     assert "pw@" not in message and "secret-cookies" not in message and "/home/me" not in message
     assert "<proxy>" in message and "<cookies>" in message
+
+
+def test_manifest_rejects_what_cannot_be_a_window(tmp_path):
+    path = tmp_path / "m.jsonl"
+    lines = [{"url": "dQw4w9WgXcQ", "start_s": True}, {"url": "dQw4w9WgXcQ", "start_s": 1e300},
+             {"url": "../../etc/passwd"}, {"url": "5"}, {"url": "file:///etc/passwd"}, {"url": "http://h/ok.mp4", "start_s": 3}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    sources, problems = read_manifest(path, MOODS)
+    assert [s.url for s in sources] == ["http://h/ok.mp4"]
+    assert [p.status for p in problems] == ["bad_row"] * 5
+    assert "is not a number" in problems[0].error and "between 0 and" in problems[1].error
+    assert all("neither a YouTube id nor an http(s) URL" in p.error for p in problems[2:])
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("url,start_s\nhttp://h/a.mp4,1,2,3\nhttp://h/b.mp4,4\n")
+    sources, problems = read_manifest(csv_path, MOODS)
+    assert len(sources) == 1 and "more cell(s) than the header" in problems[0].error
+
+
+@pytest.mark.parametrize("content, suffix, message", [
+    ("url\\nhttp://h/caf\\xe9.mp4\\n".encode("latin-1").decode("unicode_escape").encode("latin-1"), ".csv", "not UTF-8"),
+    ("url\\nhttp://h/a.mp4\\n".encode().decode("unicode_escape").encode("utf-16"), ".csv", "not UTF-8"),
+    (b"PAR1 not really parquet", ".parquet", "cannot be read as parquet"),
+])
+def test_unreadable_manifests_are_one_line_errors(tmp_path, content, suffix, message):
+    path = tmp_path / f"m{suffix}"
+    path.write_bytes(content)
+    with pytest.raises(MipkitError, match=message):
+        read_manifest(path, MOODS)
