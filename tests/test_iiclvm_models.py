@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +147,18 @@ def test_hashed_text_encoder_is_deterministic_and_cached_by_key(synth, tmp_path)
     other = text_features(HashedNgramEncoder(dim=16, seed=2), ds, "train", "title", tmp_path, "fp:1",
                           log=messages.append)
     assert "stale" in messages[-1] and "text_weights" in messages[-1] and not torch.equal(other, first)
+
+
+def test_ii_noise_benchmark_batches_and_a_tiny_run():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ii_noise", Path(__file__).resolve().parent.parent / "benchmarks" / "ii_noise.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    plans = {level: bench.batch_plan(level, 64) for level in bench.LEVELS}
+    assert all(sum(p) == 64 for p in plans.values())
+    assert [len(p) for p in plans.values()] == [64, 48, 32, 16]  # clusters per batch: fewer = more false negatives
+    args = bench.parse(["--clusters", "16", "--pairs-per-cluster", "4", "--batch-size", "8", "--steps", "5",
+                        "--seeds", "2", "--test-sets", "1", "--hidden", "16", "--embed", "8"])
+    body, gains = bench.run(args)
+    assert body.count("| most_noise |") == 2 and "The paper's trend" in body and ("most_noise", 3.0) in gains
