@@ -55,8 +55,22 @@ def run_shards(tasks: Sequence, shard_fn: ShardFn, args: tuple, *, workers: int 
     with multiprocessing.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         events = manager.Queue()
         futures = {pool.submit(_pool_call, shard_fn, task, args, events): task for task in tasks}
-        pending = set(futures)
-        while pending:
+        try:
+            _drain(futures, events, on_event, on_done, describe, errors)
+        except KeyboardInterrupt:
+            # Leaving the `with` would wait for every queued shard: cancel them and stop the workers.
+            workers_running = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in workers_running:
+                process.terminate()
+            raise
+    return errors
+
+
+def _drain(futures: dict, events, on_event: OnEvent, on_done: OnDone, describe, errors: list[str]) -> None:
+    """Forward progress events and finished shards until every future is done."""
+    pending = set(futures)
+    while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             while True:
                 try:

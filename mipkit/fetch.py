@@ -16,6 +16,7 @@ import yt_dlp
 from yt_dlp.utils import download_range_func
 
 from mipkit import records
+from mipkit.errors import MipkitError
 from mipkit.media import MediaError, duration_of, probe
 from mipkit.recipe import YtdlpConfig
 
@@ -51,6 +52,16 @@ class FetchError(Exception):
     def __init__(self, status: str, message: str):
         super().__init__(message)
         self.status = status
+
+
+def check_format(selector: str) -> None:
+    """A config error now, rather than a failed shard later, for a format yt-dlp cannot parse."""
+    try:
+        with yt_dlp.YoutubeDL({"quiet": True, "logger": _CollectingLogger()}) as ydl:
+            ydl.build_format_selector(selector)
+    except (SyntaxError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MipkitError(f"--format {selector!r} is not a valid yt-dlp format selector ({reason}); see yt-dlp's FORMAT SELECTION") from None
 
 
 def redact(text: str, cfg: YtdlpConfig) -> str:

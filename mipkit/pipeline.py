@@ -19,6 +19,7 @@ from pathlib import Path
 from mipkit import ui
 from mipkit.assemble import assemble, column_values, write_json
 from mipkit.engines import ENGINES, run_shards
+from mipkit.fetch import check_format
 from mipkit.errors import MipkitError, NothingBuiltError
 from mipkit.manifest import read_manifest
 from mipkit.media import require_ffmpeg
@@ -129,6 +130,7 @@ def label_distribution(out: Path, taxonomy_names: list[str]) -> dict[str, dict[s
 def build(opts: BuildOptions) -> dict:
     """Run (or resume) a build and return its summary (also written to ``OUT/build/summary.json``)."""
     require_ffmpeg()
+    check_format(opts.recipe.ytdlp.format)
     if opts.engine not in ENGINES:
         raise MipkitError(f"--engine {opts.engine!r} is unknown; choose one of {', '.join(ENGINES)}")
     taxonomy = load_taxonomy(opts.recipe.taxonomy)
@@ -160,8 +162,12 @@ def build(opts: BuildOptions) -> dict:
                 if not streamed:  # Ray: no per-source events, count the shard as a whole
                     advance([s for s, n in stats["counts"].items() for _ in range(n)])
 
-            errors = run_shards(pending, run_shard, (opts.recipe, opts.out), workers=opts.workers, engine=opts.engine,
-                                on_event=advance, on_done=shard_done)
+            try:
+                errors = run_shards(pending, run_shard, (opts.recipe, opts.out), workers=opts.workers, engine=opts.engine,
+                                    on_event=advance, on_done=shard_done)
+            except KeyboardInterrupt:
+                ui.console.print("interrupted: committed shards are kept; run the same command again to resume")
+                raise
     for error in errors:
         ui.console.print(f"[red]{error}[/red] (the shard is not committed; run the same command again to retry it)")
 

@@ -56,7 +56,8 @@ def resolve_windows(request: SourceRequest, duration: float | None, recipe: Reci
     return sorted(resolved.items()), failed
 
 
-def _fail_all(request: SourceRequest, status: str, error: str, count_auto: int) -> list[SampleStatus]:
+def fail_all(request: SourceRequest, status: str, error: str, count_auto: int) -> list[SampleStatus]:
+    """One status per requested window of ``request`` (``count_auto`` for a window without start)."""
     out = []
     for window in request.windows:
         n = 1 if window.start_s is not None else count_auto
@@ -97,7 +98,7 @@ def build_source(request: SourceRequest, recipe: Recipe, workdir: Path) -> tuple
     try:
         source = fetcher.extract(request.url)
     except FetchError as exc:
-        return [], _fail_all(request, exc.status, str(exc), auto)
+        return [], fail_all(request, exc.status, str(exc), auto)
     windows, statuses = resolve_windows(request, source.duration, recipe)
     if not windows:
         return [], statuses

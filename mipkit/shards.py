@@ -21,9 +21,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mipkit.process import build_source
+from mipkit.fetch import one_line
+from mipkit.process import build_source, fail_all
 from mipkit.recipe import Recipe
-from mipkit.records import Pair, SampleStatus, SourceRequest
+from mipkit.records import INTERNAL_ERROR, Pair, SampleStatus, SourceRequest
 
 PAIRS_FILE = "pairs.parquet"
 STATUS_FILE = "status.jsonl"
@@ -105,14 +106,24 @@ def run_shard(task: ShardTask, recipe: Recipe, out_dir: Path,
     statuses: list[SampleStatus] = []
 
     def one(request: SourceRequest):
-        return build_source(request, recipe, work)
+        try:
+            return build_source(request, recipe, work)
+        except Exception as exc:  # noqa: BLE001 - a bug must cost one source its samples, recorded, not the shard
+            reason = f"internal error ({type(exc).__name__}: {one_line(str(exc))}); please report it"
+            return [], fail_all(request, INTERNAL_ERROR, reason, recipe.clip.clips_per_source)
 
-    with ThreadPoolExecutor(max_workers=recipe.shards.fetch_threads, thread_name_prefix=f"shard{task.index}") as pool:
+    pool = ThreadPoolExecutor(max_workers=recipe.shards.fetch_threads, thread_name_prefix=f"shard{task.index}")
+    try:
         for source_pairs, source_statuses in pool.map(one, task.sources):
             pairs.extend(source_pairs)
             statuses.extend(source_statuses)
             if on_event is not None:
                 on_event([s.status for s in source_statuses])
+    except BaseException:
+        # Ctrl-C: queued sources must not go on fetching; the uncommitted shard is redone next run.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
     table = _pairs_table(pairs)
     tmp = folder / (PAIRS_FILE + ".tmp")

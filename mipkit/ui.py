@@ -19,7 +19,10 @@ class RateColumn(ProgressColumn):
         self.unit = unit
 
     def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
+        # Completed over elapsed: shards report in bursts, which rich's short-window estimate
+        # turns into absurd spikes.
+        elapsed = task.finished_time if task.finished else task.elapsed
+        speed = task.completed / elapsed if elapsed and task.completed else None
         return Text(f"{speed:.2f} {self.unit}/s" if speed else f"- {self.unit}/s", style="progress.data.speed")
 
 

@@ -164,3 +164,52 @@ def test_splits_do_not_move_when_other_sources_come_back(tmp_path, media_dir):
     after = {pid: split for split, ds in load_from_disk(str(options.out)).items() for pid in ds["pair_id"]}
     assert len(after) == 6
     assert {pid: after[pid] for pid in before} == before
+
+
+def test_a_bug_in_one_source_is_recorded_and_the_rest_builds(tmp_path, media_server, monkeypatch):
+    import mipkit.shards
+
+    real = mipkit.shards.build_source
+
+    def flaky(request, recipe, work):
+        if request.url.endswith("src1.mp4"):
+            raise RuntimeError("simulated bug")
+        return real(request, recipe, work)
+
+    monkeypatch.setattr(mipkit.shards, "build_source", flaky)
+    manifest = _manifest(tmp_path, media_server, sources=2)
+    summary = build(BuildOptions(manifest=manifest, out=tmp_path / "ds", recipe=small_recipe()))
+    assert summary["counts"] == {"internal_error": 1, "ok": 1}
+    failed = json.loads(runner.invoke(app, ["status", str(tmp_path / "ds"), "--json"]).stdout)["failed"]
+    assert failed[0]["status"] == "internal_error" and "RuntimeError: simulated bug" in failed[0]["error"]
+
+
+def test_ctrl_c_stops_a_pooled_build_and_the_rerun_completes(tmp_path, media_server):
+    """SIGINT to the process group (what a terminal sends): queued shards are cancelled, and the
+    same command run again builds exactly the missing shards."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rows = [{"url": media_server.url(f"src{i % 4}.mp4"), "start_s": i} for i in range(12)]  # 4 sources = 4 shards
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    out = tmp_path / "ds"
+    args = [sys.executable, "-m", "mipkit", "build", "mipnet", "--manifest", str(manifest), "--out", str(out),
+            "--workers", "2", "--shard-size", "1", "--fetch-threads", "1", "--sleep", "1"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    shards = out / "build" / "shards"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shards.glob("*/stats.json"))) < 2:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and "interrupted: committed shards are kept" in stderr
+    committed = len(list(shards.glob("*/stats.json")))
+    assert 2 <= committed < 4, "the build ran on after Ctrl-C"
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming: {committed} of 4 shards already done" in rerun.stderr
+    ids = _pair_ids(out)
+    assert len(ids) == len(set(ids)) == 12
