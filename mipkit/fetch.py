@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +47,8 @@ def one_line(message: str, limit: int = 300) -> str:
     """yt-dlp messages carry colour codes, prefixes and newlines; keep one short line."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", message)
     text = re.sub(r"^(ERROR|WARNING):\s*", "", " ".join(text.split()))
-    text = re.sub(r"(/[^\s:'\"]+)+/", "", text)  # strip local directory prefixes
+    # Strip local directory prefixes (absolute paths start a word); URL paths follow a host and stay.
+    text = re.sub(r"(?<![\w.:/])(/[^\s:'\"/]+)+/", "", text)
     return text[:limit]
 
 
@@ -150,6 +154,30 @@ def ytdlp_params(cfg: YtdlpConfig, logger: _CollectingLogger) -> dict:
     return params
 
 
+@contextmanager
+def open_ytdlp(params: dict):
+    """A ``YoutubeDL`` for ``params`` that cannot touch the user's cookies file.
+
+    yt-dlp writes its cookie jar back to ``cookiefile`` whenever an instance closes; with several
+    threads and processes that would rewrite (and could truncate) the user's file concurrently.
+    Each instance gets a private copy (mode 0600), deleted afterwards.
+    """
+    params = dict(params)
+    private = None
+    if params.get("cookiefile"):
+        fd, private = tempfile.mkstemp(prefix="mipkit-cookies-", suffix=".txt")
+        os.close(fd)
+        os.chmod(private, 0o600)
+        shutil.copyfile(params["cookiefile"], private)
+        params["cookiefile"] = private
+    try:
+        with yt_dlp.YoutubeDL(params) as ydl:
+            yield ydl
+    finally:
+        if private:
+            os.unlink(private)
+
+
 def _media_url(info: dict) -> tuple[str, dict[str, str]] | None:
     formats = info.get("requested_formats") or [info]
     first = formats[0]
@@ -168,7 +196,7 @@ class Fetcher:
         """Resolve the source once; its info dict is reused for metadata and every section."""
 
         def action(logger):
-            with yt_dlp.YoutubeDL(ytdlp_params(self.cfg, logger)) as ydl:
+            with open_ytdlp(ytdlp_params(self.cfg, logger)) as ydl:
                 return ydl.extract_info(url, download=False)
 
         info = with_retries(action, self.cfg, "extract_info failed")
@@ -208,7 +236,7 @@ class Fetcher:
                 "overwrites": True,
                 "continuedl": False,
             })
-            with yt_dlp.YoutubeDL(params) as ydl:
+            with open_ytdlp(params) as ydl:
                 ydl.process_ie_result(dict(source.info), download=True)
 
         with_retries(action, self.cfg, "download failed")

@@ -121,6 +121,8 @@ def main() -> None:
     """``python -m mipkit.mediaserver ROOT``: serve ROOT; the first stdout line is the base URL."""
     import sys
 
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
+        sys.exit("usage: python -m mipkit.mediaserver FOLDER  (serves FOLDER on 127.0.0.1; prints the base URL)")
     server = MediaServer(sys.argv[1])
     print(server.base_url, flush=True)
     try:

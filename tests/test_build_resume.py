@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 from datasets import load_from_disk
@@ -213,3 +215,16 @@ def test_ctrl_c_stops_a_pooled_build_and_the_rerun_completes(tmp_path, media_ser
     assert f"resuming: {committed} of 4 shards already done" in rerun.stderr
     ids = _pair_ids(out)
     assert len(ids) == len(set(ids)) == 12
+
+
+def test_the_users_cookies_file_is_never_written(tmp_path, media_server):
+    cookies = tmp_path / "cookies.txt"
+    cookies.write_text("# Netscape HTTP Cookie File\n127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tabc\n")
+    before = (cookies.read_bytes(), cookies.stat().st_mtime_ns)
+    manifest = _manifest(tmp_path, media_server, sources=2)
+    result = runner.invoke(app, ["build", "mipnet", "--manifest", str(manifest), "--out", str(tmp_path / "ds"),
+                                 "--cookies", str(cookies), "--fetch-threads", "2"])
+    assert result.exit_code == 0, result.output
+    assert (cookies.read_bytes(), cookies.stat().st_mtime_ns) == before
+    assert "cookies.txt" not in result.output and "abc" not in result.output
+    assert not list(Path(tempfile.gettempdir()).glob("mipkit-cookies-*"))

@@ -214,3 +214,8 @@ def test_unreadable_manifests_are_one_line_errors(tmp_path, content, suffix, mes
     path.write_bytes(content)
     with pytest.raises(MipkitError, match=message):
         read_manifest(path, MOODS)
+
+
+def test_one_line_keeps_urls_whole():
+    text = one_line("ERROR: [generic] x: Unable to download http://127.0.0.1:8000/media/clip.mp4 to /tmp/work/a/b.part")
+    assert "http://127.0.0.1:8000/media/clip.mp4" in text and "/tmp/work" not in text and "b.part" in text

@@ -21,12 +21,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yt_dlp
 
 from mipkit import records
 from mipkit.errors import MipkitError
 from mipkit.ids import youtube_id as parse_youtube_id
-from mipkit.fetch import FetchError, ytdlp_params, classify_error, with_retries
+from mipkit.fetch import FetchError, classify_error, open_ytdlp, with_retries, ytdlp_params
 from mipkit.recipe import YtdlpConfig
 from mipkit.yt8m import NO_KEYWORDS, NO_LOOKUP, NO_METADATA, NO_TITLE, PRIVATE
 from mipkit.yt8m.lookup import DiskCache, LookupClient, RateLimiter
@@ -143,7 +142,7 @@ class YtdlpMetadata:
 
         def action(logger):
             params = {**ytdlp_params(self.cfg, logger), "skip_download": True, "ignore_no_formats_error": True}
-            with yt_dlp.YoutubeDL(params) as ydl:
+            with open_ytdlp(params) as ydl:
                 return ydl.extract_info(self.url_for(youtube_id), download=False, process=False)
 
         try:
