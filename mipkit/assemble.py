@@ -40,6 +40,51 @@ def dataset_features(recipe: Recipe, taxonomy: Taxonomy):
     return Features(columns)
 
 
+MODEL_LABELS_FILE = "model_labels.parquet"
+_MODEL_LABELS_SCHEMA = pa.schema([("pair_id", pa.string()), ("emotion", pa.string()), ("emotion_score", pa.float64()),
+                                  ("emotion_source", pa.string()), ("dropped", pa.bool_())])
+
+
+def write_model_labels(build_folder: Path, rows: list[dict]) -> Path:
+    """Record labels a model gave (``mipkit label``) so that re-assembling the build keeps them.
+
+    ``rows``: ``pair_id``, ``emotion`` (class name or None), ``emotion_score``, ``emotion_source``,
+    ``dropped`` (removed by ``--drop``). Written to a temporary name and moved into place, which
+    also replaces (never writes through) a hard-linked earlier file.
+    """
+    path = Path(build_folder) / MODEL_LABELS_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=_MODEL_LABELS_SCHEMA), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _model_labels(out_dir: Path) -> dict[str, tuple]:
+    path = Path(out_dir) / "build" / MODEL_LABELS_FILE
+    if not path.is_file():
+        return {}
+    table = pq.read_table(path)
+    columns = [table[c].to_pylist() for c in _MODEL_LABELS_SCHEMA.names]
+    return {row[0]: row[1:] for row in zip(*columns)}
+
+
+def _apply_model_labels(table: pa.Table, overlay: dict[str, tuple]) -> pa.Table:
+    """Model labels for rows without a manifest/AudioSet label; rows dropped by the labeller go."""
+    ids, sources = table["pair_id"].to_pylist(), table["emotion_source"].to_pylist()
+    emotions, scores = table["emotion"].to_pylist(), table["emotion_score"].to_pylist()
+    keep = []
+    for i, pair_id in enumerate(ids):
+        hit = overlay.get(pair_id)
+        if hit is not None and sources[i] is None:  # never over a label that came with the data
+            emotions[i], scores[i], sources[i], dropped = hit
+            if dropped:
+                continue
+        keep.append(i)
+    for name, values, kind in (("emotion", emotions, pa.string()), ("emotion_score", scores, pa.float64()), ("emotion_source", sources, pa.string())):
+        table = table.set_column(table.column_names.index(name), name, pa.array(values, kind))
+    return table.take(pa.array(keep, type=pa.int64()))
+
+
 def column_values(dataset, name: str) -> list:
     """A plain column as a list, read from Arrow without decoding media (empty splits too)."""
     return dataset.data.column(name).to_pylist() if len(dataset) else []
@@ -66,11 +111,14 @@ def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[s
     features = dataset_features(recipe, taxonomy)
     columns = list(features)
 
+    overlay = _model_labels(out_dir)
     writers: dict[str, pq.ParquetWriter] = {}
     rows: Counter = Counter()
     for path in files:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
             table = pa.Table.from_batches([batch])
+            if overlay:
+                table = _apply_model_labels(table, overlay)
             split_col = [split_of[s] for s in table["source_id"].to_pylist()]
             emotion_col = pa.array([label_index.get(e) if e is not None else None for e in table["emotion"].to_pylist()], pa.int64())
             table = table.set_column(table.column_names.index("emotion"), "emotion", emotion_col).append_column("split", pa.array(split_col, pa.string()))

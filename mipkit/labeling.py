@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mipkit import ui
+from mipkit.assemble import write_model_labels
 from mipkit.errors import MipkitError
 from mipkit.paths import taxonomy_dir
 from mipkit.taxonomy import Taxonomy, load_taxonomy
@@ -346,11 +347,16 @@ def label_dataset(dataset_dir: str | Path, labeller: PasstMoodLabeller, threshol
     class_index = [names.index(n) for n in labeller.class_names]
 
     todo = sum(sum(s not in PROTECTED_SOURCES for s in ds.data.column("emotion_source").to_pylist()) for ds in dataset.values())
-    relabelled, counts, emotions = {}, Counter(), {}
+    relabelled, counts, emotions, overlay_rows = {}, Counter(), {}, []
     with ui.progress_bar("clips") as progress:
         bar = progress.add_task(f"labelling with {labeller.provenance}", total=todo, failed=0)
         for split, ds in dataset.items():
             columns, split_counts = _label_split(ds, labeller, threshold, class_index, lambda n: progress.update(bar, advance=n))
+            for pair_id, emotion, score, origin in zip(ds.data.column("pair_id").to_pylist(), columns["emotion"],
+                                                       columns["emotion_score"], columns["emotion_source"]):
+                if origin == labeller.provenance:
+                    overlay_rows.append({"pair_id": pair_id, "emotion": None if emotion is None else names[emotion],
+                                         "emotion_score": score, "emotion_source": origin, "dropped": drop and emotion is None})
             counts.update(split_counts)
             relabelled[split] = _replace_columns(ds, columns, drop)
             emotions[split] = [e for e in columns["emotion"] if e is not None or not drop]
@@ -368,6 +374,8 @@ def label_dataset(dataset_dir: str | Path, labeller: PasstMoodLabeller, threshol
         ui.bar_chart(staged / CHART_FILE, f"pairs per emotion and split ({labeller.provenance})", summary["distribution"], xlabel="emotion", ylabel="pairs")
         if in_place:
             _link_extras(source, staged, {"dataset_dict.json", *dataset.keys(), LABELLING_FILE, CHART_FILE})
+            if (staged / "build").is_dir():  # a build folder: re-assembling it (resume, re-run) keeps these labels
+                write_model_labels(staged / "build", overlay_rows)
             _swap_in(staged, target)
         else:
             if target.exists():

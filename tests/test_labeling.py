@@ -258,3 +258,34 @@ def test_swap_in_replaces_the_folder_whole(tmp_path, monkeypatch, exchange):
     mipkit.labeling._swap_in(staged, target)
     assert snapshot(target) == {"train/new.arrow": hashlib.sha256(b"new").hexdigest()}
     assert snapshot(staged) == {"train/old.arrow": hashlib.sha256(b"old").hexdigest()}
+
+
+def test_model_labels_survive_a_rebuild_of_the_same_build(labeller, tmp_path, media_server):
+    """Re-running the build (resume, --retry-failed) re-assembles from the shards: model labels
+    recorded by `mipkit label` in build/ are applied again; manifest labels still win."""
+    from datasets import load_from_disk
+
+    from conftest import small_recipe, write_manifest
+    from mipkit.pipeline import BuildOptions, build
+
+    rows = [{"url": media_server.url("src0.mp4"), "start_s": 1}, {"url": media_server.url("src1.mp4"), "start_s": 2},
+            {"url": media_server.url("src2.mp4"), "start_s": 3, "emotion": "sad"}]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    options = BuildOptions(manifest=manifest, out=tmp_path / "ds", recipe=small_recipe())
+    build(options)
+    label_dataset(options.out, labeller, threshold=0.0)
+
+    def labels():
+        dataset = load_from_disk(str(options.out))
+        return {pid: (e, src, score) for ds in dataset.values()
+                for pid, e, src, score in zip(ds["pair_id"], ds["emotion"], ds["emotion_source"], ds["emotion_score"])}
+
+    labelled = labels()
+    assert sorted(src for _, src, _ in labelled.values()) == ["manifest", labeller.provenance, labeller.provenance]
+    assert (options.out / "build" / "model_labels.parquet").is_file()
+    build(options)  # same command again: every shard is done, the dataset is re-assembled
+    assert labels() == labelled
+    label_dataset(options.out, labeller, threshold=1.0, drop=True)  # nothing clears 1.0: model rows are dropped
+    assert sorted(src for _, src, _ in labels().values()) == ["manifest"]
+    build(options)
+    assert sorted(src for _, src, _ in labels().values()) == ["manifest"]
