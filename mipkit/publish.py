@@ -86,8 +86,10 @@ def annotations_creators(label_sources: Counter, kind: str) -> list[str]:
     for source in label_sources:
         if source is None:
             kinds.add("no-annotation")
-        elif source == "manifest":  # AudioSet's own labels, or chosen by the person who wrote the manifest
-            kinds.add("found" if kind.startswith("audioset") else "expert-generated")
+        elif source == "audioset":  # labels that came with AudioSet's segment lists
+            kinds.add("found")
+        elif source == "manifest":  # chosen by the person who wrote the manifest
+            kinds.add("expert-generated")
         else:
             kinds.add("machine-generated")  # a model's name, e.g. a PaSST checkpoint
     return sorted(kinds - {"no-annotation"}) or ["no-annotation"]

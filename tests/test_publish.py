@@ -372,6 +372,8 @@ def test_card_for_an_audio_only_audioset_build_renders_its_own_prose(built_datas
     dataset, build = load_build(out)
     build = {**build, "kind": "audioset-mood", "recipe": {**build["recipe"], "clip": {**build["recipe"]["clip"], "image": False}}}
     splits = release_splits(dataset, metadata_only=True)
+    # As in a real audioset-mood build: the labels come from AudioSet's segment lists.
+    splits = {name: ds.map(lambda row: {"emotion_source": "audioset"}) for name, ds in splits.items()}
     figures = card_figures(out, build, splits, metadata_only=True, repo_id=REPO_ID)
     text = render_card(figures, card_data_yaml(figures, splits, {}), secrets=[])
     meta = yaml.safe_load(text.split("---\n")[1])
@@ -379,3 +381,14 @@ def test_card_for_an_audio_only_audioset_build_renders_its_own_prose(built_datas
     assert "image-classification" not in meta["task_categories"]
     assert "music clips of 10 seconds" in text and "AudioSet segments carrying exactly one" in text
     assert "| `image` |" not in text and "**Image.**" not in text
+
+
+def test_annotation_creators_follow_where_each_label_came_from():
+    from collections import Counter
+
+    from mipkit.publish import annotations_creators
+
+    assert annotations_creators(Counter({"audioset": 10}), "audioset-mood") == ["found"]
+    assert annotations_creators(Counter({"manifest": 3}), "mipnet") == ["expert-generated"]
+    assert annotations_creators(Counter({"manifest": 3, "passt:0123abcd": 2, None: 1}), "mipnet") == ["expert-generated", "machine-generated"]
+    assert annotations_creators(Counter({None: 4}), "mipnet") == ["no-annotation"]
