@@ -36,6 +36,8 @@ def project_features(model, raw_v: torch.Tensor, raw_m: torch.Tensor, device: to
         vs.append(v.float())
         ms.append(m.float())
     model.train(was_training)
+    if not vs:  # an empty split
+        return torch.zeros(0, model.cfg.embed_dim), torch.zeros(0, model.cfg.embed_dim)
     return torch.cat(vs), torch.cat(ms)
 
 
@@ -48,9 +50,11 @@ def directions_of(result: dict) -> tuple[str, str]:
 
 
 def validation_metrics(v: torch.Tensor, m: torch.Tensor, directions: tuple[str, str] = ("i2m", "m2i")) -> dict[str, float]:
-    """The per-epoch validation numbers: MRR, R@1 and R@10 in both directions (flat keys)."""
+    """The per-epoch validation numbers: MRR, R@1 and R@10 in both directions (flat keys; none for an empty split)."""
     sim = v.float() @ m.float().T
     out = {}
+    if sim.shape[0] == 0:
+        return out
     for direction, scores in ((directions[0], sim), (directions[1], sim.T)):
         metrics = instance_metrics(scores)
         for key in ("mrr", "r@1", "r@10"):
@@ -184,6 +188,10 @@ def evaluate_model(model, dataset_dict, split: str, device: torch.device, cache_
     from baselines.embedding_cache import split_features
 
     split_ds = get_split(dataset_dict, split, flag="--split")
+    if len(split_ds) == 0:
+        from baselines.data import DatasetError
+
+        raise DatasetError(f"--split: the dataset's '{split}' split is empty; evaluate another split")
     use_cache = cache_dir if model.encoders_frozen else None
     feats = split_features(model, split_ds, split, device, use_cache, batch_size=batch_size, workers=workers, log=log)
     v, m = project_features(model, feats["raw_v"], feats["raw_m"], device)

@@ -84,7 +84,7 @@ def load_frames(split_ds, column: str, chunk_rows: int = 4096, log: Callable[[st
     if empty.size:
         raise DatasetError(f"--dataset: {empty.size} row(s) have no '{column}' frames (first: row {int(empty[0])}); "
                            "rebuild the dataset")
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    offsets = (np.cumsum(lengths) - lengths).astype(np.int64)
     flat = torch.empty((int(lengths.sum()), dim), dtype=torch.uint8)
     flat_np = flat.numpy()
     for start in range(0, n, chunk_rows):

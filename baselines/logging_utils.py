@@ -63,7 +63,7 @@ class RunLogger:
                   f"lr={values.get('lr', 0):.2e} {values.get('samples_per_s', 0):.0f} samples/s")
 
     def validation(self, step: int, epoch: int, metrics: dict) -> None:
-        if not self.enabled:
+        if not self.enabled or not metrics:  # an empty validation split: nothing to log
             return
         self._write({"kind": "val", "step": step, "epoch": epoch, "time": time.time(), **metrics})
         if self._tb is not None:

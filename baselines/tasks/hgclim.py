@@ -103,7 +103,8 @@ class HGCLIMTask(Task):
         self.dataset_dict = load_pair_dataset(cfg.dataset)
         self.train_ds = get_split(self.dataset_dict, "train")
         self.val_ds = get_split(self.dataset_dict, "validation")
-        get_split(self.dataset_dict, cfg.eval_split, flag="--eval-split")
+        if len(get_split(self.dataset_dict, cfg.eval_split, flag="--eval-split")) == 0:
+            raise TrainError(f"--eval-split: the dataset's '{cfg.eval_split}' split is empty; choose another split")
         self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out) / "cache"
         return len(self.train_ds)
 

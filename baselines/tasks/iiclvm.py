@@ -130,6 +130,8 @@ def embed(model, stores: tuple, text: torch.Tensor | None, cfg: IICLVMConfig, de
           chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Evaluation embeddings (fp32, CPU) of a split: deterministic frames (GS segment centres / FD window)."""
     rgb, audio = stores
+    if len(rgb) == 0:
+        return torch.zeros(0, cfg.hidden), torch.zeros(0, cfg.hidden)
     was_training = model.training
     model.eval()
     vs, ms = [], []
@@ -165,7 +167,8 @@ class IICLVMTask(Task):
         cfg = self.cfg
         self.dataset_dict = load_yt8m(cfg.dataset)
         self.train_ds = get_split(self.dataset_dict, "train")
-        get_split(self.dataset_dict, cfg.eval_split, flag="--eval-split")
+        if len(get_split(self.dataset_dict, cfg.eval_split, flag="--eval-split")) == 0:
+            raise TrainError(f"--eval-split: the dataset's '{cfg.eval_split}' split is empty; choose another split")
         self.val_name = cfg.val_split if cfg.val_split in self.dataset_dict else cfg.eval_split
         self.val_ds = self.dataset_dict[self.val_name]
         for ds in (self.train_ds, self.val_ds):
@@ -281,6 +284,10 @@ TASK = IICLVMTask
 
 
 def evaluate_embeddings(model, stores, text, cfg: IICLVMConfig, device, candidates, seeds):
+    if len(stores[0]) == 0:
+        from baselines.data import DatasetError
+
+        raise DatasetError("--split / --eval-split: the split to evaluate is empty; choose another split")
     v, m = embed(model, stores, text, cfg, device)
     result = sequence_retrieval(v, m, candidates, seeds)
     result.update({"model": model_name(cfg), "sampling": f"{cfg.sampling}, K={cfg.segments}, "
