@@ -68,11 +68,27 @@ def small_recipe(**overrides):
     return load_recipe("mipnet").with_overrides(base)
 
 
+def standard_split_of(server: MediaServer) -> dict[str, str]:
+    """Pinned splits of the good sources (2 train, 1 validation, 1 test).
+
+    Splits are planned over every *requested* source, and these source ids hash the server's random
+    port: unpinned, the three failing sources could take every validation or test slot."""
+    from mipkit.ids import source_id_for
+
+    return {source_id_for(server.url(f"src{i}.mp4")): split for i, split in enumerate(["train", "train", "validation", "test"])}
+
+
+def standard_build_options(manifest: Path, server: MediaServer, out: Path):
+    from mipkit.pipeline import BuildOptions
+
+    return BuildOptions(manifest=manifest, out=out, recipe=small_recipe(), workers=1, split_of=standard_split_of(server))
+
+
 @pytest.fixture(scope="session")
-def built_dataset(tmp_path_factory, standard_manifest) -> tuple[Path, dict]:
+def built_dataset(tmp_path_factory, standard_manifest, media_server) -> tuple[Path, dict]:
     """One build of the standard manifest: (out folder, summary)."""
-    from mipkit.pipeline import BuildOptions, build
+    from mipkit.pipeline import build
 
     out = tmp_path_factory.mktemp("built") / "ds"
-    summary = build(BuildOptions(manifest=standard_manifest, out=out, recipe=small_recipe(), workers=1))
+    summary = build(standard_build_options(standard_manifest, media_server, out))
     return out, summary

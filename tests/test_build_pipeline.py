@@ -129,13 +129,13 @@ def test_dataset_decodes_through_datasets(built_dataset):
     assert (out / "label_distribution.png").stat().st_size > 1000
 
 
-def test_second_run_adds_nothing(built_dataset, standard_manifest):
-    from conftest import small_recipe
-    from mipkit.pipeline import BuildOptions, build
+def test_second_run_adds_nothing(built_dataset, standard_manifest, media_server):
+    from conftest import standard_build_options
+    from mipkit.pipeline import build
 
     out, first = built_dataset
     stamps = {p: p.stat().st_mtime_ns for p in (out / "build" / "shards").glob("*/stats.json")}
-    again = build(BuildOptions(manifest=standard_manifest, out=out, recipe=small_recipe(), workers=1))
+    again = build(standard_build_options(standard_manifest, media_server, out))
     assert again["counts"] == first["counts"] and again["splits"] == first["splits"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps, "a done shard was rebuilt"
     ids = [pid for split in load_from_disk(str(out)).values() for pid in split["pair_id"]]
