@@ -34,20 +34,27 @@ def _check_chunk(chunk_size: int) -> None:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
 
-def instance_ranks(sim: Any, chunk_size: int = 1024, ties: str = "optimistic") -> Tensor:
-    """1-based rank of the true match (candidate i) for every query i, as an int64 tensor.
+def _check_finite(sim: Tensor) -> None:
+    if sim.is_floating_point() and not bool(torch.isfinite(sim).all()):
+        raise ValueError("scores contain NaN or inf: the embeddings are not finite (did training diverge?)")
 
-    ``optimistic`` (default, spec): ``rank_i = 1 + #{j : sim[i, j] > sim[i, i]}`` (strictly higher).
-    On tie-free scores this equals torchmetrics' ranks, whose own tie order depends on its
-    (unstable) sort; note torchmetrics >= 1.9 also treats candidates scored <= 0 as never
-    retrieved (reciprocal rank 0), which we do not: cosine scores are often negative. ``pessimistic`` also counts tied candidates j != i as ranked higher;
-    ``mean`` (float) is their average. Note a collapsed model (all scores equal) gets rank 1
-    under ``optimistic``: use ``pessimistic`` to guard against that.
+
+def instance_ranks(sim: Any, chunk_size: int = 1024, ties: str = "mean") -> Tensor:
+    """1-based rank of the true match (candidate i) for every query i.
+
+    ``rank_i = 1 + #{j : sim[i, j] > sim[i, i]}`` plus a share of the candidates tied with the true
+    match *(choice, documented)*: ``mean`` (default) adds half of them (the expected rank under a
+    random tie order, as a float), ``pessimistic`` all of them, ``optimistic`` none. On tie-free
+    scores all three equal torchmetrics' ranks. The default is ``mean`` because ``optimistic``
+    gives a collapsed model (every score equal) a perfect rank 1. Note torchmetrics >= 1.9 treats
+    candidates scored <= 0 as never retrieved (reciprocal rank 0), which we do not: cosine scores
+    are often negative. Non-finite scores raise ``ValueError``.
     """
     if ties not in TIE_RULES:
         raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
     _check_chunk(chunk_size)
     sim = _as_tensor(sim)
+    _check_finite(sim)
     if sim.ndim != 2 or sim.shape[1] < sim.shape[0]:
         raise ValueError(f"sim must be [n_queries, n_candidates] with n_candidates >= n_queries, got {tuple(sim.shape)}")
     ranks = []
@@ -73,7 +80,7 @@ def _median(values: Tensor) -> float:
     return float((ordered[middle - 1] + ordered[middle]) / 2)
 
 
-def instance_metrics(sim: Any, chunk_size: int = 1024, ties: str = "optimistic") -> dict[str, float]:
+def instance_metrics(sim: Any, chunk_size: int = 1024, ties: str = "mean") -> dict[str, float]:
     """Instance-level retrieval metrics; the true match of query i is candidate i.
 
     From the ranks of ``instance_ranks``: ``mrr = mean(1/rank)``, ``r@k = mean(rank <= k)``,
@@ -107,6 +114,7 @@ def label_metrics(sim: Any, query_labels: Any, candidate_labels: Any, ks: Sequen
     """
     _check_chunk(chunk_size)
     sim = _as_tensor(sim)
+    _check_finite(sim)
     device = sim.device
     query_labels = _as_tensor(query_labels).to(device=device, dtype=torch.long).reshape(-1)
     candidate_labels = _as_tensor(candidate_labels).to(device=device, dtype=torch.long).reshape(-1)

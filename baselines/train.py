@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
+import math
 import time
 from pathlib import Path
 
@@ -176,6 +177,10 @@ def main(cfg: RunConfig) -> dict:
 
             if step % cfg.log_every == 0 or step_in_epoch + 1 == steps_per_epoch:
                 values = {f"loss/{k}" if k != "loss" else "loss": float(t.detach()) for k, t in losses.items()}
+                broken = [k for k, value in values.items() if not math.isfinite(value)]
+                if broken:  # checked where logging syncs anyway: no extra GPU sync per step
+                    raise TrainError(f"training diverged at step {step}: {', '.join(broken)} is not finite; "
+                                     "lower --lr or set --grad-clip, then --resume from the last checkpoint")
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 elapsed = time.perf_counter() - window["t0"]

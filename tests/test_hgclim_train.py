@@ -216,3 +216,19 @@ def test_real_cli_on_a_dataset_built_by_the_pipeline(built_dataset, tmp_path):
     assert evaluated.exit_code == 0, evaluated.output
     out = json.loads(evaluated.stdout)
     assert out["split"] == "validation" and set(out["i2m"]) >= {"mrr", "r@10"} and "emotion" in out
+
+
+def test_a_diverging_run_stops_with_one_line_instead_of_training_on_nan(data, cache, tmp_path, monkeypatch):
+    from baselines.losses import HGCLIMLoss
+
+    real_forward = HGCLIMLoss.forward
+
+    def diverged(self, *args, **kwargs):
+        losses = real_forward(self, *args, **kwargs)
+        return {**losses, "loss": losses["loss"] * float("nan")}
+
+    monkeypatch.setattr(HGCLIMLoss, "forward", diverged)
+    result = CliRunner().invoke(train_app, ["hgclim", "--dataset", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
+                                            "--cache-dir", str(cache), *FAST])
+    assert result.exit_code == 2, result.output
+    assert "training diverged at step" in result.output and "loss is not finite" in result.output

@@ -73,10 +73,22 @@ def test_instance_perfect_and_reversed_rankings():
 
 def test_instance_tie_rules():
     flat = torch.zeros(6, 6)  # a collapsed model: every score tied
-    assert instance_ranks(flat).tolist() == [1] * 6
+    assert instance_ranks(flat, ties="optimistic").tolist() == [1] * 6
     assert instance_ranks(flat, ties="pessimistic").tolist() == [6] * 6
-    assert instance_ranks(flat, ties="mean").tolist() == [3.5] * 6
+    assert instance_ranks(flat).tolist() == [3.5] * 6  # the default never rewards a collapse
     assert instance_metrics(flat, ties="pessimistic")["r@5"] == 0.0
+    collapsed = instance_metrics(torch.zeros(100, 100))
+    assert collapsed["r@1"] == 0.0 and collapsed["median_rank"] == 50.5
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_scores_are_an_error_not_a_perfect_score(bad):
+    sim = torch.rand(5, 5)
+    sim[2, 3] = bad
+    with pytest.raises(ValueError, match="not finite"):
+        instance_metrics(sim)
+    with pytest.raises(ValueError, match="not finite"):
+        label_metrics(sim, torch.arange(5) % 2, torch.arange(5) % 2)
 
 
 def test_instance_metrics_rejects_fewer_candidates_than_queries():
