@@ -131,9 +131,17 @@ def eval_command(
     image_weights: Optional[str] = typer.Option(None, "--image-weights", help="override the run's image weights file"),
     music_weights: Optional[str] = typer.Option(None, "--music-weights", help="override the run's music weights file"),
     text_weights: Optional[str] = typer.Option(None, "--text-weights", help="override the run's text encoder folder (II-CLVTM)"),
+    emotion_aligned: bool = typer.Option(False, "--emotion-aligned", help="HG-CLIM: emotion-aligned retrieval between an unpaired image set (--images) and music set (--music)"),
+    images: Optional[str] = typer.Option(None, "--images", help="--emotion-aligned: image dataset (folder or Hub id) with 'image' and a label column"),
+    music: Optional[str] = typer.Option(None, "--music", help="--emotion-aligned: music dataset (folder or Hub id) with 'audio' and 'emotion', e.g. an audioset-mood build"),
+    image_split: Optional[str] = typer.Option(None, "--image-split", help="--emotion-aligned: split of the image set (default --split)"),
+    music_split: Optional[str] = typer.Option(None, "--music-split", help="--emotion-aligned: split of the music set (default --split)"),
+    image_label_column: str = typer.Option("emotion", "--image-label-column", help="--emotion-aligned: label column of the image set (ClassLabel or string)"),
+    mapping: str = typer.Option("none", "--mapping", help="--emotion-aligned: image->music label map in recipes/taxonomies/ (e.g. emoclim_image_to_music), a .toml path, or none (same names)"),
 ) -> None:
     """Evaluate a trained run: instance retrieval both ways (HG-CLIM: i2m, m2i and emotion-aligned retrieval;
-    II-CLVM: v2m, m2v, also on random test sets of 1000 and 1024 candidates)."""
+    II-CLVM: v2m, m2v, also on random test sets of 1000 and 1024 candidates). With --emotion-aligned:
+    emotion-aligned retrieval between an unpaired image set and music set (EMO-CLIM protocol)."""
     from rich.console import Console
 
     from baselines.evaluate import _jsonable, evaluate_run, render_table
@@ -143,6 +151,11 @@ def eval_command(
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated integers, got '{seeds}'", param_hint="--seeds")
     err = Console(stderr=True, highlight=False)
+    if emotion_aligned or images or music:
+        _eval_emotion_aligned(run, emotion_aligned, images, music, dataset, candidates, split, image_split, music_split,
+                              image_label_column, mapping, checkpoint, device, batch_size, workers, image_weights,
+                              music_weights, json_out, err)
+        return
     try:
         result = evaluate_run(run, dataset, split, checkpoint=checkpoint, candidates=candidates, seeds=seed_list,
                               device=device, batch_size=batch_size, workers=workers,
@@ -156,6 +169,37 @@ def eval_command(
     else:
         Console().print(render_table(result, title=f"{result['run']} · {result['dataset']} · {split}"))
         err.print(f"[dim]wrote {Path(run).name}/eval_{split}.json and eval_{split}.png[/dim]")
+
+
+def _eval_emotion_aligned(run, emotion_aligned, images, music, dataset, candidates, split, image_split, music_split,
+                          image_label_column, mapping, checkpoint, device, batch_size, workers, image_weights,
+                          music_weights, json_out, err) -> None:
+    from rich.console import Console
+
+    from baselines.emotion_aligned import RESULT_FILE, evaluate_emotion_aligned, render_table
+    from baselines.evaluate import _jsonable
+
+    if not emotion_aligned:
+        _fail("--images / --music belong to the emotion-aligned evaluation; add --emotion-aligned")
+    if not images or not music:
+        _fail("--emotion-aligned needs both --images DIR_OR_HUB and --music DIR_OR_HUB")
+    if dataset or candidates:
+        _fail("--emotion-aligned evaluates --images against --music; drop --dataset / --candidates "
+              "(run `mipkit eval` a second time for the paired evaluation)")
+    try:
+        result = evaluate_emotion_aligned(
+            run, images, music, split=split, image_split=image_split, music_split=music_split,
+            image_label_column=image_label_column, mapping=mapping, checkpoint=checkpoint, device=device,
+            batch_size=batch_size, workers=workers, log=lambda msg: err.print(f"[dim]{msg}[/dim]"),
+            image_weights=image_weights, music_weights=music_weights)
+    except MipkitError as e:
+        _fail(e)
+        return
+    if json_out:
+        typer.echo(json.dumps(_jsonable(result), indent=2))
+    else:
+        Console().print(render_table(result))
+        err.print(f"[dim]wrote {Path(run).name}/{RESULT_FILE}[/dim]")
 
 
 def _register_sequence_models() -> None:

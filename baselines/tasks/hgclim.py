@@ -225,6 +225,22 @@ def evaluate_run(run_dir: Path, config: dict, dataset: str, split: str, checkpoi
                  candidates=None, seeds=(0, 1, 2), batch_size: int = 64, workers: int = 0, log=print,
                  image_weights: str | None = None, music_weights: str | None = None, **_ignored) -> dict:
     """``mipkit eval`` of an HG-CLIM run: rebuild the model from ``config`` + a checkpoint."""
+    model, step = load_run_model(run_dir, config, checkpoint, device, image_weights, music_weights)
+    cache_dir = run_cache_dir(run_dir, config)
+    dd = load_pair_dataset(dataset)
+    if isinstance(candidates, (list, tuple)):
+        candidates = candidates[0] if candidates else None
+    result, v, m = evaluate_model(model, dd, split, device, cache_dir, batch_size=batch_size, workers=workers,
+                                  candidates=candidates, seeds=seeds, log=log)
+    result = {"run": run_dir.name, "dataset": dataset_display_name(dataset), "split": split,
+              "checkpoint_step": step, **result}
+    write_eval(run_dir, split, result, v, m)
+    return result
+
+
+def load_run_model(run_dir: Path, config: dict, checkpoint: str, device: torch.device,
+                   image_weights: str | None = None, music_weights: str | None = None):
+    """``(model, step)``: the run's model rebuilt from ``config`` + a checkpoint, on ``device``, eval mode."""
     from baselines.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 
     if image_weights:
@@ -234,16 +250,12 @@ def evaluate_run(run_dir: Path, config: dict, dataset: str, split: str, checkpoi
     model = build_model(model_config_from(config))
     state = load_checkpoint(resolve_checkpoint(run_dir, checkpoint, flag="--checkpoint"))
     load_model_state(model, state["model"])
-    model.to(device)
-    cache_dir = config.get("cache_dir") or str(run_dir / "cache")
+    model.to(device).eval()
+    return model, int(state.get("step", -1))
+
+
+def run_cache_dir(run_dir: Path, config: dict) -> str | None:
+    """The run's embedding cache folder (None when the run trained with ``--no-cache``)."""
     if not config.get("cache", True):
-        cache_dir = None
-    dd = load_pair_dataset(dataset)
-    if isinstance(candidates, (list, tuple)):
-        candidates = candidates[0] if candidates else None
-    result, v, m = evaluate_model(model, dd, split, device, cache_dir, batch_size=batch_size, workers=workers,
-                                  candidates=candidates, seeds=seeds, log=log)
-    result = {"run": run_dir.name, "dataset": dataset_display_name(dataset), "split": split,
-              "checkpoint_step": int(state.get("step", -1)), **result}
-    write_eval(run_dir, split, result, v, m)
-    return result
+        return None
+    return config.get("cache_dir") or str(Path(run_dir) / "cache")
