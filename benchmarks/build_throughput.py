@@ -68,8 +68,11 @@ def main() -> None:
         window_decode = decode_seconds(paths, start_s)
 
         rows = []
-        with MediaServer(media) as server:
-            manifest = write_manifest(work / "m.csv", [server.url(p.name) for p in paths], start_s)
+        # Throughput: the server runs in its own process, as a remote host would (no shared GIL).
+        server_process = subprocess.Popen([sys.executable, "-m", "mipkit.mediaserver", str(media)], stdout=subprocess.PIPE, text=True)
+        try:
+            base_url = server_process.stdout.readline().strip()
+            manifest = write_manifest(work / "m.csv", [f"{base_url}/{p.name}" for p in paths], start_s)
             for workers in args.workers:
                 recipe = load_recipe("mipnet").with_overrides({"shards.sources_per_shard": max(1, args.sources // (2 * workers)),
                                                                "shards.fetch_threads": args.fetch_threads,
@@ -80,7 +83,10 @@ def main() -> None:
                 seconds = time.perf_counter() - began
                 built = summary["counts"].get("ok", 0)
                 rows.append((workers, built, seconds))
-
+        finally:
+            server_process.kill()
+        # Bytes: an in-process server counts what it sent.
+        with MediaServer(media) as server:
             long_manifest = write_manifest(work / "long.csv", [server.url("long.mp4")], args.long_minutes * 30)
             before = server.bytes_sent
             build(BuildOptions(manifest=long_manifest, out=work / "long", recipe=load_recipe("mipnet"), workers=1))

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -25,16 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-
-
-def _machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    text = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}"
-    if torch.cuda.is_available():
-        text += f", GPU {torch.cuda.get_device_name(0)}"
-    return text
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import append_section  # noqa: E402
 
 
 def _train_rates(run_dir: Path) -> dict:
@@ -109,14 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     device = "cuda" if (args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())) else "cpu"
-    command = "python benchmarks/train_throughput.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    table = "\n".join([
-        f"### HG-CLIM training throughput, cached vs uncached ({time.strftime('%Y-%m-%d')})",
-        "",
-        f"- machine: {_machine()}",
-        f"- command: `{command.strip()}`",
-        f"- preset `{args.preset}`, device {device}, {n_train} training pairs, batch {global_batch}, "
-        f"{args.epochs} epochs, {args.workers} DataLoader workers (uncached path); loss `{config['loss']}`",
+    body = "\n".join([
+        f"preset `{args.preset}`, device {device}, {n_train} training pairs, batch {global_batch}, "
+        f"{args.epochs} epochs, {args.workers} DataLoader workers (uncached path); loss `{config['loss']}`.",
         "",
         "| path | training samples/s | median step (ms) | median data wait (ms) | wall of the run (s) |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -128,18 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Ratio cached / uncached: **{rate_c / rate_u:,.0f}x** training samples/s. "
         f"Encoder pass of the cache build: {n_train / encode_seconds:,.1f} pairs/s "
         f"(image + music, decode included). samples/s = batch / median step time (steps after the first).",
-        "",
     ])
-    print(table)
+    print(body)
     if args.write:
-        docs = REPO / "docs" / "benchmarks.md"
-        docs.parent.mkdir(parents=True, exist_ok=True)
-        prefix = "" if not docs.exists() else ("\n" if docs.read_text().endswith("\n") else "\n\n")
-        with open(docs, "a", encoding="utf-8") as f:
-            if not docs.exists() or docs.stat().st_size == 0:
-                f.write("# Benchmarks\n\n")
-            f.write(prefix + table)
-        print(f"appended to {docs.relative_to(REPO)}")
+        print(f"appended to {append_section('HG-CLIM training throughput, cached vs uncached (benchmarks/train_throughput.py)', body)}")
     return 0
 
 
