@@ -80,6 +80,30 @@ def check_common_options(cfg: RunConfig) -> None:
 # Distributed setup, device, seeds
 # --------------------------------------------------------------------------------------------------
 @dataclass
+class InterIntraOptions:
+    """Options of the inter- and intra-modal loss terms (methods.md), shared by every model family."""
+
+    gamma_v: float = 1.0
+    gamma_m: float = 1.0
+    inter_alpha: float = 0.5
+    inter_beta: float = 0.5
+    intra_distance: str = "cosine"
+    intra_w_r: float = 0.5
+    intra_w_c: float = 0.5
+    intra_kl_temperature: float = 0.1
+
+    def inter_loss(self):
+        from baselines.losses import InterModalLoss
+
+        return InterModalLoss(self.inter_alpha, self.inter_beta)
+
+    def intra_loss(self):
+        from baselines.losses import IntraModalLoss
+
+        return IntraModalLoss(self.intra_distance, w_r=self.intra_w_r, w_c=self.intra_w_c, kl_temperature=self.intra_kl_temperature)
+
+
+@dataclass
 class DistEnv:
     rank: int = 0
     world_size: int = 1

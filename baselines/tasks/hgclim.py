@@ -17,17 +17,16 @@ import torch
 from baselines.data import dataset_display_name, emotion_names, fingerprint, get_split, labels_of, load_pair_dataset
 from baselines.embedding_cache import split_features
 from baselines.evaluate import evaluate_model, project_features, validation_metrics, write_eval
-from baselines.losses import (LOSS_VARIANTS, CoarseEmotionLoss, HGCLIMLoss, InterModalLoss, IntraModalLoss,
-                              VMNetLoss)
+from baselines.losses import LOSS_VARIANTS, CoarseEmotionLoss, HGCLIMLoss, IntraModalLoss, VMNetLoss
 from baselines.models import ModelConfig, build_model
 from baselines.models.hgclim import check_weights
-from baselines.runtime import (RESUME_MAY_CHANGE, BatchSampler, RunConfig, TrainError, barrier, check_common_options,
-                               rank_batch, render_card)
+from baselines.runtime import (RESUME_MAY_CHANGE, BatchSampler, InterIntraOptions, RunConfig, TrainError, barrier,
+                               check_common_options, rank_batch, render_card)
 from baselines.tasks import Task
 
 
 @dataclass
-class TrainConfig(RunConfig):
+class TrainConfig(InterIntraOptions, RunConfig):
     task: str = "hgclim"
     # model
     preset: str = "full"
@@ -44,14 +43,6 @@ class TrainConfig(RunConfig):
     loss: str = "hgclim"
     lambda_inter: float = 1.0
     lambda_intra: float = 1.0
-    gamma_v: float = 1.0
-    gamma_m: float = 1.0
-    inter_alpha: float = 0.5
-    inter_beta: float = 0.5
-    intra_distance: str = "cosine"
-    intra_w_r: float = 0.5
-    intra_w_c: float = 0.5
-    intra_kl_temperature: float = 0.1
     supcon_temperature: float = 0.07
     coarse_weights: tuple = (0.25, 0.25, 0.25, 0.25)
     vmnet_margin: float = 0.1
@@ -68,15 +59,11 @@ def model_config_from(config: dict) -> ModelConfig:
 
 
 def build_loss(cfg: TrainConfig) -> HGCLIMLoss:
-    def intra() -> IntraModalLoss:
-        return IntraModalLoss(cfg.intra_distance, w_r=cfg.intra_w_r, w_c=cfg.intra_w_c,
-                              kl_temperature=cfg.intra_kl_temperature)
-
     return HGCLIMLoss(
         cfg.loss, lambda_inter=cfg.lambda_inter, lambda_intra=cfg.lambda_intra, gamma_v=cfg.gamma_v,
         gamma_m=cfg.gamma_m, coarse=CoarseEmotionLoss(cfg.supcon_temperature, tuple(cfg.coarse_weights)),
-        inter=InterModalLoss(cfg.inter_alpha, cfg.inter_beta), intra=intra(),
-        vmnet=VMNetLoss(cfg.vmnet_margin, cfg.vmnet_top_k, *cfg.vmnet_weights, structure=intra()),
+        inter=cfg.inter_loss(), intra=cfg.intra_loss(),
+        vmnet=VMNetLoss(cfg.vmnet_margin, cfg.vmnet_top_k, *cfg.vmnet_weights, structure=cfg.intra_loss()),
     )
 
 

@@ -19,19 +19,19 @@ import torch
 from baselines.data import dataset_display_name, fingerprint, get_split, load_pair_dataset
 from baselines.evaluate import pools, validation_metrics, write_eval
 from baselines.frames import check_yt8m_split, load_frames, place
-from baselines.losses import InterIntraLoss, InterModalLoss, IntraModalLoss
+from baselines.losses import InterIntraLoss, IntraModalLoss
 from baselines.metrics import instance_metrics
 from baselines.models.sequence import (DEFAULT_LAYERS, ENCODERS, SAMPLINGS, SequenceConfig, build_sequence_model,
                                        sample_positions)
 from baselines.models.text import TEXT_FIELDS, build_text_encoder, check_text_weights, text_features
-from baselines.runtime import RESUME_MAY_CHANGE, RunConfig, TrainError, barrier, check_common_options, rank_batch, render_card
+from baselines.runtime import RESUME_MAY_CHANGE, InterIntraOptions, RunConfig, TrainError, barrier, check_common_options, rank_batch, render_card
 from baselines.tasks import Task
 
 DIRECTIONS = ("v2m", "m2v")
 
 
 @dataclass
-class IICLVMConfig(RunConfig):
+class IICLVMConfig(InterIntraOptions, RunConfig):
     task: str = "iiclvm"
     batch_size: int = 128
     weight_decay: float = 0.01
@@ -53,14 +53,6 @@ class IICLVMConfig(RunConfig):
     # loss
     w_inter: float = 1.0
     w_intra: float = 3.0
-    gamma_v: float = 1.0
-    gamma_m: float = 1.0
-    inter_alpha: float = 0.5
-    inter_beta: float = 0.5
-    intra_distance: str = "cosine"
-    intra_w_r: float = 0.5
-    intra_w_c: float = 0.5
-    intra_kl_temperature: float = 0.1
     # data and evaluation
     frames_on: str = "auto"          # auto | device | cpu: where the uint8 frames live during training
     val_split: str = "validation"    # falls back to the eval split when the dataset has none
@@ -193,10 +185,7 @@ class IICLVMTask(Task):
         cfg = self.cfg
         text_dim = self.text_encoder().dim if cfg.text else 0
         model = build_sequence_model(sequence_config(cfg, text_dim), seed=cfg.seed)
-        loss = InterIntraLoss(cfg.w_inter, cfg.w_intra, cfg.gamma_v, cfg.gamma_m,
-                              intra=IntraModalLoss(cfg.intra_distance, w_r=cfg.intra_w_r, w_c=cfg.intra_w_c,
-                                                   kl_temperature=cfg.intra_kl_temperature),
-                              inter=InterModalLoss(cfg.inter_alpha, cfg.inter_beta))
+        loss = InterIntraLoss(cfg.w_inter, cfg.w_intra, cfg.gamma_v, cfg.gamma_m, intra=cfg.intra_loss(), inter=cfg.inter_loss())
         return model, loss
 
     def uses_temperature(self, loss_fn) -> bool:
