@@ -69,13 +69,22 @@ def load_model_state(model: torch.nn.Module, state: dict) -> None:
                               f"unexpected {result.unexpected_keys[:5]}); was it trained with other options?")
 
 
-def save_checkpoint(path: str | Path, state: dict) -> Path:
+def save_atomic(obj, path: str | Path) -> Path:
+    """``torch.save`` to a temporary name, flushed to disk, then moved into place: a crash or a kill
+    leaves the previous file or the new one, never a truncated one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
     return path
+
+
+def save_checkpoint(path: str | Path, state: dict) -> Path:
+    return save_atomic(state, path)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from baselines.checkpoint import save_atomic
 
 CACHE_FORMAT = 1
 _SHA_MEMO: dict[tuple[str, int, int], str] = {}
@@ -95,12 +96,6 @@ def compute_features(model, loader, device: torch.device, log: Callable[[str], N
            "seconds": seconds}
     return out
 
-
-def save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def load_cache(path: Path) -> dict | None:

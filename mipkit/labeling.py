@@ -311,6 +311,24 @@ def _link_or_copy(src, dst) -> None:
         shutil.copy2(src, dst)
 
 
+def _remove_orphaned_staging(target: Path) -> None:
+    """Remove half-written staging folders of labelling runs that were killed (their process is gone)."""
+    for folder in target.parent.glob(f".{target.name}.labelling-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def distribution_of(emotions_by_split: dict[str, list], names: list[str]) -> dict[str, dict[str, int]]:
     return {split: dict(Counter(names[e] if e is not None and e >= 0 else "unlabelled" for e in labels)) for split, labels in emotions_by_split.items()}
 
@@ -366,6 +384,7 @@ def label_dataset(dataset_dir: str | Path, labeller: PasstMoodLabeller, threshol
                "counts": dict(counts), "distribution": distribution_of(emotions, names), "dataset": target.name,
                "labelled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
+    _remove_orphaned_staging(target)
     staged = target.with_name(f".{target.name}.labelling-{os.getpid()}")
     shutil.rmtree(staged, ignore_errors=True)
     try:

@@ -289,3 +289,14 @@ def test_model_labels_survive_a_rebuild_of_the_same_build(labeller, tmp_path, me
     assert sorted(src for _, src, _ in labels().values()) == ["manifest"]
     build(options)
     assert sorted(src for _, src, _ in labels().values()) == ["manifest"]
+
+
+def test_a_killed_labelling_run_leaves_no_staging_folder_behind(labeller, built, tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    orphan = built.with_name(f".{built.name}.labelling-{dead}")
+    (orphan / "train").mkdir(parents=True)
+    label_dataset(built, labeller, threshold=0.0)
+    assert not orphan.exists()
