@@ -140,7 +140,7 @@ def resolve_device(device: str):
 class PasstMoodLabeller:
     """Waveforms ``[B, 320000]`` at 32 kHz -> probabilities over the taxonomy's moods ``[B, C]``."""
 
-    encoder: object                 # baselines.models.hgclim.MusicEncoder: mel front-end + PaSST
+    encoder: object                 # baselines.models.encoders.MusicEncoder: mel front-end + PaSST
     provenance: str                 # the emotion_source written with its labels
     class_names: list[str]
     audioset_indices: list[int]
@@ -181,7 +181,7 @@ def make_labeller(music_model: str = "passt", weights: str | Path | None = None,
     indices = [c.audioset_index for c in moods.classes]
     if any(i is None or not 0 <= i < 527 for i in indices):
         raise MipkitError(f"taxonomy {moods.name!r} lacks audioset_index for some classes; PaSST labels only AudioSet classes")
-    from baselines.models.hgclim import ModelConfig, WeightsError, build_music_encoder
+    from baselines.models.encoders import ModelConfig, WeightsError, build_music_encoder
 
     weights_path = Path(weights) if weights is not None else None
     if weights_path is not None and not weights_path.is_file():

@@ -7,7 +7,7 @@ import torch
 
 from baselines.embedding_cache import load_or_build, make_key
 from baselines.models import HGCLIM, ModelConfig, WeightsError, build_model
-from baselines.models.hgclim import load_music_weights
+from baselines.models.encoders import load_music_weights
 
 B = 4
 

@@ -28,12 +28,16 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 import numpy as np
 
 from mipkit.errors import MipkitError
 from mipkit.ids import sanitize_id
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 RGB_DIM = 1024
 AUDIO_DIM = 128
@@ -80,7 +84,7 @@ def uint8_frames(column, dim: int) -> list[np.ndarray]:
     return out
 
 
-def uint8_nested(arrays: list[np.ndarray], dim: int) -> "pa.Array":
+def uint8_nested(arrays: list[np.ndarray], dim: int) -> pa.Array:
     """``[T, dim]`` uint8 arrays -> Arrow list<list<uint8>> without Python lists (``uint8_frames`` reversed)."""
     import pyarrow as pa
 
