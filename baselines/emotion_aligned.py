@@ -181,7 +181,7 @@ def project(model, raw: torch.Tensor, modality: str, device: torch.device, chunk
 def _mapping(name: str | None):
     if name is None or name.strip().lower() == "none":
         return None
-    from mipkit.labeling import load_mapping
+    from mipkit.mapping import load_mapping
 
     try:
         return load_mapping(name)

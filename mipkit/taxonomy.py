@@ -64,7 +64,7 @@ def load_taxonomy(name_or_path: str) -> Taxonomy:
     except tomllib.TOMLDecodeError as exc:
         raise MipkitError(f"taxonomy file {path.name} is not valid TOML: {exc}") from None
     if data.get("kind") == "mapping":
-        raise MipkitError(f"{path.name} is a mapping table, not a taxonomy; load it with mipkit.labeling.load_mapping")
+        raise MipkitError(f"{path.name} is a mapping table, not a taxonomy; load it with mipkit.mapping.load_mapping")
     raw_classes = data.get("classes", [])
     if not raw_classes:
         raise MipkitError(f"taxonomy file {path.name} declares no [[classes]]; add at least one")

@@ -13,7 +13,8 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from mipkit.errors import MipkitError
-from mipkit.labeling import (decode_clip, label_dataset, load_mapping, make_labeller, map_labels)
+from mipkit.labeling import decode_clip, label_dataset, make_labeller
+from mipkit.mapping import load_mapping, map_labels
 from mipkit.taxonomy import load_taxonomy
 
 runner = CliRunner()
