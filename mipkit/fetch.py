@@ -6,6 +6,7 @@ yt-dlp's ``download_ranges`` makes ffmpeg read just the windows (HTTP range requ
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -32,7 +33,8 @@ _ERROR_KINDS = [
     (records.DECODE_ERROR, re.compile(r"Invalid data found|moov atom not found|could not find codec|Error while decoding|"
                                       r"no decodable|could not read the media|Invalid argument", re.I)),
     (records.NETWORK_ERROR, re.compile(r"timed out|Connection refused|Connection reset|Temporary failure in name resolution|"
-                                       r"Network is unreachable|Remote end closed|IncompleteRead|EOF occurred", re.I)),
+                                       r"Network is unreachable|Remote end closed|IncompleteRead|EOF occurred|Failed to resolve|"
+                                       r"Name or service not known|getaddrinfo failed|No address associated", re.I)),
 ]
 
 
@@ -130,6 +132,29 @@ class SourceInfo:
     license: str
 
 
+# yt-dlp's supported JavaScript runtimes (YouTube's player challenges), its order of preference,
+# with the executable each one runs as.
+JS_RUNTIMES = (("deno", "deno"), ("node", "node"), ("bun", "bun"), ("quickjs", "qjs"))
+
+
+def available_js_runtime() -> str | None:
+    """The first JavaScript runtime yt-dlp supports that is on PATH (yt-dlp only tries deno by default)."""
+    for name, executable in JS_RUNTIMES:
+        if shutil.which(executable):
+            return name
+    return None
+
+
+def youtube_support_problems() -> list[str]:
+    """What full YouTube support in recent yt-dlp needs and this machine lacks."""
+    problems = []
+    if available_js_runtime() is None:
+        problems.append("a JavaScript runtime on PATH (deno, node, bun or quickjs)")
+    if importlib.util.find_spec("yt_dlp_ejs") is None:
+        problems.append("yt-dlp-ejs (pip install 'yt-dlp[default]')")
+    return problems
+
+
 def ytdlp_params(cfg: YtdlpConfig, logger: _CollectingLogger) -> dict:
     params = {
         "format": cfg.format,
@@ -151,6 +176,9 @@ def ytdlp_params(cfg: YtdlpConfig, logger: _CollectingLogger) -> dict:
         params["proxy"] = cfg.proxy
     if cfg.sleep_interval > 0:
         params["sleep_interval"] = cfg.sleep_interval
+    runtime = available_js_runtime()
+    if runtime:
+        params["js_runtimes"] = {runtime: {}}
     return params
 
 

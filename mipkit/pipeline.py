@@ -19,7 +19,8 @@ from pathlib import Path
 from mipkit import ui
 from mipkit.assemble import assemble, column_values, write_json
 from mipkit.engines import ENGINES, run_shards
-from mipkit.fetch import check_format
+from mipkit.fetch import check_format, youtube_support_problems
+from mipkit.ids import youtube_id
 from mipkit.errors import MipkitError, NothingBuiltError
 from mipkit.manifest import read_manifest
 from mipkit.media import require_ffmpeg
@@ -135,6 +136,11 @@ def build(opts: BuildOptions) -> dict:
         raise MipkitError(f"--engine {opts.engine!r} is unknown; choose one of {', '.join(ENGINES)}")
     taxonomy = load_taxonomy(opts.recipe.taxonomy)
     sources, problems = opts.read(taxonomy)
+    if any(youtube_id(s.url) for s in sources):
+        missing = youtube_support_problems()
+        if missing:
+            ui.console.print(f"[yellow]warning:[/yellow] YouTube sources need {' and '.join(missing)}; without it yt-dlp may "
+                             "find no formats and those samples end as download_error", soft_wrap=True)
     tasks = plan_shards(sources, opts.recipe.shards.sources_per_shard)
     if opts.out.exists() and not opts.out.is_dir():
         raise MipkitError(f"--out {opts.out.name!r} is a file; pass a folder (new or from an earlier build)")
