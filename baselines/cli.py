@@ -144,7 +144,7 @@ def eval_command(
     emotion-aligned retrieval between an unpaired image set and music set (EMO-CLIM protocol)."""
     from rich.console import Console
 
-    from baselines.evaluate import _jsonable, evaluate_run, render_table
+    from baselines.evaluate import evaluate_run, render_table
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
@@ -164,20 +164,27 @@ def eval_command(
     except MipkitError as e:
         _fail(e)
         return
+    _report(result, json_out, lambda: render_table(result, title=f"{result['run']} · {result['dataset']} · {split}"),
+            f"{Path(run).name}/eval_{split}.json and eval_{split}.png", err)
+
+
+def _report(result: dict, json_out: bool, table, wrote: str, err) -> None:
+    """An evaluation's result: JSON on stdout, or a rich table plus where the files went."""
+    from rich.console import Console
+
+    from baselines.evaluate import _jsonable
+
     if json_out:
         typer.echo(json.dumps(_jsonable(result), indent=2))
     else:
-        Console().print(render_table(result, title=f"{result['run']} · {result['dataset']} · {split}"))
-        err.print(f"[dim]wrote {Path(run).name}/eval_{split}.json and eval_{split}.png[/dim]")
+        Console().print(table())
+        err.print(f"[dim]wrote {wrote}[/dim]")
 
 
 def _eval_emotion_aligned(run, emotion_aligned, images, music, dataset, candidates, split, image_split, music_split,
                           image_label_column, mapping, checkpoint, device, batch_size, workers, image_weights,
                           music_weights, json_out, err) -> None:
-    from rich.console import Console
-
     from baselines.emotion_aligned import RESULT_FILE, evaluate_emotion_aligned, render_table
-    from baselines.evaluate import _jsonable
 
     if not emotion_aligned:
         _fail("--images / --music belong to the emotion-aligned evaluation; add --emotion-aligned")
@@ -195,11 +202,7 @@ def _eval_emotion_aligned(run, emotion_aligned, images, music, dataset, candidat
     except MipkitError as e:
         _fail(e)
         return
-    if json_out:
-        typer.echo(json.dumps(_jsonable(result), indent=2))
-    else:
-        Console().print(render_table(result))
-        err.print(f"[dim]wrote {Path(run).name}/{RESULT_FILE}[/dim]")
+    _report(result, json_out, lambda: render_table(result), f"{Path(run).name}/{RESULT_FILE}", err)
 
 
 def _register_sequence_models() -> None:
