@@ -16,6 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mipkit.errors import MipkitError
+from mipkit.ownership import check_replaceable, read_marker, write_marker
 from mipkit.recipe import Recipe
 from mipkit.shards import PAIRS_FILE, STATS_FILE, shards_root
 from mipkit.splits import SPLITS
@@ -99,7 +101,7 @@ def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[s
 
     ``split_of`` maps every source id to its split (``splits.plan_splits``)."""
     import datasets
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset
 
     datasets.disable_progress_bars()  # our own progress covers the build; theirs would interleave
     out_dir = Path(out_dir)
@@ -139,19 +141,33 @@ def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[s
             splits[split] = Dataset.from_parquet(str(work / f"{split}.parquet"), features=features, cache_dir=str(work / "cache"), split="train")
         else:
             splits[split] = Dataset.from_dict({c: [] for c in columns}, features=features)
-    staged = work / "dataset"
-    # An empty split must still get one (empty) shard file: with zero files, datasets 5.2 saves a
-    # split that load_from_disk cannot read back.
-    DatasetDict(splits).save_to_disk(str(staged), num_shards={s: 1 for s in SPLITS if not rows[s]} or None)
+    save_splits(out_dir, splits, work)
+    return {split: rows[split] for split in SPLITS}
 
+
+def save_splits(out_dir: Path, splits: dict, work: Path) -> None:
+    """The one way every build kind writes its ``DatasetDict``: staged under ``work``, then swapped in.
+
+    Every split gets at least one data file (with none, datasets 5.2 saves a split that
+    load_from_disk cannot read back), and only split folders of this build are replaced."""
+    from datasets import DatasetDict
+
+    owner = read_marker(out_dir)
+    if owner is None:
+        raise MipkitError(f"{out_dir.name!r} is not a mipkit build folder (no owner marker); pass the --out folder of a build")
+    for split in SPLITS:
+        check_replaceable(out_dir / split, owner)
+    staged = work / "dataset"
+    DatasetDict(splits).save_to_disk(str(staged), num_shards={s: 1 for s, ds in splits.items() if not len(ds)} or None)
     # Swap in: old splits out, new splits in, dataset_dict.json last (load_from_disk needs it).
     (out_dir / "dataset_dict.json").unlink(missing_ok=True)
     for split in SPLITS:
-        shutil.rmtree(out_dir / split, ignore_errors=True)
-        os.replace(staged / split, out_dir / split)
+        shutil.rmtree(out_dir / split, ignore_errors=True)  # checked above: ours
+        if split in splits:
+            write_marker(staged / split, owner)
+            os.replace(staged / split, out_dir / split)
     os.replace(staged / "dataset_dict.json", out_dir / "dataset_dict.json")
     shutil.rmtree(work, ignore_errors=True)
-    return {split: rows[split] for split in SPLITS}
 
 
 def write_json(path: Path, data) -> None:

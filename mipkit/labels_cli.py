@@ -61,6 +61,7 @@ def build_audioset_mood(
     from mipkit.audioset import SELECTION_FILE, default_labels_file, fetch_csv, read_class_labels, select_segments, write_selection
     from mipkit.cli import print_build_summary
     from mipkit.errors import MipkitError
+    from mipkit.ownership import writing
     from mipkit.pipeline import BuildOptions, build
     from mipkit.recipe import load_recipe
     from mipkit.taxonomy import load_taxonomy
@@ -79,10 +80,10 @@ def build_audioset_mood(
                      f"{counts['multi_mood_skipped']} with several moods skipped (--keep-multi-mood keeps them), {counts['no_mood']} without a mood, "
                      f"{counts['bad_row']} bad rows, {counts['duplicate']} duplicates")
     # The kept list (not the URLs: a mirror may change between runs) identifies the build for resume.
-    out.mkdir(parents=True, exist_ok=True)
-    selected = write_selection(out / SELECTION_FILE, selection)
-    summary = build(BuildOptions(out=out, recipe=config, reader=lambda taxonomy: (selection.sources, selection.problems),
-                                 inputs=[*files, selected], kind="audioset-mood", workers=workers, engine=engine, overwrite=overwrite))
+    with writing(out):  # the same lock and claim as the build it runs
+        selected = write_selection(out / SELECTION_FILE, selection)
+        summary = build(BuildOptions(out=out, recipe=config, reader=lambda taxonomy: (selection.sources, selection.problems),
+                                     inputs=[*files, selected], kind="audioset-mood", workers=workers, engine=engine, overwrite=overwrite))
     print_build_summary(out, summary)
 
 

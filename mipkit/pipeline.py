@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from mipkit.ids import youtube_id
 from mipkit.errors import MipkitError, NothingBuiltError
 from mipkit.manifest import read_manifest
 from mipkit.media import require_ffmpeg
+from mipkit.ownership import check_replaceable, remove_owned, write_marker, writing
 from mipkit.recipe import Recipe
 from mipkit.records import TRANSIENT_STATUSES, SampleStatus, SourceRequest
 from mipkit.shards import STATS_FILE, STATUS_FILE, ShardTask, is_done, plan_shards, run_shard, shards_root
@@ -85,14 +85,17 @@ def _expected_samples(task: ShardTask, recipe: Recipe) -> int:
     return sum(1 if w.start_s is not None else recipe.clip.clips_per_source for s in task.sources for w in s.windows)
 
 
-def _prepare(opts: BuildOptions, shard_count: int) -> None:
+def _prepare(opts: BuildOptions, shard_count: int, owner: str) -> None:
     out = opts.out
-    if opts.overwrite and out.exists():
-        shutil.rmtree(build_dir(out), ignore_errors=True)
+    ours = [build_dir(out), *(out / split for split in SPLITS)]
+    for folder in ours:  # every refusal before any deletion
+        check_replaceable(folder, owner)
+    if opts.overwrite:
+        for folder in ours:
+            remove_owned(folder, owner)
         (out / "dataset_dict.json").unlink(missing_ok=True)
-        for split in SPLITS:
-            shutil.rmtree(out / split, ignore_errors=True)
     build_dir(out).mkdir(parents=True, exist_ok=True)
+    write_marker(build_dir(out), owner)
     fingerprint = _fingerprint(opts.input_files, opts.recipe)
     record = build_dir(out) / BUILD_FILE
     if record.is_file():
@@ -100,7 +103,7 @@ def _prepare(opts: BuildOptions, shard_count: int) -> None:
         if previous.get("fingerprint") != fingerprint:
             raise MipkitError(f"{out.name!r} holds a build of a different manifest or recipe; pass --overwrite to start again, or choose another --out")
     write_json(record, {"kind": opts.kind, "recipe": opts.recipe.to_dict(), "inputs": [p.name for p in opts.input_files], "fingerprint": fingerprint,
-                        "shards": shard_count, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                        "owner": owner, "shards": shard_count, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
 def reopen_transient_shards(out: Path) -> int:
@@ -129,7 +132,14 @@ def label_distribution(out: Path, taxonomy_names: list[str]) -> dict[str, dict[s
 
 
 def build(opts: BuildOptions) -> dict:
-    """Run (or resume) a build and return its summary (also written to ``OUT/build/summary.json``)."""
+    """Run (or resume) a build and return its summary (also written to ``OUT/build/summary.json``).
+
+    The run holds ``OUT``'s lock throughout and writes only into a folder that is new, empty or its own."""
+    with writing(opts.out) as owner:
+        return _build(opts, owner)
+
+
+def _build(opts: BuildOptions, owner: str) -> dict:
     require_ffmpeg()
     check_format(opts.recipe.ytdlp.format)
     if opts.engine not in ENGINES:
@@ -142,10 +152,7 @@ def build(opts: BuildOptions) -> dict:
             ui.console.print(f"[yellow]warning:[/yellow] YouTube sources need {' and '.join(missing)}; without it yt-dlp may "
                              "find no formats and those samples end as download_error", soft_wrap=True)
     tasks = plan_shards(sources, opts.recipe.shards.sources_per_shard)
-    if opts.out.exists() and not opts.out.is_dir():
-        raise MipkitError(f"--out {opts.out.name!r} is a file; pass a folder (new or from an earlier build)")
-    opts.out.mkdir(parents=True, exist_ok=True)
-    _prepare(opts, len(tasks))
+    _prepare(opts, len(tasks), owner)
     write_json_lines(build_dir(opts.out) / MANIFEST_STATUS_FILE, [p.to_dict() for p in problems])
 
     if opts.retry_failed:
@@ -168,12 +175,8 @@ def build(opts: BuildOptions) -> dict:
                 if not streamed:  # Ray: no per-source events, count the shard as a whole
                     advance([s for s, n in stats["counts"].items() for _ in range(n)])
 
-            try:
-                errors = run_shards(pending, run_shard, (opts.recipe, opts.out), workers=opts.workers, engine=opts.engine,
-                                    on_event=advance, on_done=shard_done)
-            except KeyboardInterrupt:
-                ui.console.print("interrupted: committed shards are kept; run the same command again to resume")
-                raise
+            errors = run_shards(pending, run_shard, (opts.recipe, opts.out), workers=opts.workers, engine=opts.engine,
+                                on_event=advance, on_done=shard_done)
     for error in errors:
         ui.console.print(f"[red]{error}[/red] (the shard is not committed; run the same command again to retry it)")
 

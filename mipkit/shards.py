@@ -40,6 +40,10 @@ PAIR_SCHEMA = pa.schema([
 ])
 
 
+class ShardNotCommitted(RuntimeError):
+    """A sample hit a bug of ours: the shard is redone next run rather than committed with a wrong status."""
+
+
 @dataclass
 class ShardTask:
     index: int
@@ -124,6 +128,10 @@ def run_shard(task: ShardTask, recipe: Recipe, out_dir: Path,
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
+    internal = [s for s in statuses if s.status == INTERNAL_ERROR]
+    if internal:
+        shutil.rmtree(work, ignore_errors=True)
+        raise ShardNotCommitted(f"{len(internal)} sample(s) hit an internal error, so the shard is not committed: {internal[0].error}")
 
     table = _pairs_table(pairs)
     tmp = folder / (PAIRS_FILE + ".tmp")

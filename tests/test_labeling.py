@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from mipkit.errors import MipkitError
 from mipkit.labeling import decode_clip, label_dataset, make_labeller
 from mipkit.mapping import load_mapping, map_labels
+from mipkit.ownership import write_marker
 from mipkit.taxonomy import load_taxonomy
 
 runner = CliRunner()
@@ -299,5 +300,6 @@ def test_a_killed_labelling_run_leaves_no_staging_folder_behind(labeller, built,
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
     orphan = built.with_name(f".{built.name}.labelling-{dead}")
     (orphan / "train").mkdir(parents=True)
+    write_marker(orphan, "a-killed-run")  # what staging_folder writes first
     label_dataset(built, labeller, threshold=0.0)
     assert not orphan.exists()

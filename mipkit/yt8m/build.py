@@ -24,9 +24,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from mipkit import records, ui
-from mipkit.assemble import write_json
+from mipkit.assemble import save_splits, write_json
 from mipkit.engines import ENGINES, run_shards
 from mipkit.errors import MipkitError, NothingBuiltError
+from mipkit.ownership import check_replaceable, remove_owned, write_marker, writing
 from mipkit.recipe import YtdlpConfig
 from mipkit.records import SampleStatus
 from mipkit.shards import STATS_FILE, STATUS_FILE, is_done, shard_dir, shards_root, summarize, write_atomic
@@ -168,7 +169,7 @@ def assemble_yt8m(out: Path, split_by: str, validate_as: str, ratios: dict[str, 
     """Write ``OUT/{dataset_dict.json,<splits>}`` from the committed shards; returns rows per split."""
     import datasets
     import pyarrow.compute as pc
-    from datasets import Dataset, DatasetDict, DatasetInfo
+    from datasets import Dataset, DatasetInfo
     from datasets.table import table_cast
 
     datasets.disable_progress_bars()
@@ -210,15 +211,7 @@ def assemble_yt8m(out: Path, split_by: str, validate_as: str, ratios: dict[str, 
             splits[split] = Dataset.from_file(str(work / f"{split}.arrow"), info=DatasetInfo(features=features))
         elif split in wanted:
             splits[split] = Dataset.from_dict({c: [] for c in columns}, features=features)
-    staged = work / "dataset"
-    DatasetDict(splits).save_to_disk(str(staged))
-    (out / "dataset_dict.json").unlink(missing_ok=True)  # swap in; dataset_dict.json last
-    for split in SPLIT_NAMES:
-        shutil.rmtree(out / split, ignore_errors=True)
-        if split in splits:
-            os.replace(staged / split, out / split)
-    os.replace(staged / "dataset_dict.json", out / "dataset_dict.json")
-    shutil.rmtree(work, ignore_errors=True)
+    save_splits(out, splits, work)
     return {split: rows[split] for split in splits}
 
 
@@ -234,14 +227,17 @@ def _fingerprint(sources: list[TfrecordSource], settings: ShardSettings) -> str:
     return digest.hexdigest()
 
 
-def _prepare(opts: Yt8mOptions, sources: list[TfrecordSource]) -> None:
+def _prepare(opts: Yt8mOptions, sources: list[TfrecordSource], owner: str) -> None:
     out = opts.out
+    ours = [build_dir(out), *(out / split for split in SPLIT_NAMES)]
+    for folder in ours:  # every refusal before any deletion
+        check_replaceable(folder, owner)
     if opts.overwrite:
-        shutil.rmtree(build_dir(out), ignore_errors=True)
+        for folder in ours:
+            remove_owned(folder, owner)
         (out / "dataset_dict.json").unlink(missing_ok=True)
-        for split in SPLIT_NAMES:
-            shutil.rmtree(out / split, ignore_errors=True)
     build_dir(out).mkdir(parents=True, exist_ok=True)
+    write_marker(build_dir(out), owner)
     fingerprint = _fingerprint(sources, opts.settings)
     record = build_dir(out) / BUILD_FILE
     if record.is_file():
@@ -249,7 +245,7 @@ def _prepare(opts: Yt8mOptions, sources: list[TfrecordSource]) -> None:
         if previous.get("fingerprint") != fingerprint:
             raise MipkitError(f"{out.name!r} holds a build of other TFRecords, another subset or another --metadata; pass --overwrite to start again, or choose another --out")
     write_json(record, {"kind": f"yt8m-{opts.settings.kind}", "recipe": opts.recipe, "inputs": [s.name for s in sources],
-                        "music_label_index": opts.settings.music_index, "fingerprint": fingerprint, "shards": len(sources),
+                        "music_label_index": opts.settings.music_index, "fingerprint": fingerprint, "owner": owner, "shards": len(sources),
                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     write_atomic(build_dir(out) / MANIFEST_STATUS_FILE, b"")
 
@@ -294,8 +290,12 @@ def build_yt8m(opts: Yt8mOptions) -> dict:
     opts = replace(opts, settings=replace(opts.settings, lookup_rate=opts.settings.lookup_rate / share, metadata_rate=opts.settings.metadata_rate / share))
     if opts.settings.metadata_file:
         load_metadata_file(Path(opts.settings.metadata_file))  # a bad file fails here, not in every shard
-    opts.out.mkdir(parents=True, exist_ok=True)
-    _prepare(opts, sources)
+    with writing(opts.out) as owner:
+        return _run(opts, sources, requested, owner)
+
+
+def _run(opts: Yt8mOptions, sources: list[TfrecordSource], requested: dict, owner: str) -> dict:
+    _prepare(opts, sources, owner)
     if opts.retry_failed:
         forgotten = _forget_transient_shards(opts.out)
         if forgotten:
