@@ -24,8 +24,7 @@ import numpy as np
 from mipkit import ui
 from mipkit.assemble import write_model_labels
 from mipkit.errors import MipkitError
-from mipkit.ownership import (MARKER, check_plain_dataset, claim, exclusive, read_marker, remove_owned, staging_folder,
-                              write_marker)
+from mipkit.ownership import (MARKER, check_plain_dataset, claim, exclusive, read_marker, staging_folder, write_marker)
 from mipkit.taxonomy import load_taxonomy
 
 # Labels that came with the data (a manifest, AudioSet's own annotations) always win over a model.
@@ -261,6 +260,8 @@ def _label(dataset_dir: str | Path, labeller: PasstMoodLabeller, threshold: floa
     # In place, the split folders are rewritten and the rest is carried over: a split holding a file
     # that neither datasets nor mipkit wrote is refused. --out must be new or empty.
     owner = read_marker(source) if in_place else claim(target, "--out", create=False)
+    if not in_place and target.exists() and any(target.iterdir()):  # even a labelled copy of ours is not overwritten
+        raise MipkitError(f"--out {target.name!r} exists and is not empty; pass a new folder, or leave --out away to relabel in place")
     datasets.disable_progress_bars()
     dataset = load_from_disk(str(source))
     if in_place:
@@ -311,10 +312,8 @@ def _label(dataset_dir: str | Path, labeller: PasstMoodLabeller, threshold: floa
                 write_model_labels(staged / "build", overlay_rows)
             _swap_in(staged, target)
         else:
-            if target.exists() and any(target.iterdir()):
-                remove_owned(target, owner, "--out")  # an earlier labelled copy of ours (claimed above)
-            elif target.exists():
-                target.rmdir()
+            if target.exists():
+                target.rmdir()  # checked empty above
             os.replace(staged, target)
     finally:
         shutil.rmtree(staged, ignore_errors=True)  # the half-written new folder, or the old one after the swap

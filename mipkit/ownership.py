@@ -134,7 +134,7 @@ def check_plain_dataset(folder: Path, splits, flag: str) -> None:
 # --- one writer per output ---------------------------------------------------------------------------------------------
 
 def lock_path(out: Path) -> Path:
-    out = Path(out).absolute()
+    out = Path(out).resolve()  # ds, ./ds and a link to it share one lock
     return out.parent / f".{out.name}{LOCK_SUFFIX}"
 
 
