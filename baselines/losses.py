@@ -9,7 +9,7 @@ and are constructor arguments here. Conventions shared by every module:
 * Embeddings are re-normalised in fp32: a no-op for unit vectors, and it makes bf16 encoder
   outputs exactly unit-norm.
 * Under torch.distributed every module gathers embeddings from all ranks *with gradient*
-  (see ``baselines.distributed``), so negatives / neighbourhoods span the global batch.
+  (see ``baselines.runtime.distributed``), so negatives / neighbourhoods span the global batch.
   Default: each rank computes the **global-batch loss** (same value on every rank, equal to
   the single-process loss). ``local_loss=True`` (inter and intra only) makes each rank use its
   local rows as queries against all candidates (open_clip's local loss, O(n * N) memory);
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from baselines.distributed import gather_no_grad, gather_with_grad, world_info
+from baselines.runtime.distributed import gather_no_grad, gather_with_grad, world_info
 
 LOSS_VARIANTS: tuple[str, ...] = ("coarse", "coarse+intra", "coarse+inter", "hgclim", "emoclim", "vmnet")
 

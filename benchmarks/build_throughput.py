@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import append_section  # noqa: E402
 
-from mipkit.mediaserver import MediaServer  # noqa: E402
-from mipkit.pipeline import BuildOptions, build  # noqa: E402
-from mipkit.recipe import load_recipe  # noqa: E402
-from mipkit.synthetic_media import make_video, spec_for_index  # noqa: E402
+from mipkit.demo.mediaserver import MediaServer  # noqa: E402
+from mipkit.pipeline.driver import BuildOptions, build  # noqa: E402
+from mipkit.config.recipe import load_recipe  # noqa: E402
+from mipkit.demo.synthetic_media import make_video, spec_for_index  # noqa: E402
 
 
 def decode_seconds(paths: list[Path], start_s: float | None = None) -> float:
@@ -69,7 +69,7 @@ def main() -> None:
 
         rows = []
         # Throughput: the server runs in its own process, as a remote host would (no shared GIL).
-        server_process = subprocess.Popen([sys.executable, "-m", "mipkit.mediaserver", str(media)], stdout=subprocess.PIPE, text=True)
+        server_process = subprocess.Popen([sys.executable, "-m", "mipkit.demo.mediaserver", str(media)], stdout=subprocess.PIPE, text=True)
         try:
             base_url = server_process.stdout.readline().strip()
             manifest = write_manifest(work / "m.csv", [f"{base_url}/{p.name}" for p in paths], start_s)

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from baselines.losses import InterIntraLoss, LearnableTemperature  # noqa: E402
-from baselines.metrics import instance_metrics  # noqa: E402
+from baselines.eval.metrics import instance_metrics  # noqa: E402
 
 LEVELS = ("no_noise", "with_noise", "more_noise", "most_noise")
 

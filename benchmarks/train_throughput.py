@@ -28,7 +28,7 @@ from _report import append_section  # noqa: E402
 
 
 def _train_rates(run_dir: Path) -> dict:
-    from baselines.logging_utils import read_log
+    from baselines.runtime.logging import read_log
 
     records = [r for r in read_log(run_dir / "log.jsonl") if r.get("kind") == "train"]
     steps = [r for r in records if r["step"] > 1]  # the first step carries one-off costs
@@ -43,7 +43,7 @@ def _train_rates(run_dir: Path) -> dict:
 def _run(common: list[str], out: Path, extra: list[str]) -> None:
     from typer.testing import CliRunner
 
-    from baselines.cli import train_app
+    from baselines.cli.app import train_app
 
     result = CliRunner().invoke(train_app, ["hgclim", *common, "--out", str(out), *extra])
     if result.exit_code != 0:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         dataset = args.dataset
         if dataset is None:
-            from tests.synthetic import make_pair_dataset
+            from tests.helpers.synthetic import make_pair_dataset
 
             dataset = str(tmp / "data")
             make_pair_dataset(dataset, args.pairs, max(8, args.pairs // 8), max(8, args.pairs // 8), seed=0)

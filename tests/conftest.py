@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mipkit.mediaserver import MediaServer
-from mipkit.synthetic_media import make_corrupt, make_video, spec_for_index
+from mipkit.demo.mediaserver import MediaServer
+from mipkit.demo.synthetic_media import make_corrupt, make_video, spec_for_index
 
 GOOD_SOURCES = 4
 SOURCE_SECONDS = 30.0
@@ -61,7 +61,7 @@ def standard_manifest(tmp_path_factory, media_server) -> Path:
 
 
 def small_recipe(**overrides):
-    from mipkit.recipe import load_recipe
+    from mipkit.config.recipe import load_recipe
 
     base = {"shards.sources_per_shard": 2, "shards.fetch_threads": 2, "ytdlp.extract_retries": 0}
     base.update(overrides)
@@ -73,13 +73,13 @@ def standard_split_of(server: MediaServer) -> dict[str, str]:
 
     Splits are planned over every *requested* source, and these source ids hash the server's random
     port: unpinned, the three failing sources could take every validation or test slot."""
-    from mipkit.ids import source_id_for
+    from mipkit.core.ids import source_id_for
 
     return {source_id_for(server.url(f"src{i}.mp4")): split for i, split in enumerate(["train", "train", "validation", "test"])}
 
 
 def standard_build_options(manifest: Path, server: MediaServer, out: Path):
-    from mipkit.pipeline import BuildOptions
+    from mipkit.pipeline.driver import BuildOptions
 
     return BuildOptions(manifest=manifest, out=out, recipe=small_recipe(), workers=1, split_of=standard_split_of(server))
 
@@ -87,7 +87,7 @@ def standard_build_options(manifest: Path, server: MediaServer, out: Path):
 @pytest.fixture(scope="session")
 def built_dataset(tmp_path_factory, standard_manifest, media_server) -> tuple[Path, dict]:
     """One build of the standard manifest: (out folder, summary)."""
-    from mipkit.pipeline import build
+    from mipkit.pipeline.driver import build
 
     out = tmp_path_factory.mktemp("built") / "ds"
     summary = build(standard_build_options(standard_manifest, media_server, out))

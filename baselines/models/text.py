@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mipkit.errors import MipkitError
+from mipkit.core.errors import MipkitError
 
 TEXT_FIELDS = ("title", "keyword")
 TINY_TEXT_DIM = 64
@@ -111,7 +111,7 @@ class HFTextEncoder(nn.Module):
 
 
 def _folder_weights_id(folder: Path) -> str:
-    from baselines.embedding_cache import sha256_file
+    from baselines.data.embedding_cache import sha256_file
 
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).is_file():
@@ -158,7 +158,7 @@ def text_features(encoder, split_ds, split: str, field: str, cache_dir: str | Pa
     The cache key (embedding cache rules: a stale file is rebuilt, never reused) holds the encoder
     name, weights id, preprocessing, the text field and the split's fingerprint.
     """
-    from baselines.embedding_cache import load_or_build
+    from baselines.data.embedding_cache import load_or_build
 
     def build() -> dict:
         texts = texts_of(split_ds, field)

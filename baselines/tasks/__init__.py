@@ -15,7 +15,7 @@ from typing import Iterator
 
 import torch
 
-from baselines.runtime import RESUME_MAY_CHANGE, DistEnv, RunConfig, TrainError
+from baselines.runtime.config import RESUME_MAY_CHANGE, DistEnv, RunConfig, TrainError
 
 TASKS = {"hgclim": "baselines.tasks.hgclim", "iiclvm": "baselines.tasks.iiclvm"}
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from baselines.data import dataset_display_name, emotion_names, fingerprint, get_split, labels_of, load_pair_dataset
-from baselines.embedding_cache import split_features
-from baselines.evaluate import evaluate_model, project_features, validation_metrics, write_eval
+from baselines.data.pairs import dataset_display_name, emotion_names, fingerprint, get_split, labels_of, load_pair_dataset
+from baselines.data.embedding_cache import split_features
+from baselines.eval.retrieval import evaluate_model, project_features, validation_metrics, write_eval
 from baselines.losses import LOSS_VARIANTS, CoarseEmotionLoss, HGCLIMLoss, IntraModalLoss, VMNetLoss
 from baselines.models import ModelConfig, build_model
 from baselines.models.hgclim import check_weights
-from baselines.runtime import (RESUME_MAY_CHANGE, BatchSampler, InterIntraOptions, RunConfig, TrainError, barrier,
+from baselines.runtime.config import (RESUME_MAY_CHANGE, BatchSampler, InterIntraOptions, RunConfig, TrainError, barrier,
                                check_common_options, rank_batch, render_card)
 from baselines.tasks import Task
 
@@ -143,7 +143,7 @@ class HGCLIMTask(Task):
             return
         from torch.utils.data import DataLoader
 
-        from baselines.data import PairDataset
+        from baselines.data.pairs import PairDataset
 
         dataset = PairDataset(self.dataset_dict["train"], model.image_encoder.data_config)
         loader = DataLoader(dataset, batch_sampler=BatchSampler(order, first_step, steps, batch_size, env),
@@ -228,7 +228,7 @@ def evaluate_run(run_dir: Path, config: dict, dataset: str, split: str, checkpoi
 def load_run_model(run_dir: Path, config: dict, checkpoint: str, device: torch.device,
                    image_weights: str | None = None, music_weights: str | None = None):
     """``(model, step)``: the run's model rebuilt from ``config`` + a checkpoint, on ``device``, eval mode."""
-    from baselines.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
+    from baselines.runtime.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 
     if image_weights:
         config["image_weights"] = image_weights

@@ -1,7 +1,7 @@
 """II-CLVM / CLVM / II-CLVTM (seed 004) as a task of the training loop.
 
 * data: a ``mipkit build yt8m-title|yt8m-keyword`` dataset; ``rgb`` / ``audio`` frames held as uint8
-  (``baselines.frames``: on the device when they fit), batches drawn by index, frames sampled
+  (``baselines.data.frames``: on the device when they fit), batches drawn by index, frames sampled
   (GS / FD, ``baselines.models.sequence.sample_positions``) and dequantised on the device
 * model: ``baselines.models.sequence`` (biLSTM / FC / Att / GCN per modality), loss ``InterIntraLoss``
   (``w_intra = 0`` is CLVM); II-CLVTM adds a frozen text encoder's cached title / keyword features
@@ -16,15 +16,15 @@ from pathlib import Path
 
 import torch
 
-from baselines.data import dataset_display_name, fingerprint, get_split, load_pair_dataset
-from baselines.evaluate import pools, validation_metrics, write_eval
-from baselines.frames import check_yt8m_split, load_frames, place
+from baselines.data.pairs import dataset_display_name, fingerprint, get_split, load_pair_dataset
+from baselines.eval.retrieval import pools, validation_metrics, write_eval
+from baselines.data.frames import check_yt8m_split, load_frames, place
 from baselines.losses import InterIntraLoss, IntraModalLoss
-from baselines.metrics import instance_metrics
+from baselines.eval.metrics import instance_metrics
 from baselines.models.sequence import (DEFAULT_LAYERS, ENCODERS, SAMPLINGS, SequenceConfig, build_sequence_model,
                                        sample_positions)
 from baselines.models.text import TEXT_FIELDS, build_text_encoder, check_text_weights, text_features
-from baselines.runtime import RESUME_MAY_CHANGE, InterIntraOptions, RunConfig, TrainError, barrier, check_common_options, rank_batch, render_card
+from baselines.runtime.config import RESUME_MAY_CHANGE, InterIntraOptions, RunConfig, TrainError, barrier, check_common_options, rank_batch, render_card
 from baselines.tasks import Task
 
 DIRECTIONS = ("v2m", "m2v")
@@ -109,7 +109,7 @@ def check_options(cfg: IICLVMConfig) -> None:
 
 
 def load_yt8m(spec: str):
-    from baselines.data import DatasetError
+    from baselines.data.pairs import DatasetError
 
     try:
         return load_pair_dataset(spec)
@@ -274,7 +274,7 @@ TASK = IICLVMTask
 
 def evaluate_embeddings(model, stores, text, cfg: IICLVMConfig, device, candidates, seeds):
     if len(stores[0]) == 0:
-        from baselines.data import DatasetError
+        from baselines.data.pairs import DatasetError
 
         raise DatasetError("--split / --eval-split: the split to evaluate is empty; choose another split")
     v, m = embed(model, stores, text, cfg, device)
@@ -288,7 +288,7 @@ def evaluate_run(run_dir: Path, config: dict, dataset: str, split: str, checkpoi
                  candidates=None, seeds=(0, 1, 2), batch_size: int = 64, workers: int = 0, log=print,
                  text_weights: str | None = None, **_ignored) -> dict:
     """``mipkit eval`` of an II-CLVM run: rebuild the model from ``config`` + a checkpoint."""
-    from baselines.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
+    from baselines.runtime.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 
     if text_weights:
         config["text_weights"] = text_weights
