@@ -13,7 +13,6 @@ changed), never silently reused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -24,23 +23,6 @@ import torch
 from baselines.runtime.checkpoint import save_atomic
 
 CACHE_FORMAT = 1
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file (memoised per path, size and mtime: weights files are large)."""
-    p = Path(path)
-    st = p.stat()
-    memo_key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if memo_key not in _SHA_MEMO:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(chunk), b""):
-                h.update(block)
-        _SHA_MEMO[memo_key] = h.hexdigest()
-    return _SHA_MEMO[memo_key]
-
-
 def make_key(model, split: str, dataset_fingerprint: str) -> dict:
     """Everything the cached features depend on (JSON-serialisable)."""
     return {

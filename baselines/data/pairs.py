@@ -20,7 +20,6 @@ from torch.utils.data import Dataset
 from mipkit.core.errors import MipkitError
 
 EMOTIONS = ("happy", "funny", "sad", "tender", "exciting", "angry", "scary")
-SPLITS = ("train", "validation", "test")
 
 
 class DatasetError(MipkitError):

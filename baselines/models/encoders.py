@@ -229,7 +229,7 @@ def build_image_encoder(cfg: ModelConfig, weights: Path | None) -> ImageEncoder:
     if weights is None:
         model = timm.create_model(cfg.image_arch, pretrained=False, num_classes=0)
         return ImageEncoder(model, cfg.image_arch, f"random:{cfg.init_seed}")
-    from baselines.data.embedding_cache import sha256_file
+    from mipkit.core.files import sha256_file
 
     try:
         model = timm.create_model(cfg.image_arch, pretrained=True, num_classes=0,
@@ -281,7 +281,7 @@ def build_music_encoder(cfg: ModelConfig, weights: Path | None) -> MusicEncoder:
     _silence_passt_first_run()
     weights_id = f"random:{cfg.init_seed}"
     if weights is not None:
-        from baselines.data.embedding_cache import sha256_file
+        from mipkit.core.files import sha256_file
 
         load_music_weights(net, weights)
         weights_id = "sha256:" + sha256_file(weights)

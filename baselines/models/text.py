@@ -111,7 +111,7 @@ class HFTextEncoder(nn.Module):
 
 
 def _folder_weights_id(folder: Path) -> str:
-    from baselines.data.embedding_cache import sha256_file
+    from mipkit.core.files import sha256_file
 
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).is_file():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+BUILD_DIR = "build"  # inside a build's --out folder: shards, statuses, the build record
+
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Final status of every requested sample. ``ok`` plus the failure kinds users filter on.
+SPLITS = ("train", "validation", "test")  # the splits of every dataset mipkit builds
+
 OK = "ok"
 BAD_ROW = "bad_row"
 DUPLICATE = "duplicate"

@@ -24,6 +24,7 @@ import numpy as np
 from mipkit.core import ui
 from mipkit.pipeline.assemble import write_model_labels
 from mipkit.core.errors import MipkitError
+from mipkit.core.paths import BUILD_DIR
 from mipkit.config.taxonomy import load_taxonomy
 
 # Labels that came with the data (a manifest, AudioSet's own annotations) always win over a model.
@@ -308,8 +309,8 @@ def label_dataset(dataset_dir: str | Path, labeller: PasstMoodLabeller, threshol
         ui.bar_chart(staged / CHART_FILE, f"pairs per emotion and split ({labeller.provenance})", summary["distribution"], xlabel="emotion", ylabel="pairs")
         if in_place:
             _link_extras(source, staged, {"dataset_dict.json", *dataset.keys(), LABELLING_FILE, CHART_FILE})
-            if (staged / "build").is_dir():  # a build folder: re-assembling it (resume, re-run) keeps these labels
-                write_model_labels(staged / "build", overlay_rows)
+            if (staged / BUILD_DIR).is_dir():  # a build folder: re-assembling it (resume, re-run) keeps these labels
+                write_model_labels(staged / BUILD_DIR, overlay_rows)
             _swap_in(staged, target)
         else:
             if target.exists():

@@ -7,7 +7,6 @@ new splits replace the old ones only once they are complete.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections import Counter
@@ -17,8 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mipkit.config.recipe import Recipe
+from mipkit.core.files import swap_in_dataset
+from mipkit.core.paths import BUILD_DIR
 from mipkit.pipeline.shard import PAIRS_FILE, STATS_FILE, shards_root
-from mipkit.pipeline.plan import SPLITS
+from mipkit.core.records import SPLITS
 from mipkit.config.taxonomy import Taxonomy
 
 
@@ -60,7 +61,7 @@ def write_model_labels(build_folder: Path, rows: list[dict]) -> Path:
 
 
 def _model_labels(out_dir: Path) -> dict[str, tuple]:
-    path = Path(out_dir) / "build" / MODEL_LABELS_FILE
+    path = Path(out_dir) / BUILD_DIR / MODEL_LABELS_FILE
     if not path.is_file():
         return {}
     table = pq.read_table(path)
@@ -104,7 +105,7 @@ def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[s
     datasets.disable_progress_bars()  # our own progress covers the build; theirs would interleave
     out_dir = Path(out_dir)
     files = committed_pair_files(out_dir)
-    work = out_dir / "build" / "assemble"
+    work = out_dir / BUILD_DIR / "assemble"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     label_index = {name: i for i, name in enumerate(taxonomy.names)}
@@ -144,17 +145,8 @@ def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[s
     # split that load_from_disk cannot read back.
     DatasetDict(splits).save_to_disk(str(staged), num_shards={s: 1 for s in SPLITS if not rows[s]} or None)
 
-    # Swap in: old splits out, new splits in, dataset_dict.json last (load_from_disk needs it).
-    (out_dir / "dataset_dict.json").unlink(missing_ok=True)
-    for split in SPLITS:
-        shutil.rmtree(out_dir / split, ignore_errors=True)
-        os.replace(staged / split, out_dir / split)
-    os.replace(staged / "dataset_dict.json", out_dir / "dataset_dict.json")
+    swap_in_dataset(staged, out_dir, SPLITS)
     shutil.rmtree(work, ignore_errors=True)
     return {split: rows[split] for split in SPLITS}
 
 
-def write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
-    os.replace(tmp, path)

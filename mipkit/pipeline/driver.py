@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mipkit.core import ui
-from mipkit.pipeline.assemble import assemble, column_values, write_json
+from mipkit.core.files import write_json
+from mipkit.pipeline.assemble import assemble, column_values
 from mipkit.pipeline.engines import ENGINES, run_shards
 from mipkit.pipeline.fetch import check_format, youtube_support_problems
 from mipkit.core.ids import youtube_id
@@ -27,7 +28,8 @@ from mipkit.media.ffmpeg import require_ffmpeg
 from mipkit.config.recipe import Recipe
 from mipkit.core.records import TRANSIENT_STATUSES, SampleStatus, SourceRequest
 from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, ShardTask, is_done, plan_shards, run_shard, shards_root
-from mipkit.pipeline.plan import SPLITS, plan_splits
+from mipkit.core.records import SPLITS
+from mipkit.pipeline.plan import plan_splits
 from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
 from mipkit.config.taxonomy import Taxonomy, load_taxonomy
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 
-SPLITS = ("train", "validation", "test")
+from mipkit.core.records import SPLITS
 
 
 def _counts(n: int, ratios: dict[str, float]) -> dict[str, int]:

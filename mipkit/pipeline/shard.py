@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 from mipkit.pipeline.fetch import one_line
 from mipkit.pipeline.process import build_source, fail_all
 from mipkit.config.recipe import Recipe
+from mipkit.core.files import write_atomic
+from mipkit.core.paths import BUILD_DIR
 from mipkit.core.records import INTERNAL_ERROR, Pair, SampleStatus, SourceRequest
 
 PAIRS_FILE = "pairs.parquet"
@@ -47,7 +49,7 @@ class ShardTask:
 
 
 def shards_root(out_dir: Path) -> Path:
-    return Path(out_dir) / "build" / "shards"
+    return Path(out_dir) / BUILD_DIR / "shards"
 
 
 def shard_dir(out_dir: Path, index: int) -> Path:
@@ -60,15 +62,6 @@ def is_done(out_dir: Path, index: int) -> bool:
 
 def plan_shards(sources: list[SourceRequest], per_shard: int) -> list[ShardTask]:
     return [ShardTask(index=i // per_shard, sources=sources[i:i + per_shard]) for i in range(0, len(sources), per_shard)]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _pairs_table(pairs: list[Pair]) -> pa.Table:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mipkit.core.errors import MipkitError
+from mipkit.core.paths import BUILD_DIR
 from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, shards_root
 
 MANIFEST_STATUS_FILE = "manifest_status.jsonl"
@@ -15,7 +16,7 @@ BUILD_FILE = "build.json"
 
 
 def build_dir(out_dir: Path) -> Path:
-    return Path(out_dir) / "build"
+    return Path(out_dir) / BUILD_DIR
 
 
 def iter_statuses(out_dir: Path) -> Iterator[dict]:

@@ -21,7 +21,7 @@ from mipkit.core.errors import MipkitError
 from mipkit.core.ids import pair_id_for, sanitize_id, source_id_for
 from mipkit.kinds.mipnet import is_blank, optional_text, parse_start
 from mipkit.core.records import BAD_ROW, DUPLICATE, SampleStatus, SourceRequest, Window
-from mipkit.pipeline.plan import SPLITS
+from mipkit.core.records import SPLITS
 from mipkit.pipeline.status import BUILD_FILE, build_dir
 from mipkit.config.taxonomy import Taxonomy
 

@@ -24,12 +24,13 @@ from pathlib import Path
 import pyarrow as pa
 
 from mipkit.core import records, ui
-from mipkit.pipeline.assemble import write_json
 from mipkit.pipeline.engines import ENGINES, run_shards
 from mipkit.core.errors import MipkitError, NothingBuiltError
 from mipkit.config.recipe import YtdlpConfig
+from mipkit.core.files import swap_in_dataset, write_atomic, write_json
+from mipkit.core.records import SPLITS
 from mipkit.core.records import SampleStatus
-from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, is_done, shard_dir, shards_root, summarize, write_atomic
+from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, is_done, shard_dir, shards_root, summarize
 from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
 from mipkit.kinds.yt8m import BAD_RECORD, KINDS, NO_METADATA, NOT_MUSIC
 from mipkit.kinds.yt8m.lookup import DiskCache, LookupClient
@@ -39,7 +40,6 @@ from mipkit.kinds.yt8m.tfrecords import TfrecordSource, dataset_features, fetch_
 VIDEOS_FILE = "videos.arrow"
 METADATA_FILE = "metadata.jsonl"
 SPLIT_MODES = ("partition", "ratio")
-SPLIT_NAMES = ("train", "validation", "test")
 # Transient answers are not knowledge: they stay out of metadata.jsonl and are retried later.
 _NOT_RECORDED = records.TRANSIENT_STATUSES | {NO_METADATA, records.DOWNLOAD_ERROR}
 
@@ -190,7 +190,7 @@ def assemble_yt8m(out: Path, split_by: str, validate_as: str, ratios: dict[str, 
                 table = table.filter(pa.array(fresh, pa.bool_()))
             labels = split_of(table)
             table = table_cast(table.append_column("split", pa.array(labels, pa.string())).select(columns), schema)
-            for split in SPLIT_NAMES:
+            for split in SPLITS:
                 # Filtering copies the frames: only when a batch really mixes splits (ratio mode).
                 part = table if set(labels) == {split} else table.filter(pc.equal(table["split"], split))
                 if part.num_rows:
@@ -205,19 +205,14 @@ def assemble_yt8m(out: Path, split_by: str, validate_as: str, ratios: dict[str, 
     else:
         wanted = {k for k, v in ratios.items() if v > 0}
     splits = {}
-    for split in SPLIT_NAMES:
+    for split in SPLITS:
         if rows[split]:
             splits[split] = Dataset.from_file(str(work / f"{split}.arrow"), info=DatasetInfo(features=features))
         elif split in wanted:
             splits[split] = Dataset.from_dict({c: [] for c in columns}, features=features)
     staged = work / "dataset"
     DatasetDict(splits).save_to_disk(str(staged))
-    (out / "dataset_dict.json").unlink(missing_ok=True)  # swap in; dataset_dict.json last
-    for split in SPLIT_NAMES:
-        shutil.rmtree(out / split, ignore_errors=True)
-        if split in splits:
-            os.replace(staged / split, out / split)
-    os.replace(staged / "dataset_dict.json", out / "dataset_dict.json")
+    swap_in_dataset(staged, out, SPLITS)
     shutil.rmtree(work, ignore_errors=True)
     return {split: rows[split] for split in splits}
 
@@ -239,7 +234,7 @@ def _prepare(opts: Yt8mOptions, sources: list[TfrecordSource]) -> None:
     if opts.overwrite:
         shutil.rmtree(build_dir(out), ignore_errors=True)
         (out / "dataset_dict.json").unlink(missing_ok=True)
-        for split in SPLIT_NAMES:
+        for split in SPLITS:
             shutil.rmtree(out / split, ignore_errors=True)
     build_dir(out).mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(sources, opts.settings)
@@ -273,8 +268,8 @@ def _check_options(opts: Yt8mOptions, sources: list[TfrecordSource]) -> None:
         raise MipkitError(f"--engine {opts.engine!r} is unknown; choose one of {', '.join(ENGINES)}")
     if opts.split_by not in SPLIT_MODES:
         raise MipkitError(f"--split-by {opts.split_by!r} is unknown; choose one of {', '.join(SPLIT_MODES)}")
-    if opts.validate_as not in SPLIT_NAMES:
-        raise MipkitError(f"--validate-as {opts.validate_as!r} is unknown; choose one of {', '.join(SPLIT_NAMES)}")
+    if opts.validate_as not in SPLITS:
+        raise MipkitError(f"--validate-as {opts.validate_as!r} is unknown; choose one of {', '.join(SPLITS)}")
     if opts.split_by == "partition":
         unknown = [s.name for s in sources if partition_of(s.name) is None]
         if unknown:
