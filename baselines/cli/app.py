@@ -13,8 +13,9 @@ from baselines.cli.iiclvm import register as register_sequence_models
 
 __all__ = ["eval_command", "run_train_app", "train_app"]
 
-train_app = typer.Typer(help="Train a baseline model on an image-music pair dataset.", no_args_is_help=True,
-                        add_completion=False)
+train_app = typer.Typer(
+    help="Train a baseline model on an image-music pair dataset.", no_args_is_help=True, add_completion=False
+)
 
 
 @train_app.callback()

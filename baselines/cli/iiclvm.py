@@ -34,26 +34,58 @@ def _ints(text: str, flag: str) -> tuple:
 
 def sequence_command(
     ctx: typer.Context,
-    dataset: str = typer.Option(..., "--dataset", help="dataset folder from `mipkit build yt8m-title|yt8m-keyword` (load_from_disk) or a Hub id"),
+    dataset: str = typer.Option(
+        ..., "--dataset", help="dataset folder from `mipkit build yt8m-title|yt8m-keyword` (load_from_disk) or a Hub id"
+    ),
     out: str = typer.Option(..., "--out", help="run folder: checkpoints, logs, plots, cache, model card"),
     # model
-    preset: str = typer.Option("full", "--preset", help="full | tiny (random hashed-n-gram text encoder, hidden 32: CPU runs and tests)"),
-    encoder: str = typer.Option("bilstm", "--encoder", help="bilstm | fc | att | gcn (the same family for video and music)"),
-    sampling: str = typer.Option("gs", "--sampling", help="gs (global sparse: one frame per segment) | fd (K consecutive frames around the centre)"),
+    preset: str = typer.Option(
+        "full", "--preset", help="full | tiny (random hashed-n-gram text encoder, hidden 32: CPU runs and tests)"
+    ),
+    encoder: str = typer.Option(
+        "bilstm", "--encoder", help="bilstm | fc | att | gcn (the same family for video and music)"
+    ),
+    sampling: str = typer.Option(
+        "gs",
+        "--sampling",
+        help="gs (global sparse: one frame per segment) | fd (K consecutive frames around the centre)",
+    ),
     segments: int = typer.Option(30, "--segments", min=1, help="K: frames per sequence after sampling (choice)"),
-    hidden: Optional[int] = typer.Option(None, "--hidden", min=1, help="hidden and shared embedding dimension (default 256; tiny 32) (choice)"),
-    layers: Optional[int] = typer.Option(None, "--layers", min=1, help="LSTM / MLP / transformer / graph-conv layers (default 1, 2, 2, 2)"),
-    bilstm_output: str = typer.Option("final", "--bilstm-output", help="final (concatenated last states) | mean (over time) (choice)"),
+    hidden: Optional[int] = typer.Option(
+        None, "--hidden", min=1, help="hidden and shared embedding dimension (default 256; tiny 32) (choice)"
+    ),
+    layers: Optional[int] = typer.Option(
+        None, "--layers", min=1, help="LSTM / MLP / transformer / graph-conv layers (default 1, 2, 2, 2)"
+    ),
+    bilstm_output: str = typer.Option(
+        "final", "--bilstm-output", help="final (concatenated last states) | mean (over time) (choice)"
+    ),
     heads: int = typer.Option(4, "--heads", min=1, help="attention heads (att)"),
-    gcn_radius: int = typer.Option(1, "--gcn-radius", min=1, help="gcn: frames within this distance are neighbours (choice)"),
+    gcn_radius: int = typer.Option(
+        1, "--gcn-radius", min=1, help="gcn: frames within this distance are neighbours (choice)"
+    ),
     dropout: float = typer.Option(0.1, "--dropout"),
     text: Optional[str] = typer.Option(None, "--text", help="iiclvtm: title | keyword (keywords joined with ', ')"),
-    text_weights: Optional[str] = typer.Option(None, "--text-weights", help="iiclvtm, full preset: local sentence-transformers / Hugging Face text model folder (frozen)"),
-    raw_text: str = typer.Option("unit", "--raw-text", help="iiclvtm raw query feature for the intra loss: unit (concat of L2-normalised text and mean video) | plain (choice)"),
-    text_fusion: str = typer.Option("h0+add", "--text-fusion", help="iiclvtm biLSTM: h0 (text = initial hidden state, the paper) | h0+add (also added to the pooled state) (choice)"),
+    text_weights: Optional[str] = typer.Option(
+        None,
+        "--text-weights",
+        help="iiclvtm, full preset: local sentence-transformers / Hugging Face text model folder (frozen)",
+    ),
+    raw_text: str = typer.Option(
+        "unit",
+        "--raw-text",
+        help="iiclvtm raw query feature for the intra loss: unit (concat of L2-normalised text and mean video) | plain (choice)",
+    ),
+    text_fusion: str = typer.Option(
+        "h0+add",
+        "--text-fusion",
+        help="iiclvtm biLSTM: h0 (text = initial hidden state, the paper) | h0+add (also added to the pooled state) (choice)",
+    ),
     # loss
     w_inter: float = typer.Option(1.0, "--w-inter", help="weight of the inter-modal loss"),
-    w_intra: Optional[float] = typer.Option(None, "--w-intra", help="weight of the intra-modal loss (default 3, choice; clvm: 0)"),
+    w_intra: Optional[float] = typer.Option(
+        None, "--w-intra", help="weight of the intra-modal loss (default 3, choice; clvm: 0)"
+    ),
     gamma_v: float = typer.Option(1.0, "--gamma-v", help="intra loss weight of the video (query) modality"),
     gamma_m: float = typer.Option(1.0, "--gamma-m", help="intra loss weight of the music modality"),
     inter_alpha: float = typer.Option(0.5, "--inter-alpha", help="weight of CE(S, I) (video->music)"),
@@ -61,29 +93,45 @@ def sequence_command(
     intra_distance: str = typer.Option("cosine", "--intra-distance", help="cosine | kl (choice)"),
     intra_w_r: float = typer.Option(0.5, "--intra-w-r", help="row weight w_r of the intra loss"),
     intra_w_c: float = typer.Option(0.5, "--intra-w-c", help="column weight w_c of the intra loss"),
-    intra_kl_temperature: float = typer.Option(0.1, "--intra-kl-temperature", help="softmax temperature of the kl distance"),
+    intra_kl_temperature: float = typer.Option(
+        0.1, "--intra-kl-temperature", help="softmax temperature of the kl distance"
+    ),
     # optimisation
     epochs: int = typer.Option(30, "--epochs", min=0),
-    batch_size: int = typer.Option(128, "--batch-size", min=2, help="pairs per process (global batch = this x world size)"),
+    batch_size: int = typer.Option(
+        128, "--batch-size", min=2, help="pairs per process (global batch = this x world size)"
+    ),
     lr: float = typer.Option(1e-3, "--lr", help="peak learning rate (AdamW, cosine schedule)"),
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
-    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="linear warmup steps (default 5% of all steps)"),
+    warmup_steps: Optional[int] = typer.Option(
+        None, "--warmup-steps", help="linear warmup steps (default 5% of all steps)"
+    ),
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="clip the gradient norm to this value"),
     # runtime
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     seed: int = typer.Option(0, "--seed"),
-    frames_on: str = typer.Option("auto", "--frames-on", help="auto | device | cpu: where the uint8 frames live (auto: the device when they fit)"),
+    frames_on: str = typer.Option(
+        "auto", "--frames-on", help="auto | device | cpu: where the uint8 frames live (auto: the device when they fit)"
+    ),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="cache the frozen text encoder's features"),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="text feature cache folder (default RUN/cache); runs may share one"),
+    cache_dir: Optional[str] = typer.Option(
+        None, "--cache-dir", help="text feature cache folder (default RUN/cache); runs may share one"
+    ),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the training forward"),
     log_every: int = typer.Option(10, "--log-every", min=1, help="log every N steps"),
     save_every_steps: int = typer.Option(0, "--save-every-steps", min=0, help="also checkpoint every N steps"),
-    keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep every epoch's checkpoint, not only latest.pt"),
+    keep_checkpoints: bool = typer.Option(
+        False, "--keep-checkpoints", help="keep every epoch's checkpoint, not only latest.pt"
+    ),
     resume: Optional[str] = typer.Option(None, "--resume", help="latest | PATH of a checkpoint"),
     stop_at_step: Optional[int] = typer.Option(None, "--stop-at-step", help="stop with a checkpoint after this step"),
-    val_split: str = typer.Option("validation", "--val-split", help="split of the per-epoch validation (the eval split when absent)"),
+    val_split: str = typer.Option(
+        "validation", "--val-split", help="split of the per-epoch validation (the eval split when absent)"
+    ),
     eval_split: str = typer.Option("test", "--eval-split", help="split of the final evaluation"),
-    eval_candidates: str = typer.Option("1000,1024", "--eval-candidates", help="candidate pool sizes of the final evaluation"),
+    eval_candidates: str = typer.Option(
+        "1000,1024", "--eval-candidates", help="candidate pool sizes of the final evaluation"
+    ),
     eval_seeds: str = typer.Option("0,1,2", "--eval-seeds", help="seeds of the random test sets"),
     tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard"),
     quiet: bool = typer.Option(False, "--quiet", help="no console log lines"),

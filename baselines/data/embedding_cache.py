@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from baselines.runtime.checkpoint import save_atomic
 
 CACHE_FORMAT = 1
+
+
 def make_key(model, split: str, dataset_fingerprint: str) -> dict:
     """Everything the cached features depend on (JSON-serialisable)."""
     return {
@@ -52,8 +54,9 @@ def cache_path(cache_dir: str | Path, split: str) -> Path:
 
 
 @torch.inference_mode()
-def compute_features(model, loader, device: torch.device, log: Callable[[str], None] | None = None,
-                     what: str = "") -> dict:
+def compute_features(
+    model, loader, device: torch.device, log: Callable[[str], None] | None = None, what: str = ""
+) -> dict:
     """Run both encoders over a DataLoader of ``PairDataset`` rows; features come back on the CPU in fp32."""
     model.eval()
     use_bf16 = device.type == "cuda"
@@ -72,12 +75,13 @@ def compute_features(model, loader, device: torch.device, log: Callable[[str], N
     seconds = time.perf_counter() - t0
     if log is not None and n_done:
         log(f"encoded {n_done} pairs{what} in {seconds:.1f} s ({n_done / max(seconds, 1e-9):.1f} pairs/s)")
-    out = {"raw_v": torch.cat(raw_v) if raw_v else torch.zeros(0),
-           "raw_m": torch.cat(raw_m) if raw_m else torch.zeros(0),
-           "index": torch.cat(index) if index else torch.zeros(0, dtype=torch.long),
-           "seconds": seconds}
+    out = {
+        "raw_v": torch.cat(raw_v) if raw_v else torch.zeros(0),
+        "raw_m": torch.cat(raw_m) if raw_m else torch.zeros(0),
+        "index": torch.cat(index) if index else torch.zeros(0, dtype=torch.long),
+        "seconds": seconds,
+    }
     return out
-
 
 
 def load_cache(path: Path) -> dict | None:
@@ -89,8 +93,14 @@ def load_cache(path: Path) -> dict | None:
         return None
 
 
-def load_or_build(cache_dir: str | Path, split: str, key: dict, build: Callable[[], dict],
-                  log: Callable[[str], None] = print, labels: torch.Tensor | None = None) -> dict:
+def load_or_build(
+    cache_dir: str | Path,
+    split: str,
+    key: dict,
+    build: Callable[[], dict],
+    log: Callable[[str], None] = print,
+    labels: torch.Tensor | None = None,
+) -> dict:
     """Return ``{"raw_v", "raw_m", "labels", "key", ...}`` for one split, from the cache when fresh.
 
     ``build()`` computes ``{"raw_v", "raw_m"}`` in dataset order (or any other named tensors, e.g.
@@ -113,16 +123,27 @@ def load_or_build(cache_dir: str | Path, split: str, key: dict, build: Callable[
     feats = build()
     tensors = {k: v.contiguous() for k, v in feats.items() if isinstance(v, torch.Tensor)}
     rows = len(next(iter(tensors.values()))) if tensors else 0
-    entry = {"key_json": json.dumps(key, sort_keys=True), **tensors,
-             "labels": labels if labels is not None else torch.full((rows,), -1, dtype=torch.long),
-             "encode_seconds": float(feats.get("seconds", 0.0))}
+    entry = {
+        "key_json": json.dumps(key, sort_keys=True),
+        **tensors,
+        "labels": labels if labels is not None else torch.full((rows,), -1, dtype=torch.long),
+        "encode_seconds": float(feats.get("seconds", 0.0)),
+    }
     save_atomic(entry, path)
     return entry
 
 
-def split_features(model, split_ds, split: str, device: torch.device, cache_dir: str | Path | None,
-                   batch_size: int = 64, workers: int = 0, log: Callable[[str], None] = print,
-                   seed: int = 0) -> dict:
+def split_features(
+    model,
+    split_ds,
+    split: str,
+    device: torch.device,
+    cache_dir: str | Path | None,
+    batch_size: int = 64,
+    workers: int = 0,
+    log: Callable[[str], None] = print,
+    seed: int = 0,
+) -> dict:
     """Encoder features of one dataset split: from/into the cache when ``cache_dir`` is set.
 
     Returns ``{"raw_v" [N, Dv], "raw_m" [N, Dm], "labels" [N]}`` on the CPU, in dataset order.
@@ -135,9 +156,15 @@ def split_features(model, split_ds, split: str, device: torch.device, cache_dir:
 
     def build() -> dict:
         dataset = PairDataset(split_ds, model.image_encoder.data_config)
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                            pin_memory=device.type == "cuda", persistent_workers=False,
-                            generator=torch.Generator().manual_seed(seed))
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+            generator=torch.Generator().manual_seed(seed),
+        )
         with torch.random.fork_rng(devices=[]):  # PaSST's mel front-end draws random numbers even in eval
             return compute_features(model, loader, device, log=log, what=f" of '{split}'")
 

@@ -10,8 +10,8 @@ CPU) and dequantised on the device (``mipkit.kinds.yt8m.tfrecords.dequantize``: 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -25,9 +25,9 @@ YT8M_COLUMNS = ("video_id", "rgb", "audio")
 
 @dataclass
 class FrameStore:
-    flat: torch.Tensor      # [F, D] uint8
-    offsets: torch.Tensor   # [N] int64, first frame of each row
-    lengths: torch.Tensor   # [N] int64, frames per row
+    flat: torch.Tensor  # [F, D] uint8
+    offsets: torch.Tensor  # [N] int64, first frame of each row
+    lengths: torch.Tensor  # [N] int64, frames per row
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
@@ -36,7 +36,7 @@ class FrameStore:
     def nbytes(self) -> int:
         return self.flat.numel() + 16 * len(self)
 
-    def to(self, device: torch.device, pin: bool = False) -> "FrameStore":
+    def to(self, device: torch.device, pin: bool = False) -> FrameStore:
         if device.type == "cpu":
             flat = self.flat.pin_memory() if pin and torch.cuda.is_available() else self.flat
             return FrameStore(flat, self.offsets, self.lengths)
@@ -53,8 +53,10 @@ class FrameStore:
 def check_yt8m_split(split_ds, flag: str = "--dataset") -> None:
     missing = [c for c in YT8M_COLUMNS if c not in split_ds.column_names]
     if missing:
-        raise DatasetError(f"{flag}: the split lacks column(s) {', '.join(missing)}; pass a dataset built by "
-                           "`mipkit build yt8m-title` or `yt8m-keyword`")
+        raise DatasetError(
+            f"{flag}: the split lacks column(s) {', '.join(missing)}; pass a dataset built by "
+            "`mipkit build yt8m-title` or `yt8m-keyword`"
+        )
 
 
 def _list_parts(column):
@@ -77,22 +79,24 @@ def load_frames(split_ds, column: str, chunk_rows: int = 4096, log: Callable[[st
     t0 = time.perf_counter()
     lengths = np.zeros(n, dtype=np.int64)
     for start in range(0, n, chunk_rows):
-        outer, inner_off, _ = _list_parts(table[start:start + chunk_rows][column])
+        outer, inner_off, _ = _list_parts(table[start : start + chunk_rows][column])
         bytes_per_row = inner_off[outer[1:]] - inner_off[outer[:-1]]
-        lengths[start:start + len(bytes_per_row)] = bytes_per_row // dim
+        lengths[start : start + len(bytes_per_row)] = bytes_per_row // dim
     empty = np.flatnonzero(lengths == 0)
     if empty.size:
-        raise DatasetError(f"--dataset: {empty.size} row(s) have no '{column}' frames (first: row {int(empty[0])}); "
-                           "rebuild the dataset")
+        raise DatasetError(
+            f"--dataset: {empty.size} row(s) have no '{column}' frames (first: row {int(empty[0])}); "
+            "rebuild the dataset"
+        )
     offsets = (np.cumsum(lengths) - lengths).astype(np.int64)
     flat = torch.empty((int(lengths.sum()), dim), dtype=torch.uint8)
     flat_np = flat.numpy()
     for start in range(0, n, chunk_rows):
-        outer, inner_off, values = _list_parts(table[start:start + chunk_rows][column])
+        outer, inner_off, values = _list_parts(table[start : start + chunk_rows][column])
         a, b = int(inner_off[outer[0]]), int(inner_off[outer[-1]])
         raw = values.to_numpy(zero_copy_only=True)[a:b].reshape(-1, dim)
         first = int(offsets[start])
-        flat_np[first:first + raw.shape[0]] = raw
+        flat_np[first : first + raw.shape[0]] = raw
     if log is not None:
         seconds = time.perf_counter() - t0
         log(f"read {n} rows of '{column}' ({flat.numel() / 2**20:.1f} MiB uint8) in {seconds:.1f} s")

@@ -39,17 +39,22 @@ def load_pair_dataset(spec: str):
     p = Path(spec)
     if p.exists():
         if not (p / "dataset_dict.json").is_file():
-            raise DatasetError(f"--dataset: '{p.name}' is not a saved dataset (no dataset_dict.json); "
-                               "pass the output folder of `mipkit build mipnet`")
+            raise DatasetError(
+                f"--dataset: '{p.name}' is not a saved dataset (no dataset_dict.json); "
+                "pass the output folder of `mipkit build mipnet`"
+            )
         return datasets.load_from_disk(str(p))
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
         try:
             return datasets.load_dataset(spec)
         except Exception as e:  # noqa: BLE001 - offline or unknown id: one line
-            raise DatasetError(f"--dataset: cannot load Hub dataset '{spec}' ({type(e).__name__}); "
-                               "pass a local folder built by `mipkit build mipnet`") from None
-    raise DatasetError(f"--dataset: '{p.name}' not found; pass a folder built by `mipkit build mipnet` "
-                       "or a Hub id (owner/name)")
+            raise DatasetError(
+                f"--dataset: cannot load Hub dataset '{spec}' ({type(e).__name__}); "
+                "pass a local folder built by `mipkit build mipnet`"
+            ) from None
+    raise DatasetError(
+        f"--dataset: '{p.name}' not found; pass a folder built by `mipkit build mipnet` or a Hub id (owner/name)"
+    )
 
 
 def get_split(dataset_dict, split: str, flag: str = "--dataset"):
@@ -136,8 +141,10 @@ class PairDataset(Dataset):
             ds = ds.cast_column("audio", datasets.Audio(decode=False))
         missing = [c for c in ("image", "audio") if c not in ds.column_names]
         if missing:
-            raise DatasetError(f"--dataset: the split lacks column(s) {', '.join(missing)}; "
-                               "pass a dataset built by `mipkit build mipnet`")
+            raise DatasetError(
+                f"--dataset: the split lacks column(s) {', '.join(missing)}; "
+                "pass a dataset built by `mipkit build mipnet`"
+            )
         self.ds = ds.select_columns(["image", "audio"])
         self.labels = labels_of(split_ds)
         self.transform = image_transform(data_config)

@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -51,33 +51,44 @@ def load_set(spec: str, flag: str, split: str):
         try:
             obj = datasets.load_from_disk(str(p))
         except Exception as e:  # noqa: BLE001 - not a saved dataset: one line
-            raise EmotionAlignedError(f"{flag}: '{p.name}' is not a saved dataset ({type(e).__name__}); pass a folder "
-                                      "written by save_to_disk (e.g. `mipkit build audioset-mood`) or a Hub id") from None
+            raise EmotionAlignedError(
+                f"{flag}: '{p.name}' is not a saved dataset ({type(e).__name__}); pass a folder "
+                "written by save_to_disk (e.g. `mipkit build audioset-mood`) or a Hub id"
+            ) from None
         name = p.name
     elif spec.count("/") == 1 and not spec.startswith((".", "/")):
         try:
             obj = datasets.load_dataset(spec)
         except Exception as e:  # noqa: BLE001 - offline or unknown id: one line
-            raise EmotionAlignedError(f"{flag}: cannot load Hub dataset '{spec}' ({type(e).__name__}); "
-                                      "pass a local dataset folder") from None
+            raise EmotionAlignedError(
+                f"{flag}: cannot load Hub dataset '{spec}' ({type(e).__name__}); pass a local dataset folder"
+            ) from None
         name = spec
     else:
-        raise EmotionAlignedError(f"{flag}: '{p.name}' not found; pass a dataset folder (load_from_disk) or a Hub id (owner/name)")
+        raise EmotionAlignedError(
+            f"{flag}: '{p.name}' not found; pass a dataset folder (load_from_disk) or a Hub id (owner/name)"
+        )
     if isinstance(obj, (datasets.DatasetDict, dict)):
         if split not in obj:
-            raise EmotionAlignedError(f"{flag}: the dataset has no split '{split}' (it has {', '.join(obj)}); "
-                                      f"choose one with {'--image-split' if flag == '--images' else '--music-split'}")
+            raise EmotionAlignedError(
+                f"{flag}: the dataset has no split '{split}' (it has {', '.join(obj)}); "
+                f"choose one with {'--image-split' if flag == '--images' else '--music-split'}"
+            )
         ds, used = obj[split], split
     else:
         ds, used = obj, None
     if len(ds) == 0:
-        raise EmotionAlignedError(f"{flag}: the set is empty{f' (split {used!r})' if used else ''}; choose another split")
+        raise EmotionAlignedError(
+            f"{flag}: the set is empty{f' (split {used!r})' if used else ''}; choose another split"
+        )
     return ds, name, used
 
 
 def _require_column(ds, column: str, flag: str, kinds: tuple, what: str, hint: str) -> None:
     if column not in ds.column_names:
-        raise EmotionAlignedError(f"{flag}: the dataset has no '{column}' column (it has {', '.join(ds.column_names)}); {hint}")
+        raise EmotionAlignedError(
+            f"{flag}: the dataset has no '{column}' column (it has {', '.join(ds.column_names)}); {hint}"
+        )
     feature = ds.features[column]
     if not isinstance(feature, kinds) and not (isinstance(feature, dict) and "bytes" in feature):
         raise EmotionAlignedError(f"{flag}: column '{column}' is {type(feature).__name__}, not {what}; {hint}")
@@ -88,14 +99,18 @@ def column_labels(ds, column: str, flag: str, hint: str) -> list[str | None]:
     import datasets
 
     if column not in ds.column_names:
-        raise EmotionAlignedError(f"{flag}: the dataset has no label column '{column}' (it has {', '.join(ds.column_names)}); {hint}")
+        raise EmotionAlignedError(
+            f"{flag}: the dataset has no label column '{column}' (it has {', '.join(ds.column_names)}); {hint}"
+        )
     feature = ds.features[column]
     values = list(ds.select_columns([column])[column])
     if isinstance(feature, datasets.ClassLabel):
         return [None if v is None or v < 0 else feature.names[int(v)] for v in values]
     if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
         return [v.strip() if isinstance(v, str) and v.strip() else None for v in values]
-    raise EmotionAlignedError(f"{flag}: label column '{column}' is {feature!r}; it must be a ClassLabel or a string column")
+    raise EmotionAlignedError(
+        f"{flag}: label column '{column}' is {feature!r}; it must be a ClassLabel or a string column"
+    )
 
 
 class _Rows(Dataset):
@@ -135,8 +150,16 @@ def _encode(encoder, loader, device: torch.device, log, what: str) -> dict:
     return {"raw": torch.cat(feats) if feats else torch.zeros(0, encoder.out_dim), "seconds": seconds}
 
 
-def set_features(model, ds, modality: str, device: torch.device, cache_dir: str | Path | None,
-                 batch_size: int = 64, workers: int = 0, log: Callable[[str], None] = print) -> torch.Tensor:
+def set_features(
+    model,
+    ds,
+    modality: str,
+    device: torch.device,
+    cache_dir: str | Path | None,
+    batch_size: int = 64,
+    workers: int = 0,
+    log: Callable[[str], None] = print,
+) -> torch.Tensor:
     """Frozen-encoder features ``[N, D]`` (CPU, fp32, set order) of one modality, via the embedding cache."""
     from baselines.data.pairs import decode_audio, decode_image, fingerprint, image_transform
 
@@ -149,8 +172,9 @@ def set_features(model, ds, modality: str, device: torch.device, cache_dir: str 
 
     def build() -> dict:
         model.eval()
-        loader = DataLoader(rows, batch_size=batch_size, shuffle=False, num_workers=workers,
-                            pin_memory=device.type == "cuda")
+        loader = DataLoader(
+            rows, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda"
+        )
         return _encode(encoder, loader, device, log, modality)
 
     if cache_dir is None or not model.encoders_frozen:
@@ -158,8 +182,14 @@ def set_features(model, ds, modality: str, device: torch.device, cache_dir: str 
     from baselines.data.embedding_cache import load_or_build
 
     fp = fingerprint(ds)
-    key = {"format": 1, "kind": f"emotion_aligned_{modality}", "dataset_fingerprint": fp,
-           "encoder": encoder.name, "weights": encoder.weights_id, "preprocessing": encoder.preprocessing()}
+    key = {
+        "format": 1,
+        "kind": f"emotion_aligned_{modality}",
+        "dataset_fingerprint": fp,
+        "encoder": encoder.name,
+        "weights": encoder.weights_id,
+        "preprocessing": encoder.preprocessing(),
+    }
     name = f"aligned_{modality}_{hashlib.sha1(fp.encode()).hexdigest()[:12]}"
     return load_or_build(cache_dir, name, key, build, log=log)["raw"]
 
@@ -170,7 +200,7 @@ def project(model, raw: torch.Tensor, modality: str, device: torch.device, chunk
     model.eval()
     out = []
     for start in range(0, raw.shape[0], chunk):
-        part = raw[start:start + chunk].to(device)
+        part = raw[start : start + chunk].to(device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             v, m = model.project(raw_v=part) if modality == "images" else model.project(raw_m=part)
         out.append((v if modality == "images" else m).float().cpu())
@@ -189,14 +219,16 @@ def _mapping(name: str | None):
         raise EmotionAlignedError(f"--mapping: {e}") from None
 
 
-def align_labels(image_labels: list[str | None], music_labels: list[str | None], mapping,
-                 music_names: list[str] | None = None) -> dict:
+def align_labels(
+    image_labels: list[str | None], music_labels: list[str | None], mapping, music_names: list[str] | None = None
+) -> dict:
     """Class indices in the music label set for both sets (-1: unlabelled / no counterpart).
 
     ``music_names`` (the music ClassLabel's names) fixes the class order; otherwise the sorted
     distinct music labels. With a mapping, music names are normalised through its target taxonomy
     (so display names such as "Happy music" match); without, names compare case-insensitively.
     """
+
     def music_key(label: str) -> str:
         if mapping is not None:
             try:
@@ -205,7 +237,7 @@ def align_labels(image_labels: list[str | None], music_labels: list[str | None],
                 pass
         return label.strip().lower()
 
-    names = music_names if music_names is not None else sorted({l for l in music_labels if l is not None})
+    names = music_names if music_names is not None else sorted({label for label in music_labels if label is not None})
     vocab: dict[str, int] = {}
     classes: list[str] = []
     for name in names:
@@ -213,7 +245,7 @@ def align_labels(image_labels: list[str | None], music_labels: list[str | None],
         if key not in vocab:
             vocab[key] = len(classes)
             classes.append(key)
-    music = [-1 if l is None else vocab.get(music_key(l), -1) for l in music_labels]
+    music = [-1 if label is None else vocab.get(music_key(label), -1) for label in music_labels]
     image, unlabelled, skipped = [], 0, Counter()
     for label in image_labels:
         if label is None:
@@ -231,9 +263,13 @@ def align_labels(image_labels: list[str | None], music_labels: list[str | None],
         if index < 0:
             skipped[label] += 1
         image.append(index)
-    return {"classes": classes, "image": torch.tensor(image, dtype=torch.long),
-            "music": torch.tensor(music, dtype=torch.long), "image_unlabelled": unlabelled,
-            "image_skipped_labels": dict(sorted(skipped.items()))}
+    return {
+        "classes": classes,
+        "image": torch.tensor(image, dtype=torch.long),
+        "music": torch.tensor(music, dtype=torch.long),
+        "image_unlabelled": unlabelled,
+        "image_skipped_labels": dict(sorted(skipped.items())),
+    }
 
 
 def chance_p1(query_labels: torch.Tensor, candidate_labels: torch.Tensor) -> float:
@@ -262,22 +298,36 @@ def aligned_metrics(v: torch.Tensor, m: torch.Tensor, image_labels: torch.Tensor
         "i2m": label_metrics(sim, image_labels, music_labels),
         "m2i": label_metrics(sim.T, music_labels, image_labels),
         "chance": {"i2m": chance_p1(image_labels, music_labels), "m2i": chance_p1(music_labels, image_labels)},
-        "queries": {"i2m": counted_queries(image_labels, music_labels), "m2i": counted_queries(music_labels, image_labels)},
+        "queries": {
+            "i2m": counted_queries(image_labels, music_labels),
+            "m2i": counted_queries(music_labels, image_labels),
+        },
     }
 
 
 # ---------------------------------------------------------------------------- the command
-def evaluate_emotion_aligned(run_dir: str | Path, images: str, music: str, split: str = "test",
-                             image_split: str | None = None, music_split: str | None = None,
-                             image_label_column: str = "emotion", mapping: str | None = "none",
-                             checkpoint: str = "latest", device: str = "auto", batch_size: int = 64,
-                             workers: int = 0, log: Callable[[str], None] = print,
-                             image_weights: str | None = None, music_weights: str | None = None) -> dict:
+def evaluate_emotion_aligned(
+    run_dir: str | Path,
+    images: str,
+    music: str,
+    split: str = "test",
+    image_split: str | None = None,
+    music_split: str | None = None,
+    image_label_column: str = "emotion",
+    mapping: str | None = "none",
+    checkpoint: str = "latest",
+    device: str = "auto",
+    batch_size: int = 64,
+    workers: int = 0,
+    log: Callable[[str], None] = print,
+    image_weights: str | None = None,
+    music_weights: str | None = None,
+) -> dict:
     """Evaluate an HG-CLIM run on an unpaired image set and music set; write ``RUN/eval_emotion_aligned.json``."""
     import datasets
 
-    from baselines.runtime.checkpoint import CheckpointError
     from baselines.eval.retrieval import _jsonable
+    from baselines.runtime.checkpoint import CheckpointError
     from baselines.runtime.config import resolve_device
     from baselines.tasks.hgclim import load_run_model, run_cache_dir
 
@@ -288,32 +338,50 @@ def evaluate_emotion_aligned(run_dir: str | Path, images: str, music: str, split
     config = json.loads(config_path.read_text(encoding="utf-8"))
     task = config.get("task") or "hgclim"
     if task != "hgclim":
-        raise EmotionAlignedError(f"RUN: '{run_dir.name}' is a {task} run; --emotion-aligned evaluates HG-CLIM "
-                                  "(image-music) runs only")
+        raise EmotionAlignedError(
+            f"RUN: '{run_dir.name}' is a {task} run; --emotion-aligned evaluates HG-CLIM (image-music) runs only"
+        )
     mapping_table = _mapping(mapping)
 
     # every input check before the model is built
     image_ds, image_name, image_used = load_set(images, "--images", image_split or split)
     music_ds, music_name, music_used = load_set(music, "--music", music_split or split)
-    _require_column(image_ds, "image", "--images", (datasets.Image,), "an image column",
-                    "pass an image dataset with an 'image' column")
-    _require_column(music_ds, "audio", "--music", (datasets.Audio,), "an audio column",
-                    "pass a music dataset with an 'audio' column (e.g. `mipkit build audioset-mood`)")
+    _require_column(
+        image_ds,
+        "image",
+        "--images",
+        (datasets.Image,),
+        "an image column",
+        "pass an image dataset with an 'image' column",
+    )
+    _require_column(
+        music_ds,
+        "audio",
+        "--music",
+        (datasets.Audio,),
+        "an audio column",
+        "pass a music dataset with an 'audio' column (e.g. `mipkit build audioset-mood`)",
+    )
     img_labels = column_labels(image_ds, image_label_column, "--images", "name it with --image-label-column")
-    mus_labels = column_labels(music_ds, MUSIC_LABEL_COLUMN, "--music",
-                               "the music set needs an 'emotion' column (e.g. `mipkit build audioset-mood`)")
+    mus_labels = column_labels(
+        music_ds,
+        MUSIC_LABEL_COLUMN,
+        "--music",
+        "the music set needs an 'emotion' column (e.g. `mipkit build audioset-mood`)",
+    )
     feature = music_ds.features[MUSIC_LABEL_COLUMN]
     aligned = align_labels(img_labels, mus_labels, mapping_table, list(getattr(feature, "names", None) or []) or None)
     if not bool((aligned["music"] >= 0).any()):
         raise EmotionAlignedError("--music: no clip has an emotion label; label the set first (`mipkit label`)")
     mapping_name = "none" if mapping_table is None else mapping_table.name
     if not bool((aligned["image"] >= 0).any()):
-        seen = sorted({l for l in img_labels if l is not None})
+        seen = sorted({label for label in img_labels if label is not None})
         shown = ", ".join(seen[:8]) + (", …" if len(seen) > 8 else "") if seen else "none: every image is unlabelled"
         raise EmotionAlignedError(
             f"--images: no image label maps to a music label with --mapping {mapping_name} (image labels: {shown}; "
             f"music labels: {', '.join(aligned['classes'])}); pass --mapping emoclim_image_to_music or a mapping "
-            ".toml, or another --image-label-column")
+            ".toml, or another --image-label-column"
+        )
 
     dev = resolve_device(device)
     model, step = load_run_model(run_dir, config, checkpoint, dev, image_weights, music_weights)
@@ -325,16 +393,28 @@ def evaluate_emotion_aligned(run_dir: str | Path, images: str, music: str, split
     classes = aligned["classes"]
     n_unmapped = sum(aligned["image_skipped_labels"].values())
     result = {
-        "run": run_dir.name, "checkpoint_step": step, "task": "emotion_aligned",
-        "images": image_name, "image_split": image_used, "image_label_column": image_label_column,
-        "music": music_name, "music_split": music_used, "mapping": mapping_name,
-        "counts": {"images": len(image_ds), "music": len(music_ds),
-                   "skipped": aligned["image_unlabelled"] + n_unmapped,
-                   "skipped_unmapped": n_unmapped, "skipped_unlabelled": aligned["image_unlabelled"],
-                   "music_unlabelled": int((aligned["music"] < 0).sum())},
+        "run": run_dir.name,
+        "checkpoint_step": step,
+        "task": "emotion_aligned",
+        "images": image_name,
+        "image_split": image_used,
+        "image_label_column": image_label_column,
+        "music": music_name,
+        "music_split": music_used,
+        "mapping": mapping_name,
+        "counts": {
+            "images": len(image_ds),
+            "music": len(music_ds),
+            "skipped": aligned["image_unlabelled"] + n_unmapped,
+            "skipped_unmapped": n_unmapped,
+            "skipped_unlabelled": aligned["image_unlabelled"],
+            "music_unlabelled": int((aligned["music"] < 0).sum()),
+        },
         "skipped_labels": aligned["image_skipped_labels"],
-        "classes": {name: {"images": int((aligned["image"] == i).sum()), "music": int((aligned["music"] == i).sum())}
-                    for i, name in enumerate(classes)},
+        "classes": {
+            name: {"images": int((aligned["image"] == i).sum()), "music": int((aligned["music"] == i).sum())}
+            for i, name in enumerate(classes)
+        },
         **metrics,
     }
     (run_dir / RESULT_FILE).write_text(json.dumps(_jsonable(result), indent=2) + "\n", encoding="utf-8")
@@ -359,7 +439,10 @@ def render_table(result: dict):
     table.add_row("queries counted", str(result["queries"]["i2m"]), str(result["queries"]["m2i"]))
     c = result["counts"]
     skipped = ", ".join(f"{k} {n}" for k, n in result["skipped_labels"].items())
-    table.caption = (f"{c['images']} images, {c['music']} music clips, mapping {result['mapping']}; "
-                     f"{c['skipped']} images skipped ({c['skipped_unlabelled']} unlabelled"
-                     + (f"; no counterpart: {skipped}" if skipped else "") + ")")
+    table.caption = (
+        f"{c['images']} images, {c['music']} music clips, mapping {result['mapping']}; "
+        f"{c['skipped']} images skipped ({c['skipped_unlabelled']} unlabelled"
+        + (f"; no counterpart: {skipped}" if skipped else "")
+        + ")"
+    )
     return table

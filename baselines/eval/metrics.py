@@ -14,7 +14,8 @@ single queries) and return python floats.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -56,10 +57,12 @@ def instance_ranks(sim: Any, chunk_size: int = 1024, ties: str = "mean") -> Tens
     sim = _as_tensor(sim)
     _check_finite(sim)
     if sim.ndim != 2 or sim.shape[1] < sim.shape[0]:
-        raise ValueError(f"sim must be [n_queries, n_candidates] with n_candidates >= n_queries, got {tuple(sim.shape)}")
+        raise ValueError(
+            f"sim must be [n_queries, n_candidates] with n_candidates >= n_queries, got {tuple(sim.shape)}"
+        )
     ranks = []
     for start in range(0, sim.shape[0], chunk_size):
-        block = sim[start:start + chunk_size]
+        block = sim[start : start + chunk_size]
         rows = torch.arange(block.shape[0], device=block.device)
         true_score = block[rows, rows + start][:, None]
         higher = (block > true_score).sum(dim=1)
@@ -100,8 +103,9 @@ def instance_metrics(sim: Any, chunk_size: int = 1024, ties: str = "mean") -> di
     }
 
 
-def label_metrics(sim: Any, query_labels: Any, candidate_labels: Any, ks: Sequence[int] = (1, 5),
-                  chunk_size: int = 1024) -> dict[str, float]:
+def label_metrics(
+    sim: Any, query_labels: Any, candidate_labels: Any, ks: Sequence[int] = (1, 5), chunk_size: int = 1024
+) -> dict[str, float]:
     """Label-aligned (emotion) retrieval, class-macro-averaged (EMO-CLIM protocol).
 
     Relevant: ``candidate_labels[j] == query_labels[i]``. Per query, over the candidates sorted by
@@ -119,15 +123,17 @@ def label_metrics(sim: Any, query_labels: Any, candidate_labels: Any, ks: Sequen
     query_labels = _as_tensor(query_labels).to(device=device, dtype=torch.long).reshape(-1)
     candidate_labels = _as_tensor(candidate_labels).to(device=device, dtype=torch.long).reshape(-1)
     if sim.ndim != 2 or sim.shape != (query_labels.numel(), candidate_labels.numel()):
-        raise ValueError(f"sim {tuple(sim.shape)} does not match {query_labels.numel()} query and "
-                         f"{candidate_labels.numel()} candidate labels")
+        raise ValueError(
+            f"sim {tuple(sim.shape)} does not match {query_labels.numel()} query and "
+            f"{candidate_labels.numel()} candidate labels"
+        )
     names = [f"p@{k}" for k in ks] + ["mrr", "map"]
     per_query: dict[str, list[Tensor]] = {name: [] for name in names}
     kept_labels: list[Tensor] = []
     positions = torch.arange(1, sim.shape[1] + 1, device=device, dtype=torch.float64)
     for start in range(0, sim.shape[0], chunk_size):
-        block_labels = query_labels[start:start + chunk_size]
-        order = torch.sort(sim[start:start + chunk_size], dim=1, descending=True, stable=True).indices
+        block_labels = query_labels[start : start + chunk_size]
+        order = torch.sort(sim[start : start + chunk_size], dim=1, descending=True, stable=True).indices
         relevant = candidate_labels[order] == block_labels[:, None]
         n_relevant = relevant.sum(dim=1)
         keep = (block_labels >= 0) & (n_relevant > 0)
@@ -152,9 +158,15 @@ def label_metrics(sim: Any, query_labels: Any, candidate_labels: Any, ks: Sequen
     return result
 
 
-def retrieval_report(query_emb: Any, cand_emb: Any, query_labels: Optional[Any] = None,
-                     cand_labels: Optional[Any] = None, normalize: bool = True,
-                     chunk_size: int = 1024, ks: Sequence[int] = (1, 5)) -> dict[str, dict[str, float]]:
+def retrieval_report(
+    query_emb: Any,
+    cand_emb: Any,
+    query_labels: Optional[Any] = None,
+    cand_labels: Optional[Any] = None,
+    normalize: bool = True,
+    chunk_size: int = 1024,
+    ks: Sequence[int] = (1, 5),
+) -> dict[str, dict[str, float]]:
     """Both retrieval directions for paired embeddings (row i of each is a true pair).
 
     ``sim = query_emb @ cand_emb.T`` in fp32 (cosine if ``normalize``); ``i2m`` ranks rows of
@@ -178,8 +190,9 @@ def retrieval_report(query_emb: Any, cand_emb: Any, query_labels: Optional[Any] 
     return report
 
 
-def pooled_instance_metrics(sim: Any, n_candidates: int = 1000, seeds: Sequence[int] = (0, 1, 2),
-                            chunk_size: int = 1024) -> dict[str, Any]:
+def pooled_instance_metrics(
+    sim: Any, n_candidates: int = 1000, seeds: Sequence[int] = (0, 1, 2), chunk_size: int = 1024
+) -> dict[str, Any]:
     """The papers' protocol: per seed, a random test subset of ``n_candidates`` pairs.
 
     For each seed, ``idx = randperm(N)[:n_candidates]`` (torch CPU generator seeded with the seed,

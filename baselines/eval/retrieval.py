@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -24,15 +24,16 @@ from baselines.eval.metrics import instance_metrics, instance_ranks, label_metri
 
 
 @torch.inference_mode()
-def project_features(model, raw_v: torch.Tensor, raw_m: torch.Tensor, device: torch.device,
-                     chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+def project_features(
+    model, raw_v: torch.Tensor, raw_m: torch.Tensor, device: torch.device, chunk: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Projected, L2-normalised embeddings (fp32) of cached encoder features, in eval mode."""
     was_training = model.training
     model.eval()
     vs, ms = [], []
     for start in range(0, raw_v.shape[0], chunk):
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            v, m = model.project(raw_v[start:start + chunk].to(device), raw_m[start:start + chunk].to(device))
+            v, m = model.project(raw_v[start : start + chunk].to(device), raw_m[start : start + chunk].to(device))
         vs.append(v.float())
         ms.append(m.float())
     model.train(was_training)
@@ -49,7 +50,9 @@ def directions_of(result: dict) -> tuple[str, str]:
     return ("v2m", "m2v") if "v2m" in result else ("i2m", "m2i")
 
 
-def validation_metrics(v: torch.Tensor, m: torch.Tensor, directions: tuple[str, str] = ("i2m", "m2i")) -> dict[str, float]:
+def validation_metrics(
+    v: torch.Tensor, m: torch.Tensor, directions: tuple[str, str] = ("i2m", "m2i")
+) -> dict[str, float]:
     """The per-epoch validation numbers: MRR, R@1 and R@10 in both directions (flat keys; none for an empty split)."""
     sim = v.float() @ m.float().T
     out = {}
@@ -62,17 +65,29 @@ def validation_metrics(v: torch.Tensor, m: torch.Tensor, directions: tuple[str, 
     return out
 
 
-def pools(sim: torch.Tensor, candidates: Sequence[int], seeds: Sequence[int],
-          directions: tuple[str, str] = ("v2m", "m2v")) -> dict:
+def pools(
+    sim: torch.Tensor, candidates: Sequence[int], seeds: Sequence[int], directions: tuple[str, str] = ("v2m", "m2v")
+) -> dict:
     """The papers' protocol for several pool sizes: ``{str(n): {candidates, seeds, <dir>: pooled}}``."""
-    return {str(int(n)): {"candidates": int(n), "seeds": [int(s) for s in seeds],
-                          directions[0]: pooled_instance_metrics(sim, int(n), seeds),
-                          directions[1]: pooled_instance_metrics(sim.T, int(n), seeds)} for n in candidates}
+    return {
+        str(int(n)): {
+            "candidates": int(n),
+            "seeds": [int(s) for s in seeds],
+            directions[0]: pooled_instance_metrics(sim, int(n), seeds),
+            directions[1]: pooled_instance_metrics(sim.T, int(n), seeds),
+        }
+        for n in candidates
+    }
 
 
-def retrieval_metrics(v: torch.Tensor, m: torch.Tensor, labels: torch.Tensor | None = None,
-                      emotion_names: Sequence[str] | None = None, candidates: int | None = None,
-                      seeds: Sequence[int] = (0, 1, 2)) -> dict:
+def retrieval_metrics(
+    v: torch.Tensor,
+    m: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    emotion_names: Sequence[str] | None = None,
+    candidates: int | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+) -> dict:
     """All evaluation numbers of paired image-music embeddings (row i of ``v`` and of ``m`` is a true pair)."""
     sim = v.float() @ m.float().T
     result: dict = {"n_pairs": int(sim.shape[0])}
@@ -93,15 +108,17 @@ def retrieval_metrics(v: torch.Tensor, m: torch.Tensor, labels: torch.Tensor | N
             }
     if candidates:
         result["pooled"] = {
-            "candidates": int(candidates), "seeds": [int(s) for s in seeds],
+            "candidates": int(candidates),
+            "seeds": [int(s) for s in seeds],
             "i2m": pooled_instance_metrics(sim, candidates, seeds),
             "m2i": pooled_instance_metrics(sim.T, candidates, seeds),
         }
     return result
 
 
-def plot_retrieval(v: torch.Tensor, m: torch.Tensor, out_png: str | Path, title: str = "",
-                   directions: tuple[str, str] = ("i2m", "m2i")) -> Path:
+def plot_retrieval(
+    v: torch.Tensor, m: torch.Tensor, out_png: str | Path, title: str = "", directions: tuple[str, str] = ("i2m", "m2i")
+) -> Path:
     """R@k curves (both directions) and a histogram of the true match's rank."""
     import matplotlib
 
@@ -149,8 +166,7 @@ def render_table(result: dict, title: str = "retrieval"):
         table.add_row(key, fmt.format(result[d1][key]), fmt.format(result[d2][key]))
     if result.get("emotion"):
         for key in ("p@1", "p@5", "mrr", "map"):
-            table.add_row(f"emotion {key}", f"{result['emotion'][d1][key]:.4f}",
-                          f"{result['emotion'][d2][key]:.4f}")
+            table.add_row(f"emotion {key}", f"{result['emotion'][d1][key]:.4f}", f"{result['emotion'][d2][key]:.4f}")
     pooled = [result["pooled"]] if result.get("pooled") else list((result.get("pools") or {}).values())
     for pool in pooled:
         for key in ("r@1", "r@5", "r@10", "mrr", "median_rank"):
@@ -158,7 +174,8 @@ def render_table(result: dict, title: str = "retrieval"):
             cells = [fmt.format(pool[d]["mean"][key], pool[d]["std"][key]) for d in (d1, d2)]
             table.add_row(f"{key} (from {pool['candidates']}, {len(pool['seeds'])} sets)", *cells)
     table.caption = f"{result['n_pairs']} pairs" + (
-        "; pools larger than the split use every pair" if any(p[d1]["used_all_pairs"] for p in pooled) else "")
+        "; pools larger than the split use every pair" if any(p[d1]["used_all_pairs"] for p in pooled) else ""
+    )
     return table
 
 
@@ -176,16 +193,30 @@ def write_eval(run_dir: str | Path, split: str, result: dict, v: torch.Tensor, m
     run_dir = Path(run_dir)
     json_path = run_dir / f"eval_{split}.json"
     json_path.write_text(json.dumps(_jsonable(result), indent=2) + "\n", encoding="utf-8")
-    png_path = plot_retrieval(v, m, run_dir / f"eval_{split}.png", title=f"{result.get('dataset', '')} {split}".strip(),
-                              directions=directions_of(result))
+    png_path = plot_retrieval(
+        v,
+        m,
+        run_dir / f"eval_{split}.png",
+        title=f"{result.get('dataset', '')} {split}".strip(),
+        directions=directions_of(result),
+    )
     return json_path, png_path
 
 
-def evaluate_model(model, dataset_dict, split: str, device: torch.device, cache_dir: str | Path | None,
-                   batch_size: int = 64, workers: int = 0, candidates: int | None = None,
-                   seeds: Sequence[int] = (0, 1, 2), log: Callable[[str], None] = print) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    from baselines.data.pairs import emotion_names, get_split
+def evaluate_model(
+    model,
+    dataset_dict,
+    split: str,
+    device: torch.device,
+    cache_dir: str | Path | None,
+    batch_size: int = 64,
+    workers: int = 0,
+    candidates: int | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+    log: Callable[[str], None] = print,
+) -> tuple[dict, torch.Tensor, torch.Tensor]:
     from baselines.data.embedding_cache import split_features
+    from baselines.data.pairs import emotion_names, get_split
 
     split_ds = get_split(dataset_dict, split, flag="--split")
     if len(split_ds) == 0:
@@ -199,9 +230,19 @@ def evaluate_model(model, dataset_dict, split: str, device: torch.device, cache_
     return result, v.cpu(), m.cpu()
 
 
-def evaluate_run(run_dir: str | Path, dataset: str | None, split: str = "test", checkpoint: str = "latest",
-                 candidates=None, seeds: Sequence[int] = (0, 1, 2), device: str = "auto",
-                 batch_size: int = 64, workers: int = 0, log: Callable[[str], None] = print, **overrides) -> dict:
+def evaluate_run(
+    run_dir: str | Path,
+    dataset: str | None,
+    split: str = "test",
+    checkpoint: str = "latest",
+    candidates=None,
+    seeds: Sequence[int] = (0, 1, 2),
+    device: str = "auto",
+    batch_size: int = 64,
+    workers: int = 0,
+    log: Callable[[str], None] = print,
+    **overrides,
+) -> dict:
     """Rebuild a run's model from ``RUN/config.json`` + a checkpoint and evaluate one split.
 
     Dispatches on the config's ``task`` (runs written before tasks existed are HG-CLIM);
@@ -217,6 +258,17 @@ def evaluate_run(run_dir: str | Path, dataset: str | None, split: str = "test", 
         raise CheckpointError(f"RUN: '{run_dir.name}' has no config.json; pass the --out folder of a training run")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     module = task_module(config.get("task") or "hgclim")
-    return module.evaluate_run(run_dir, config, dataset or config["dataset"], split, checkpoint,
-                               resolve_device(device), candidates=candidates, seeds=seeds, batch_size=batch_size,
-                               workers=workers, log=log, **{k: v for k, v in overrides.items() if v is not None})
+    return module.evaluate_run(
+        run_dir,
+        config,
+        dataset or config["dataset"],
+        split,
+        checkpoint,
+        resolve_device(device),
+        candidates=candidates,
+        seeds=seeds,
+        batch_size=batch_size,
+        workers=workers,
+        log=log,
+        **{k: v for k, v in overrides.items() if v is not None},
+    )

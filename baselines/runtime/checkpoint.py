@@ -32,8 +32,13 @@ def rng_state() -> dict:
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gauss": float(np_state[4])},
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gauss": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -65,8 +70,10 @@ def load_model_state(model: torch.nn.Module, state: dict) -> None:
     frozen = model.frozen_param_names() if hasattr(model, "frozen_param_names") else set()
     missing = [k for k in result.missing_keys if k not in frozen]
     if missing or result.unexpected_keys:
-        raise CheckpointError(f"checkpoint does not fit the model (missing {missing[:5]}, "
-                              f"unexpected {result.unexpected_keys[:5]}); was it trained with other options?")
+        raise CheckpointError(
+            f"checkpoint does not fit the model (missing {missing[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}); was it trained with other options?"
+        )
 
 
 def save_atomic(obj, path: str | Path) -> Path:
@@ -92,8 +99,9 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"cannot read checkpoint '{path.name}' ({type(e).__name__}); "
-                              "pass another --resume/--checkpoint") from None
+        raise CheckpointError(
+            f"cannot read checkpoint '{path.name}' ({type(e).__name__}); pass another --resume/--checkpoint"
+        ) from None
 
 
 def resolve_checkpoint(run_dir: str | Path, which: str, flag: str = "--resume") -> Path:
@@ -101,8 +109,10 @@ def resolve_checkpoint(run_dir: str | Path, which: str, flag: str = "--resume") 
     if which == "latest":
         path = checkpoint_dir(run_dir) / LATEST
         if not path.is_file():
-            raise CheckpointError(f"{flag} latest: the run folder '{Path(run_dir).name}' has no checkpoint yet; "
-                                  "train first or pass a checkpoint file")
+            raise CheckpointError(
+                f"{flag} latest: the run folder '{Path(run_dir).name}' has no checkpoint yet; "
+                "train first or pass a checkpoint file"
+            )
         return path
     path = Path(which)
     if not path.is_file():

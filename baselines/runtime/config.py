@@ -25,9 +25,25 @@ from mipkit.core.errors import MipkitError
 
 # Options that may differ between the run that wrote a checkpoint and the run resuming from it
 # (a task adds its own, e.g. weights file locations).
-RESUME_MAY_CHANGE = frozenset({"resume", "stop_at_step", "device", "workers", "encode_batch_size", "log_every",
-                               "save_every_steps", "keep_checkpoints", "quiet", "tensorboard", "compile", "epochs",
-                               "dataset", "out", "cache_dir"})
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "resume",
+        "stop_at_step",
+        "device",
+        "workers",
+        "encode_batch_size",
+        "log_every",
+        "save_every_steps",
+        "keep_checkpoints",
+        "quiet",
+        "tensorboard",
+        "compile",
+        "epochs",
+        "dataset",
+        "out",
+        "cache_dir",
+    }
+)
 
 
 class TrainError(MipkitError):
@@ -43,7 +59,7 @@ class RunConfig:
     task: str = ""
     # optimisation
     epochs: int = 30
-    batch_size: int = 256          # per process; the global batch is batch_size * world size
+    batch_size: int = 256  # per process; the global batch is batch_size * world size
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup_steps: int | None = None  # default: 5% of the total steps
@@ -52,14 +68,14 @@ class RunConfig:
     device: str = "auto"
     seed: int = 0
     cache: bool = True
-    cache_dir: str | None = None     # default RUN/cache
+    cache_dir: str | None = None  # default RUN/cache
     compile: bool = False
     workers: int = 4
     encode_batch_size: int = 64
     log_every: int = 10
-    save_every_steps: int = 0        # 0: checkpoint at the end of every epoch only
-    keep_checkpoints: bool = False   # also keep checkpoints/epoch_NNN.pt (latest.pt is always written)
-    resume: str | None = None        # "latest" or a checkpoint path
+    save_every_steps: int = 0  # 0: checkpoint at the end of every epoch only
+    keep_checkpoints: bool = False  # also keep checkpoints/epoch_NNN.pt (latest.pt is always written)
+    resume: str | None = None  # "latest" or a checkpoint path
     stop_at_step: int | None = None  # stop (with a checkpoint) after this global step
     eval_split: str = "test"
     tensorboard: bool = True
@@ -100,7 +116,9 @@ class InterIntraOptions:
     def intra_loss(self):
         from baselines.losses import IntraModalLoss
 
-        return IntraModalLoss(self.intra_distance, w_r=self.intra_w_r, w_c=self.intra_w_c, kl_temperature=self.intra_kl_temperature)
+        return IntraModalLoss(
+            self.intra_distance, w_r=self.intra_w_r, w_c=self.intra_w_c, kl_temperature=self.intra_kl_temperature
+        )
 
 
 @dataclass
@@ -164,15 +182,18 @@ def gather_rng(env: DistEnv) -> list:
 def check_resume_config(saved: dict, current: dict, may_change: frozenset = RESUME_MAY_CHANGE) -> None:
     changed = sorted(k for k in current if k not in may_change and k in saved and saved[k] != current[k])
     if changed:
-        raise CheckpointError(f"--resume: the checkpoint was trained with other options ({', '.join(changed)}); "
-                              "resume with the same options or start a new --out")
+        raise CheckpointError(
+            f"--resume: the checkpoint was trained with other options ({', '.join(changed)}); "
+            "resume with the same options or start a new --out"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
 # Optimizer, schedule, data order
 # --------------------------------------------------------------------------------------------------
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, encoder_prefixes: tuple = (),
-                    encoder_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, encoder_prefixes: tuple = (), encoder_lr_scale: float = 1.0
+) -> torch.optim.Optimizer:
     """AdamW; gains, biases and the temperature (ndim < 2) get no weight decay; encoder stages a lower lr."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
@@ -181,9 +202,14 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float, encoder_pr
         encoder = bool(encoder_prefixes) and name.startswith(encoder_prefixes)
         decay = p.ndim >= 2 and "pos_embed" not in name and "token" not in name
         groups.setdefault((encoder, decay), []).append(p)
-    param_groups = [{"params": params, "lr": lr * (encoder_lr_scale if encoder else 1.0),
-                     "weight_decay": weight_decay if decay else 0.0}
-                    for (encoder, decay), params in sorted(groups.items())]
+    param_groups = [
+        {
+            "params": params,
+            "lr": lr * (encoder_lr_scale if encoder else 1.0),
+            "weight_decay": weight_decay if decay else 0.0,
+        }
+        for (encoder, decay), params in sorted(groups.items())
+    ]
     return torch.optim.AdamW(param_groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
 
 
@@ -206,7 +232,7 @@ def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
 def rank_batch(order: torch.Tensor, step_in_epoch: int, batch_size: int, env: DistEnv) -> torch.Tensor:
     """Rank ``r``'s share of global batch ``s``: rows ``[s*B*W + r*B, s*B*W + (r+1)*B)`` of the order."""
     start = step_in_epoch * batch_size * env.world_size + env.rank * batch_size
-    return order[start:start + batch_size]
+    return order[start : start + batch_size]
 
 
 class BatchSampler(torch.utils.data.Sampler):
@@ -247,10 +273,10 @@ def render_card(template: str, run_dir: Path, **context) -> Path:
     template_dir = cards_dir()
     if not (template_dir / template).is_file():
         template_dir = Path(__file__).resolve().parent.parent / "cards"
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir)), keep_trailing_newline=True,
-                             undefined=jinja2.StrictUndefined)
-    text = env.get_template(template).render(date=time.strftime("%Y-%m-%d"), torch_version=torch.__version__,
-                                             **context)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir)), keep_trailing_newline=True, undefined=jinja2.StrictUndefined
+    )
+    text = env.get_template(template).render(date=time.strftime("%Y-%m-%d"), torch_version=torch.__version__, **context)
     path = Path(run_dir) / "MODEL_CARD.md"
     path.write_text(text, encoding="utf-8")
     return path

@@ -59,8 +59,10 @@ class RunLogger:
                     group = "loss" if k.startswith("loss") else "train"
                     self._tb.add_scalar(f"{group}/{k}", v, step)
         terms = " ".join(f"{k.removeprefix('loss/')}={v:.4f}" for k, v in values.items() if k.startswith("loss"))
-        self.info(f"epoch {epoch} step {step} {terms} tau={values.get('temperature', float('nan')):.4f} "
-                  f"lr={values.get('lr', 0):.2e} {values.get('samples_per_s', 0):.0f} samples/s")
+        self.info(
+            f"epoch {epoch} step {step} {terms} tau={values.get('temperature', float('nan')):.4f} "
+            f"lr={values.get('lr', 0):.2e} {values.get('samples_per_s', 0):.0f} samples/s"
+        )
 
     def validation(self, step: int, epoch: int, metrics: dict) -> None:
         if not self.enabled or not metrics:  # an empty validation split: nothing to log

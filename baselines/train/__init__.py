@@ -28,17 +28,45 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from baselines.runtime.checkpoint import (LATEST, checkpoint_dir, load_checkpoint, load_model_state, model_state,
-                                  resolve_checkpoint, save_checkpoint, set_rng_state)
+from baselines.runtime.checkpoint import (
+    LATEST,
+    checkpoint_dir,
+    load_checkpoint,
+    load_model_state,
+    model_state,
+    resolve_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from baselines.runtime.config import (
+    RunConfig,
+    TrainError,
+    TrainForward,
+    barrier,
+    build_optimizer,
+    check_resume_config,
+    cosine_schedule,
+    epoch_order,
+    gather_rng,
+    init_distributed,
+    resolve_device,
+    seed_everything,
+)
 from baselines.runtime.logging import RunLogger, plot_loss_curves, plot_val_metrics
-from baselines.runtime.config import (RunConfig, TrainError, TrainForward, barrier, build_optimizer, check_resume_config,
-                               cosine_schedule, epoch_order, gather_rng, init_distributed, resolve_device,
-                               seed_everything)
 from baselines.tasks import make_task
 from baselines.tasks.hgclim import TrainConfig, build_loss, check_options, model_config_from, write_model_card
 
-__all__ = ["TrainConfig", "TrainError", "build_loss", "check_options", "main", "model_config_from",
-           "resolve_device", "train_and_evaluate", "write_model_card"]
+__all__ = [
+    "TrainConfig",
+    "TrainError",
+    "build_loss",
+    "check_options",
+    "main",
+    "model_config_from",
+    "resolve_device",
+    "train_and_evaluate",
+    "write_model_card",
+]
 
 CHECKPOINT_FORMAT = 1
 
@@ -59,8 +87,10 @@ def main(cfg: RunConfig) -> dict:
     run_dir = Path(cfg.out)
     resume_path = resolve_checkpoint(run_dir, cfg.resume) if cfg.resume else None
     if resume_path is None and (checkpoint_dir(run_dir) / LATEST).is_file():
-        raise TrainError(f"--out: '{run_dir.name}' already holds a training run; pass --resume latest to "
-                         "continue it, or choose another --out")
+        raise TrainError(
+            f"--out: '{run_dir.name}' already holds a training run; pass --resume latest to "
+            "continue it, or choose another --out"
+        )
     n_train = task.load_data()
 
     # 3. run folder, config, logger
@@ -88,15 +118,17 @@ def main(cfg: RunConfig) -> dict:
         global_batch = batch_size * env.world_size
         logger.info(f"--batch-size {cfg.batch_size} exceeds the training split: using {batch_size} per process")
         if batch_size < 2:
-            raise TrainError("--dataset: the training split is too small for contrastive batches (need >= 2 pairs "
-                             "per process)")
+            raise TrainError(
+                "--dataset: the training split is too small for contrastive batches (need >= 2 pairs per process)"
+            )
     steps_per_epoch = n_train // global_batch
     total_steps = steps_per_epoch * cfg.epochs
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, round(0.05 * total_steps))
 
     # 6. optimizer and schedule
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, task.encoder_prefixes,
-                                getattr(cfg, "encoder_lr_scale", 1.0))
+    optimizer = build_optimizer(
+        model, cfg.lr, cfg.weight_decay, task.encoder_prefixes, getattr(cfg, "encoder_lr_scale", 1.0)
+    )
     scheduler = cosine_schedule(optimizer, warmup, total_steps)
 
     # 7. resume
@@ -133,11 +165,21 @@ def main(cfg: RunConfig) -> dict:
     def save(kind: str, at_epoch: int, at_step_in_epoch: int, order_now: torch.Tensor) -> None:
         rngs = gather_rng(env)
         if env.is_main:
-            state = {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": model_state(model),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "step": step, "epoch": at_epoch, "step_in_epoch": at_step_in_epoch,
-                     "steps_per_epoch": steps_per_epoch, "data_order": order_now, "rng": rngs,
-                     "world_size": env.world_size, "kind": kind}
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "config": cfg.to_dict(),
+                "model": model_state(model),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "epoch": at_epoch,
+                "step_in_epoch": at_step_in_epoch,
+                "steps_per_epoch": steps_per_epoch,
+                "data_order": order_now,
+                "rng": rngs,
+                "world_size": env.world_size,
+                "kind": kind,
+            }
             ckpt_dir = checkpoint_dir(run_dir)
             save_checkpoint(ckpt_dir / LATEST, state)
             if kind == "epoch" and cfg.keep_checkpoints:
@@ -148,11 +190,13 @@ def main(cfg: RunConfig) -> dict:
     # 8. the epoch loop
     if step == 0 and env.is_main:
         run_validation(0)  # the untrained model, for the curves
-    logger.info(f"training: {cfg.epochs} epochs x {steps_per_epoch} steps, global batch {global_batch}, "
-                f"warmup {warmup} steps, {data_desc}")
+    logger.info(
+        f"training: {cfg.epochs} epochs x {steps_per_epoch} steps, global batch {global_batch}, "
+        f"warmup {warmup} steps, {data_desc}"
+    )
     t_start = time.perf_counter()
     stopped = False
-    for epoch in range(epoch, cfg.epochs):
+    for epoch in range(epoch, cfg.epochs):  # noqa: B020 (resume: the loop starts at the restored epoch)
         if order is None:
             order = epoch_order(cfg.seed, epoch, n_train)
         model.train()
@@ -178,15 +222,22 @@ def main(cfg: RunConfig) -> dict:
                 values = {f"loss/{k}" if k != "loss" else "loss": float(t.detach()) for k, t in losses.items()}
                 broken = [k for k, value in values.items() if not math.isfinite(value)]
                 if broken:  # checked where logging syncs anyway: no extra GPU sync per step
-                    raise TrainError(f"training diverged at step {step}: {', '.join(broken)} is not finite; "
-                                     "lower --lr or set --grad-clip, then --resume from the last checkpoint")
+                    raise TrainError(
+                        f"training diverged at step {step}: {', '.join(broken)} is not finite; "
+                        "lower --lr or set --grad-clip, then --resume from the last checkpoint"
+                    )
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 elapsed = time.perf_counter() - window["t0"]
-                values.update({"temperature": 1.0 / float(scale.detach()), "lr": scheduler.get_last_lr()[0],
-                               "samples_per_s": window["steps"] * global_batch / max(elapsed, 1e-9),
-                               "data_time": window["data"] / window["steps"],
-                               "step_time": elapsed / window["steps"]})
+                values.update(
+                    {
+                        "temperature": 1.0 / float(scale.detach()),
+                        "lr": scheduler.get_last_lr()[0],
+                        "samples_per_s": window["steps"] * global_batch / max(elapsed, 1e-9),
+                        "data_time": window["data"] / window["steps"],
+                        "step_time": elapsed / window["steps"],
+                    }
+                )
                 logger.train_step(step, epoch, values)
                 window = {"t0": time.perf_counter(), "steps": 0, "data": 0.0}
             if cfg.save_every_steps and step % cfg.save_every_steps == 0 and step_in_epoch + 1 < steps_per_epoch:
@@ -210,9 +261,17 @@ def main(cfg: RunConfig) -> dict:
             break
     train_seconds = time.perf_counter() - t_start
 
-    summary = {"step": step, "total_steps": total_steps, "warmup_steps": warmup, "stopped_early": stopped,
-               "train_seconds": train_seconds, "world_size": env.world_size, "device": device.type,
-               "cached_features": data_desc == "cached features", "data": data_desc}
+    summary = {
+        "step": step,
+        "total_steps": total_steps,
+        "warmup_steps": warmup,
+        "stopped_early": stopped,
+        "train_seconds": train_seconds,
+        "world_size": env.world_size,
+        "device": device.type,
+        "cached_features": data_desc == "cached features",
+        "data": data_desc,
+    }
     if stopped:
         logger.info(f"stopped at step {step} (--stop-at-step); continue with --resume latest")
         logger.event("stopped", step=step)
@@ -225,8 +284,10 @@ def main(cfg: RunConfig) -> dict:
         plot_loss_curves(run_dir / "log.jsonl", run_dir / "loss_curves.png")
         plot_val_metrics(run_dir / "log.jsonl", run_dir / "val_metrics.png")
         task.write_card(run_dir, model, result, summary)
-        logger.info(f"done: {task.done_message(result)}; wrote {run_dir.name}/MODEL_CARD.md, loss_curves.png, "
-                    f"val_metrics.png, eval_{cfg.eval_split}.json")
+        logger.info(
+            f"done: {task.done_message(result)}; wrote {run_dir.name}/MODEL_CARD.md, loss_curves.png, "
+            f"val_metrics.png, eval_{cfg.eval_split}.json"
+        )
         summary["eval"] = result
     logger.event("end", step=step)
     logger.close()
@@ -234,8 +295,9 @@ def main(cfg: RunConfig) -> dict:
     return summary
 
 
-def train_and_evaluate(dataset_dir: str | Path, run_dir: str | Path, epochs: int = 10, batch_size: int = 8,
-                       device: str = "auto") -> dict:
+def train_and_evaluate(
+    dataset_dir: str | Path, run_dir: str | Path, epochs: int = 10, batch_size: int = 8, device: str = "auto"
+) -> dict:
     """The demo's last step: a ``--preset tiny`` HG-CLIM training on a small built dataset, then its test table.
 
     The run folder belongs to the demo and is started afresh each time.
@@ -249,12 +311,22 @@ def train_and_evaluate(dataset_dir: str | Path, run_dir: str | Path, epochs: int
     run_dir = Path(run_dir)
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    cfg = TrainConfig(dataset=str(dataset_dir), out=str(run_dir), preset="tiny", epochs=epochs,
-                      batch_size=batch_size, workers=0, log_every=5, device=device)
+    cfg = TrainConfig(
+        dataset=str(dataset_dir),
+        out=str(run_dir),
+        preset="tiny",
+        epochs=epochs,
+        batch_size=batch_size,
+        workers=0,
+        log_every=5,
+        device=device,
+    )
     summary = main(cfg)
     result = summary.get("eval")
     if result:
         Console().print(render_table(result, title=f"HG-CLIM (tiny, random encoders) · {result['split']}"))
-        Console(stderr=True).print(f"plots and model card in {run_dir}: loss_curves.png, val_metrics.png, "
-                                   f"eval_{result['split']}.png, MODEL_CARD.md")
+        Console(stderr=True).print(
+            f"plots and model card in {run_dir}: loss_curves.png, val_metrics.png, "
+            f"eval_{result['split']}.png, MODEL_CARD.md"
+        )
     return summary

@@ -8,8 +8,12 @@ from mipkit.cli import build, demo, inspect, label, publish, yt8m
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError, NothingBuiltError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Build cross-modal music retrieval datasets and train their baselines.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Build cross-modal music retrieval datasets and train their baselines.",
+)
 build_app = typer.Typer(no_args_is_help=True, help="Build a dataset from a recipe.")
 train_app = typer.Typer(no_args_is_help=True, help="Train a model.")
 app.add_typer(build_app, name="build")

@@ -19,8 +19,13 @@ def demo(
     from mipkit.cli.build import print_build_summary
     from mipkit.demo.demo import run_demo
 
-    run_demo(out, sources=sources, workers=workers, show_summary=print_build_summary,
-             train_step=_train_step if train else None)
+    run_demo(
+        out,
+        sources=sources,
+        workers=workers,
+        show_summary=print_build_summary,
+        train_step=_train_step if train else None,
+    )
 
 
 def _train_step(dataset_dir: Path, run_dir: Path) -> None:

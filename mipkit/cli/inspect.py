@@ -23,7 +23,13 @@ def status(
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
-    ui.stdout.print(ui.counts_table(f"{out.name}: samples by status (shards {report['shards']['done']}/{report['shards']['total']} done)", report["counts"], "requested"))
+    ui.stdout.print(
+        ui.counts_table(
+            f"{out.name}: samples by status (shards {report['shards']['done']}/{report['shards']['total']} done)",
+            report["counts"],
+            "requested",
+        )
+    )
     if report.get("skipped"):
         ui.stdout.print(ui.counts_table("skipped (counted, not listed)", report["skipped"], "skipped", key="reason"))
     if report["failed"]:

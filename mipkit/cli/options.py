@@ -10,4 +10,6 @@ from mipkit.core.errors import MipkitError
 def check_cookies(cookies: Path | None) -> None:
     """``--cookies`` must name an existing file (its path is never printed: only its name)."""
     if cookies is not None and not cookies.is_file():
-        raise MipkitError(f"--cookies file {cookies.name!r} does not exist; export cookies in Netscape format and pass that file")
+        raise MipkitError(
+            f"--cookies file {cookies.name!r} does not exist; export cookies in Netscape format and pass that file"
+        )

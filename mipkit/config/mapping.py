@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mipkit.config.taxonomy import Taxonomy, load_taxonomy
 from mipkit.core.errors import MipkitError
 from mipkit.core.paths import taxonomy_dir
-from mipkit.config.taxonomy import Taxonomy, load_taxonomy
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,9 @@ class LabelMapping:
             return self.table[key]
         if key in self.unmapped:
             return None
-        raise ValueError(f"label {label!r} is not in mapping {self.name!r}; known: {', '.join(sorted(self.table) + sorted(self.unmapped))}")
+        raise ValueError(
+            f"label {label!r} is not in mapping {self.name!r}; known: {', '.join(sorted(self.table) + sorted(self.unmapped))}"
+        )
 
 
 def load_mapping(name_or_path: str | Path) -> LabelMapping:
@@ -48,16 +50,20 @@ def load_mapping(name_or_path: str | Path) -> LabelMapping:
         path = taxonomy_dir() / f"{name_or_path}.toml"
     if not path.is_file():
         known = sorted(p.stem for p in taxonomy_dir().glob("*.toml") if "[map]" in p.read_text(encoding="utf-8"))
-        raise MipkitError(f"mapping {str(name_or_path)!r} not found; known mappings: {', '.join(known) or 'none'} (or pass a .toml path)")
+        raise MipkitError(
+            f"mapping {str(name_or_path)!r} not found; known mappings: {', '.join(known) or 'none'} (or pass a .toml path)"
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise MipkitError(f"mapping {path.name} is not valid TOML: {exc}") from None
     where = f"mapping {path.name}"
     if not isinstance(data.get("map"), dict) or not data["map"]:
-        raise MipkitError(f"{where} has no [map] table; add lines like `fear = \"scary\"`")
+        raise MipkitError(f'{where} has no [map] table; add lines like `fear = "scary"`')
     if not data.get("target_taxonomy"):
-        raise MipkitError(f"{where} has no target_taxonomy; name the taxonomy its labels map to, e.g. target_taxonomy = \"audioset_moods\"")
+        raise MipkitError(
+            f'{where} has no target_taxonomy; name the taxonomy its labels map to, e.g. target_taxonomy = "audioset_moods"'
+        )
     target = load_taxonomy(data["target_taxonomy"])
     source = load_taxonomy(data["source_taxonomy"]) if data.get("source_taxonomy") else None
 
@@ -82,7 +88,9 @@ def load_mapping(name_or_path: str | Path) -> LabelMapping:
             raise MipkitError(f"{where}: [map] {key} = {value!r}: {exc}") from None
     unmapped = frozenset(source_key(u) for u in data.get("unmapped", []))
     if unmapped & set(table):
-        raise MipkitError(f"{where}: {', '.join(sorted(unmapped & set(table)))} is both in [map] and in unmapped; keep it in one place")
+        raise MipkitError(
+            f"{where}: {', '.join(sorted(unmapped & set(table)))} is both in [map] and in unmapped; keep it in one place"
+        )
     return LabelMapping(data.get("name", path.stem), target, table, unmapped, source, data.get("description", ""))
 
 

@@ -72,7 +72,7 @@ class Recipe:
     shards: ShardConfig = field(default_factory=ShardConfig)
     ytdlp: YtdlpConfig = field(default_factory=YtdlpConfig)
 
-    def with_overrides(self, overrides: dict[str, Any]) -> "Recipe":
+    def with_overrides(self, overrides: dict[str, Any]) -> Recipe:
         """Return a copy with ``section.key`` values replaced (``None`` values are ignored)."""
         recipe = self
         for dotted, value in overrides.items():
@@ -125,7 +125,9 @@ def load_recipe(name_or_path: str) -> Recipe:
         path = recipe_dir() / f"{name_or_path}.toml"
     if not path.is_file():
         known = sorted(p.stem for p in recipe_dir().glob("*.toml"))
-        raise MipkitError(f"recipe {name_or_path!r} not found; known recipes: {', '.join(known)} (or pass a .toml path)")
+        raise MipkitError(
+            f"recipe {name_or_path!r} not found; known recipes: {', '.join(known)} (or pass a .toml path)"
+        )
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

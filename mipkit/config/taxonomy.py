@@ -64,7 +64,9 @@ def load_taxonomy(name_or_path: str) -> Taxonomy:
     except tomllib.TOMLDecodeError as exc:
         raise MipkitError(f"taxonomy file {path.name} is not valid TOML: {exc}") from None
     if data.get("kind") == "mapping":
-        raise MipkitError(f"{path.name} is a mapping table, not a taxonomy; load it with mipkit.config.mapping.load_mapping")
+        raise MipkitError(
+            f"{path.name} is a mapping table, not a taxonomy; load it with mipkit.config.mapping.load_mapping"
+        )
     raw_classes = data.get("classes", [])
     if not raw_classes:
         raise MipkitError(f"taxonomy file {path.name} declares no [[classes]]; add at least one")
@@ -72,7 +74,12 @@ def load_taxonomy(name_or_path: str) -> Taxonomy:
     if nameless:
         raise MipkitError(f"taxonomy file {path.name}: class #{nameless[0]} has no name; give every [[classes]] a name")
     classes = tuple(
-        EmotionClass(name=c["name"], display_name=c.get("display_name", c["name"]), mid=c.get("mid"), audioset_index=c.get("audioset_index"))
+        EmotionClass(
+            name=c["name"],
+            display_name=c.get("display_name", c["name"]),
+            mid=c.get("mid"),
+            audioset_index=c.get("audioset_index"),
+        )
         for c in raw_classes
     )
     seen: dict[str, str] = {}
@@ -80,7 +87,9 @@ def load_taxonomy(name_or_path: str) -> Taxonomy:
         for alias in filter(None, (c.name, c.display_name, c.mid)):
             owner = seen.setdefault(alias.strip().lower(), c.name)
             if owner != c.name:
-                raise MipkitError(f"taxonomy file {path.name}: {alias!r} names both {owner!r} and {c.name!r} (labels match case-insensitively); rename one")
+                raise MipkitError(
+                    f"taxonomy file {path.name}: {alias!r} names both {owner!r} and {c.name!r} (labels match case-insensitively); rename one"
+                )
     return Taxonomy(name=data.get("name", path.stem), classes=classes, description=data.get("description", ""))
 
 

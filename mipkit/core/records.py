@@ -11,13 +11,13 @@ SPLITS = ("train", "validation", "test")  # the splits of every dataset mipkit b
 OK = "ok"
 BAD_ROW = "bad_row"
 DUPLICATE = "duplicate"
-UNAVAILABLE = "unavailable"          # permanent: removed, private, 404, age-gated
-RATE_LIMITED = "rate_limited"        # transient: 429, bot check; worth a later retry
-NETWORK_ERROR = "network_error"      # transient: timeouts, refused connections
-DOWNLOAD_ERROR = "download_error"    # anything else yt-dlp could not fetch
-DECODE_ERROR = "decode_error"        # media fetched but not decodable (corrupt, no stream)
-TOO_SHORT = "too_short"              # source or window shorter than the clip
-INTERNAL_ERROR = "internal_error"    # a bug in mipkit: the sample is recorded, the build goes on
+UNAVAILABLE = "unavailable"  # permanent: removed, private, 404, age-gated
+RATE_LIMITED = "rate_limited"  # transient: 429, bot check; worth a later retry
+NETWORK_ERROR = "network_error"  # transient: timeouts, refused connections
+DOWNLOAD_ERROR = "download_error"  # anything else yt-dlp could not fetch
+DECODE_ERROR = "decode_error"  # media fetched but not decodable (corrupt, no stream)
+TOO_SHORT = "too_short"  # source or window shorter than the clip
+INTERNAL_ERROR = "internal_error"  # a bug in mipkit: the sample is recorded, the build goes on
 TRANSIENT_STATUSES = frozenset({RATE_LIMITED, NETWORK_ERROR})
 
 

@@ -5,12 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
-console = Console(stderr=True)   # progress and messages
-stdout = Console()               # tables and reports
+console = Console(stderr=True)  # progress and messages
+stdout = Console()  # tables and reports
 
 
 class RateColumn(ProgressColumn):
@@ -27,9 +36,18 @@ class RateColumn(ProgressColumn):
 
 
 def progress_bar(unit: str = "samples") -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    RateColumn(unit), TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, transient=False)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(unit),
+        TextColumn("[red]{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def counts_table(title: str, counts: dict[str, int], total_label: str = "total", key: str = "status") -> Table:
@@ -52,7 +70,9 @@ def failures_table(failed: list[dict], limit: int = 20) -> Table:
     return table
 
 
-def bar_chart(path: Path, title: str, series: dict[str, dict[str, int]], xlabel: str = "", ylabel: str = "count") -> Path:
+def bar_chart(
+    path: Path, title: str, series: dict[str, dict[str, int]], xlabel: str = "", ylabel: str = "count"
+) -> Path:
     """Grouped bar chart: ``series`` maps a group (e.g. split) to category counts."""
     import matplotlib
 

@@ -10,11 +10,11 @@ import csv
 from collections.abc import Callable
 from pathlib import Path
 
+from mipkit.config.taxonomy import load_taxonomy
 from mipkit.core import ui
-from mipkit.media.ffmpeg import require_ffmpeg
 from mipkit.demo.mediaserver import MediaServer
 from mipkit.demo.synthetic_media import make_corrupt, make_video, spec_for_index
-from mipkit.config.taxonomy import load_taxonomy
+from mipkit.media.ffmpeg import require_ffmpeg
 
 SOURCE_SECONDS = 40.0
 
@@ -41,12 +41,20 @@ def write_demo_manifest(path: Path, server: MediaServer, sources: int) -> Path:
         url = server.url(f"demo{index:03d}.mp4")
         # Three explicit windows per source; labels use both spellings the manifest accepts.
         for start, label in (("2.0", mood.name), ("15.5", mood.display_name), ("28.0", mood.name.upper())):
-            rows.append({"url": url, "start_s": start, "emotion": label, "title": f"Demo source {index}", "license": "CC0-1.0"})
+            rows.append(
+                {"url": url, "start_s": start, "emotion": label, "title": f"Demo source {index}", "license": "CC0-1.0"}
+            )
     rows += [
         {"url": server.url("missing.mp4"), "start_s": "0", "emotion": "happy", "title": "dead link", "license": ""},
         {"url": server.url("corrupt.mp4"), "start_s": "0", "emotion": "sad", "title": "corrupt file", "license": ""},
         {"url": server.url("short.mp4"), "start_s": "", "emotion": "tender", "title": "6-second video", "license": ""},
-        {"url": server.url("demo000.mp4"), "start_s": "ten", "emotion": "happy", "title": "malformed row", "license": ""},
+        {
+            "url": server.url("demo000.mp4"),
+            "start_s": "ten",
+            "emotion": "happy",
+            "title": "malformed row",
+            "license": "",
+        },
     ]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["url", "start_s", "emotion", "title", "license"])
@@ -55,11 +63,16 @@ def write_demo_manifest(path: Path, server: MediaServer, sources: int) -> Path:
     return path
 
 
-def run_demo(out: Path, sources: int = 16, workers: int = 2, show_summary: Callable[[Path, dict], None] | None = None,
-             train_step: Callable[[Path, Path], None] | None = None) -> None:
+def run_demo(
+    out: Path,
+    sources: int = 16,
+    workers: int = 2,
+    show_summary: Callable[[Path, dict], None] | None = None,
+    train_step: Callable[[Path, Path], None] | None = None,
+) -> None:
     """Generate media, serve it, build it; then ``show_summary`` and ``train_step`` (the cli composes both)."""
-    from mipkit.pipeline.driver import BuildOptions, build
     from mipkit.config.recipe import load_recipe
+    from mipkit.pipeline.driver import BuildOptions, build
 
     require_ffmpeg()
     out.mkdir(parents=True, exist_ok=True)
@@ -71,8 +84,12 @@ def run_demo(out: Path, sources: int = 16, workers: int = 2, show_summary: Calla
         ui.console.print(f"[bold]2/3[/bold] building {dataset_dir} through yt-dlp from {server.base_url}")
         # The server's port changes between runs, and so do the source ids: start each demo afresh.
         # A larger test share than the default 80/10/10, so that a small demo evaluates on more than a handful of pairs.
-        recipe = load_recipe("mipnet").with_overrides({"shards.sources_per_shard": 4, "splits.train": 0.6, "splits.validation": 0.2, "splits.test": 0.2})
-        summary = build(BuildOptions(manifest=manifest, out=dataset_dir, recipe=recipe, workers=workers, overwrite=True))
+        recipe = load_recipe("mipnet").with_overrides(
+            {"shards.sources_per_shard": 4, "splits.train": 0.6, "splits.validation": 0.2, "splits.test": 0.2}
+        )
+        summary = build(
+            BuildOptions(manifest=manifest, out=dataset_dir, recipe=recipe, workers=workers, overwrite=True)
+        )
     if show_summary is not None:
         show_summary(dataset_dir, summary)
     if train_step is not None:

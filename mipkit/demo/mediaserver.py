@@ -19,7 +19,7 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    server: "MediaServer"
+    server: MediaServer
 
     def log_message(self, format, *args):  # noqa: A002 - quiet: this is a test/demo fixture
         return
@@ -101,7 +101,7 @@ class MediaServer(ThreadingHTTPServer):
     def url(self, name: str) -> str:
         return f"{self.base_url}/{name}"
 
-    def start(self) -> "MediaServer":
+    def start(self) -> MediaServer:
         self._thread = threading.Thread(target=self.serve_forever, name="mipkit-media-server", daemon=True)
         self._thread.start()
         return self
@@ -110,7 +110,7 @@ class MediaServer(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
 
-    def __enter__(self) -> "MediaServer":
+    def __enter__(self) -> MediaServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -26,9 +26,9 @@ class SourceSpec:
     """What a generated source contains; ``expected_audio`` recomputes any window of it."""
 
     seconds: float
-    f0: float = 220.0          # chirp start frequency (Hz)
-    sweep: float = 6.0         # Hz per second
-    cb: int = 128              # chroma of the picture (per-source colour)
+    f0: float = 220.0  # chirp start frequency (Hz)
+    sweep: float = 6.0  # Hz per second
+    cb: int = 128  # chroma of the picture (per-source colour)
     cr: int = 128
     amplitude: float = 0.5
 
@@ -49,8 +49,12 @@ def spec_for_index(index: int, seconds: float) -> SourceSpec:
     """Distinct, reproducible parameters for the index-th generated source."""
     rng = np.random.default_rng(index)
     angle = 2 * np.pi * ((index * 0.618034) % 1.0)
-    return SourceSpec(seconds=seconds, f0=float(180 + 40 * (index % 9) + rng.uniform(0, 20)),
-                      cb=int(128 + CHROMA * np.cos(angle)), cr=int(128 + CHROMA * np.sin(angle)))
+    return SourceSpec(
+        seconds=seconds,
+        f0=float(180 + 40 * (index % 9) + rng.uniform(0, 20)),
+        cb=int(128 + CHROMA * np.cos(angle)),
+        cr=int(128 + CHROMA * np.sin(angle)),
+    )
 
 
 def make_video(path: str | Path, spec: SourceSpec, size: str = "160x120", fps: int = 10, gop: int = 20) -> Path:
@@ -60,12 +64,37 @@ def make_video(path: str | Path, spec: SourceSpec, size: str = "160x120", fps: i
     luma = f"min(255,{LUMA_BASE}+{LUMA_PER_S}*T)"
     chirp = f"{spec.amplitude}*sin(2*PI*({spec.f0}*t+{spec.sweep}*t*t/2))"
     cmd = [
-        "ffmpeg", "-nostdin", "-v", "error", "-y",
-        "-f", "lavfi", "-i", f"color=c=black:s={size}:r={fps}:d={spec.seconds}",
-        "-f", "lavfi", "-i", f"aevalsrc=exprs={chirp}:s=44100:d={spec.seconds}",
-        "-vf", f"format=yuv420p,geq=lum='{luma}':cb={spec.cb}:cr={spec.cr}",
-        "-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop), "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", "-shortest", str(path),
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"color=c=black:s={size}:r={fps}:d={spec.seconds}",
+        "-f",
+        "lavfi",
+        "-i",
+        f"aevalsrc=exprs={chirp}:s=44100:d={spec.seconds}",
+        "-vf",
+        f"format=yuv420p,geq=lum='{luma}':cb={spec.cb}:cr={spec.cr}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        str(gop),
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-movflags",
+        "+faststart",
+        "-shortest",
+        str(path),
     ]
     subprocess.run(cmd, check=True)
     return path

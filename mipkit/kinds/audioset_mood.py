@@ -21,14 +21,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mipkit.config.taxonomy import Taxonomy
 from mipkit.core.errors import MipkitError
 from mipkit.core.ids import pair_id_for, sanitize_id  # sanitize_id: cache file names only
 from mipkit.core.paths import recipe_dir
 from mipkit.core.records import BAD_ROW, DUPLICATE, SampleStatus, SourceRequest, Window
-from mipkit.config.taxonomy import Taxonomy
 
 DEFAULT_URL_TEMPLATE = "https://www.youtube.com/watch?v={id}"
-SELECTION_FILE = "audioset_segments.csv"   # the kept segments, written into --out (metadata-only list)
+SELECTION_FILE = "audioset_segments.csv"  # the kept segments, written into --out (metadata-only list)
 _YTID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MID = re.compile(r"^/[mgt]/[A-Za-z0-9_]+$")
 
@@ -48,7 +48,9 @@ def fetch_csv(spec: str, cache: Path | None = None, timeout: float = 60.0) -> Pa
     if not spec.lower().startswith(("http://", "https://")):
         path = Path(spec)
         if not path.is_file():
-            raise MipkitError(f"--segments file {spec!r} does not exist; pass an AudioSet segment CSV or its http(s) URL")
+            raise MipkitError(
+                f"--segments file {spec!r} does not exist; pass an AudioSet segment CSV or its http(s) URL"
+            )
         return path
     cache = cache or cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
@@ -64,7 +66,9 @@ def fetch_csv(spec: str, cache: Path | None = None, timeout: float = 60.0) -> Pa
     except (urllib.error.URLError, OSError, ValueError) as exc:
         tmp.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or exc
-        raise MipkitError(f"could not download --segments {spec} ({reason}); download it yourself and pass the local file") from None
+        raise MipkitError(
+            f"could not download --segments {spec} ({reason}); download it yourself and pass the local file"
+        ) from None
     return target
 
 
@@ -88,7 +92,9 @@ def read_class_labels(path: str | Path) -> dict[str, ClassLabel]:
             try:
                 index, mid, name = int(row[0]), row[1].strip(), ",".join(row[2:]).strip()
             except (ValueError, IndexError):
-                raise MipkitError(f"--labels {path.name} line {number} is not 'index,mid,display_name'; pass AudioSet's class_labels_indices.csv") from None
+                raise MipkitError(
+                    f"--labels {path.name} line {number} is not 'index,mid,display_name'; pass AudioSet's class_labels_indices.csv"
+                ) from None
             labels[mid] = ClassLabel(index, mid, name)
     if not labels:
         raise MipkitError(f"--labels {path.name} has no rows; pass AudioSet's class_labels_indices.csv")
@@ -112,10 +118,14 @@ def mood_of_mids(labels: dict[str, ClassLabel], taxonomy: Taxonomy) -> dict[str,
             continue
         label = labels.get(c.mid)
         if label is None:
-            raise MipkitError(f"--labels file lacks {c.mid} ({c.display_name}); pass AudioSet's class_labels_indices.csv or the shipped {default_labels_file().name}")
+            raise MipkitError(
+                f"--labels file lacks {c.mid} ({c.display_name}); pass AudioSet's class_labels_indices.csv or the shipped {default_labels_file().name}"
+            )
         if moods.get(c.mid) != c.name or (c.audioset_index is not None and label.index != c.audioset_index):
-            raise MipkitError(f"--labels says {c.mid} is {label.index} {label.display_name!r}, taxonomy {taxonomy.name!r} says "
-                              f"{c.audioset_index} {c.display_name!r}; check which file is wrong")
+            raise MipkitError(
+                f"--labels says {c.mid} is {label.index} {label.display_name!r}, taxonomy {taxonomy.name!r} says "
+                f"{c.audioset_index} {c.display_name!r}; check which file is wrong"
+            )
     return moods
 
 
@@ -171,11 +181,18 @@ def _window(row: int, start_s: float, emotion: str) -> Window:
     return Window(row=row, start_s=start_s, emotion=emotion, emotion_source="audioset")
 
 
-def select_segments(files: list[Path], labels: dict[str, ClassLabel], taxonomy: Taxonomy, keep_multi_mood: bool = False,
-                    url_template: str = DEFAULT_URL_TEMPLATE) -> Selection:
+def select_segments(
+    files: list[Path],
+    labels: dict[str, ClassLabel],
+    taxonomy: Taxonomy,
+    keep_multi_mood: bool = False,
+    url_template: str = DEFAULT_URL_TEMPLATE,
+) -> Selection:
     """Requests for the mood segments of ``files``; ``bad_row``/``duplicate`` statuses for the rest."""
     if "{id}" not in url_template:
-        raise MipkitError(f"--url-template {url_template!r} has no '{{id}}'; e.g. 'https://www.youtube.com/watch?v={{id}}'")
+        raise MipkitError(
+            f"--url-template {url_template!r} has no '{{id}}'; e.g. 'https://www.youtube.com/watch?v={{id}}'"
+        )
     moods = mood_of_mids(labels, taxonomy)
     # Only a labels file listing more than the moods can tell an unknown mid from a non-mood one.
     complete = len(labels) > len(moods)
@@ -191,7 +208,11 @@ def select_segments(files: list[Path], labels: dict[str, ClassLabel], taxonomy: 
                 url = url_template.replace("{id}", parsed.ytid)
                 bad = [m for m in parsed.mids if not _MID.match(m) or (complete and m not in labels)]
                 if bad:
-                    parsed = f"unknown label mid {bad[0]!r} (not in the --labels file)" if _MID.match(bad[0]) else f"label {bad[0]!r} is not an AudioSet mid"
+                    parsed = (
+                        f"unknown label mid {bad[0]!r} (not in the --labels file)"
+                        if _MID.match(bad[0])
+                        else f"label {bad[0]!r} is not an AudioSet mid"
+                    )
             if isinstance(parsed, str):
                 selection.counts["bad_row"] += 1
                 selection.problems.append(SampleStatus(status=BAD_ROW, error=f"{where}: {parsed}", url=url, row=number))
@@ -207,8 +228,17 @@ def select_segments(files: list[Path], labels: dict[str, ClassLabel], taxonomy: 
             start = round(parsed.start_s, 3)
             if (source_id, start) in seen:
                 selection.counts["duplicate"] += 1
-                selection.problems.append(SampleStatus(status=DUPLICATE, error=f"{where}: same YTID and start as an earlier row", url=url,
-                                                       pair_id=pair_id_for(source_id, start), source_id=source_id, start_s=start, row=number))
+                selection.problems.append(
+                    SampleStatus(
+                        status=DUPLICATE,
+                        error=f"{where}: same YTID and start as an earlier row",
+                        url=url,
+                        pair_id=pair_id_for(source_id, start),
+                        source_id=source_id,
+                        start_s=start,
+                        row=number,
+                    )
+                )
                 continue
             seen.add((source_id, start))
             emotion = found[0]

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mipkit.config.taxonomy import Taxonomy
 from mipkit.core.errors import MipkitError
 from mipkit.core.ids import normalize_url, pair_id_for, source_id_for, youtube_id
 from mipkit.core.records import BAD_ROW, DUPLICATE, SampleStatus, SourceRequest, Window
-from mipkit.config.taxonomy import Taxonomy
 
 KNOWN_COLUMNS = ("url", "start_s", "emotion", "title", "license")
 MAX_START_S = 1e6  # about 11.5 days: anything later is a typo, not a video position
@@ -30,10 +30,14 @@ def _iter_rows(path: Path) -> Iterator[dict[str, Any]]:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",", skipinitialspace=True)
             if not reader.fieldnames or "url" not in [f.strip() for f in reader.fieldnames]:
-                raise MipkitError(f"manifest {path.name} has no 'url' column; columns must include: url (and optionally {', '.join(KNOWN_COLUMNS[1:])})")
+                raise MipkitError(
+                    f"manifest {path.name} has no 'url' column; columns must include: url (and optionally {', '.join(KNOWN_COLUMNS[1:])})"
+                )
             for row in reader:
                 if None in row:  # DictReader puts cells beyond the header under the key None
-                    yield {"__error__": f"has {len(row[None])} more cell(s) than the header (quote values that contain commas)"}
+                    yield {
+                        "__error__": f"has {len(row[None])} more cell(s) than the header (quote values that contain commas)"
+                    }
                     continue
                 yield {(k or "").strip(): v for k, v in row.items()}
     elif suffix in (".jsonl", ".ndjson"):
@@ -61,7 +65,11 @@ def _iter_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 def is_blank(value: Any) -> bool:
     """An empty cell: None, whitespace, or NaN (what Parquet and pandas write for a missing float)."""
-    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and math.isnan(value))
+    return (
+        value is None
+        or (isinstance(value, str) and not value.strip())
+        or (isinstance(value, float) and math.isnan(value))
+    )
 
 
 def parse_start(value: Any) -> float:
@@ -103,7 +111,13 @@ def _parse_row(raw: dict[str, Any], taxonomy: Taxonomy) -> tuple[str, Window] | 
             emotion = taxonomy.normalize(str(raw["emotion"]))
         except ValueError as exc:
             return str(exc)
-    return normalize_url(url), Window(row=0, start_s=start_s, emotion=emotion, title=optional_text(raw, "title"), license=optional_text(raw, "license"))
+    return normalize_url(url), Window(
+        row=0,
+        start_s=start_s,
+        emotion=emotion,
+        title=optional_text(raw, "title"),
+        license=optional_text(raw, "license"),
+    )
 
 
 def read_manifest(path: str | Path, taxonomy: Taxonomy) -> tuple[list[SourceRequest], list[SampleStatus]]:
@@ -117,9 +131,13 @@ def read_manifest(path: str | Path, taxonomy: Taxonomy) -> tuple[list[SourceRequ
     try:
         rows = list(_iter_rows(path))
     except UnicodeDecodeError:
-        raise MipkitError(f"manifest {path.name} is not UTF-8 text; re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+        raise MipkitError(
+            f"manifest {path.name} is not UTF-8 text; re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise MipkitError(f"manifest {path.name} cannot be read as {path.suffix.lstrip('.')}: {str(exc).splitlines()[0][:160]}") from None
+        raise MipkitError(
+            f"manifest {path.name} cannot be read as {path.suffix.lstrip('.')}: {str(exc).splitlines()[0][:160]}"
+        ) from None
     for number, raw in enumerate(rows, 1):
         parsed = _parse_row(raw, taxonomy)
         if isinstance(parsed, str):
@@ -132,8 +150,17 @@ def read_manifest(path: str | Path, taxonomy: Taxonomy) -> tuple[list[SourceRequ
         key = (source_id, None if window.start_s is None else round(window.start_s, 3))
         if key in seen_windows:
             pair_id = None if window.start_s is None else pair_id_for(source_id, window.start_s)
-            problems.append(SampleStatus(status=DUPLICATE, error=f"row {number}: same source and start_s as an earlier row",
-                                         pair_id=pair_id, source_id=source_id, url=url, start_s=window.start_s, row=number))
+            problems.append(
+                SampleStatus(
+                    status=DUPLICATE,
+                    error=f"row {number}: same source and start_s as an earlier row",
+                    pair_id=pair_id,
+                    source_id=source_id,
+                    url=url,
+                    start_s=window.start_s,
+                    row=number,
+                )
+            )
             continue
         seen_windows.add(key)
         sources.setdefault(source_id, SourceRequest(source_id=source_id, url=url)).windows.append(window)

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mipkit.config.taxonomy import load_taxonomy
 from mipkit.core import ui
-from mipkit.pipeline.assemble import write_model_labels
 from mipkit.core.errors import MipkitError
 from mipkit.core.paths import BUILD_DIR
-from mipkit.config.taxonomy import load_taxonomy
+from mipkit.pipeline.assemble import write_model_labels
 
 # Labels that came with the data (a manifest, AudioSet's own annotations) always win over a model.
 PROTECTED_SOURCES = frozenset({"manifest", "audioset"})
@@ -56,8 +56,8 @@ def resolve_device(device: str):
 class PasstMoodLabeller:
     """Waveforms ``[B, 320000]`` at 32 kHz -> probabilities over the taxonomy's moods ``[B, C]``."""
 
-    encoder: object                 # baselines.models.encoders.MusicEncoder: mel front-end + PaSST
-    provenance: str                 # the emotion_source written with its labels
+    encoder: object  # baselines.models.encoders.MusicEncoder: mel front-end + PaSST
+    provenance: str  # the emotion_source written with its labels
     class_names: list[str]
     audioset_indices: list[int]
     device: object
@@ -79,8 +79,16 @@ class PasstMoodLabeller:
             return moods.softmax(dim=-1).cpu().numpy()
 
 
-def make_labeller(music_model: str = "passt", weights: str | Path | None = None, preset: str = "full", allow_random_weights: bool = False,
-                  device: str = "auto", batch_size: int = 16, seed: int = 0, taxonomy: str = "audioset_moods") -> PasstMoodLabeller:
+def make_labeller(
+    music_model: str = "passt",
+    weights: str | Path | None = None,
+    preset: str = "full",
+    allow_random_weights: bool = False,
+    device: str = "auto",
+    batch_size: int = 16,
+    seed: int = 0,
+    taxonomy: str = "audioset_moods",
+) -> PasstMoodLabeller:
     """Build the labeller; random weights (``--preset tiny`` or no ``--weights``) only when allowed."""
     import torch
 
@@ -91,17 +99,27 @@ def make_labeller(music_model: str = "passt", weights: str | Path | None = None,
     if batch_size < 1:
         raise MipkitError("--batch-size must be >= 1")
     if (preset == "tiny" or weights is None) and not allow_random_weights:
-        what = "--preset tiny is a random test model" if preset == "tiny" else "without --weights the model has random weights"
-        raise MipkitError(f"{what}, so its labels would be noise; pass --weights FILE (a PaSST AudioSet checkpoint), or --allow-random-weights for tests")
+        what = (
+            "--preset tiny is a random test model"
+            if preset == "tiny"
+            else "without --weights the model has random weights"
+        )
+        raise MipkitError(
+            f"{what}, so its labels would be noise; pass --weights FILE (a PaSST AudioSet checkpoint), or --allow-random-weights for tests"
+        )
     moods = load_taxonomy(taxonomy)
     indices = [c.audioset_index for c in moods.classes]
     if any(i is None or not 0 <= i < 527 for i in indices):
-        raise MipkitError(f"taxonomy {moods.name!r} lacks audioset_index for some classes; PaSST labels only AudioSet classes")
+        raise MipkitError(
+            f"taxonomy {moods.name!r} lacks audioset_index for some classes; PaSST labels only AudioSet classes"
+        )
     from baselines.api import build_passt_encoder, weights_error
 
     weights_path = Path(weights) if weights is not None else None
     if weights_path is not None and not weights_path.is_file():
-        raise MipkitError(f"--weights file {weights_path.name!r} not found; pass a local PaSST checkpoint (nothing is downloaded)")
+        raise MipkitError(
+            f"--weights file {weights_path.name!r} not found; pass a local PaSST checkpoint (nothing is downloaded)"
+        )
     torch.manual_seed(seed)  # the random (test) models are reproducible
     try:
         encoder = build_passt_encoder(preset, seed, weights_path)
@@ -112,8 +130,14 @@ def make_labeller(music_model: str = "passt", weights: str | Path | None = None,
     model = "passt-tiny" if preset == "tiny" else "passt"
     weights_id = encoder.weights_id  # "sha256:<hex>" or "random:<seed>"
     tag = weights_id.split(":", 1)[1][:12] if weights_id.startswith("sha256:") else f"random-seed{seed}"
-    details = {"model": model, "arch": encoder.name, "weights": weights_path.name if weights_path else None,
-               "weights_id": weights_id, "device": str(resolved), "autocast": "bf16" if resolved.type == "cuda" else "none"}
+    details = {
+        "model": model,
+        "arch": encoder.name,
+        "weights": weights_path.name if weights_path else None,
+        "weights_id": weights_id,
+        "device": str(resolved),
+        "autocast": "bf16" if resolved.type == "cuda" else "none",
+    }
     return PasstMoodLabeller(encoder, f"{model}:{tag}", moods.names, indices, resolved, batch_size, details)
 
 
@@ -128,11 +152,17 @@ def decode_clip(data: bytes, sample_rate: int = SAMPLE_RATE, n_samples: int = CL
         import torchaudio.functional as AF
 
         audio = AF.resample(torch.from_numpy(audio), rate, sample_rate).numpy()
-    return np.ascontiguousarray(audio[:n_samples]) if len(audio) >= n_samples else np.pad(audio, (0, n_samples - len(audio)))
+    return (
+        np.ascontiguousarray(audio[:n_samples])
+        if len(audio) >= n_samples
+        else np.pad(audio, (0, n_samples - len(audio)))
+    )
 
 
 # ---------------------------------------------------------------------------- relabelling a dataset
-def _label_split(ds, labeller: PasstMoodLabeller, threshold: float, class_index: list[int], advance) -> tuple[dict, Counter]:
+def _label_split(
+    ds, labeller: PasstMoodLabeller, threshold: float, class_index: list[int], advance
+) -> tuple[dict, Counter]:
     """New label columns for one split; manifest/AudioSet labels are copied unchanged."""
     from datasets import Audio
 
@@ -141,7 +171,7 @@ def _label_split(ds, labeller: PasstMoodLabeller, threshold: float, class_index:
     counts = Counter(protected=len(ds) - len(todo))
     audio = ds.select_columns(["audio"]).cast_column("audio", Audio(decode=False))
     for begin in range(0, len(todo), labeller.batch_size):
-        chunk = todo[begin:begin + labeller.batch_size]
+        chunk = todo[begin : begin + labeller.batch_size]
         clips, decoded = [], []
         for i, entry in zip(chunk, audio[chunk]["audio"]):
             try:
@@ -246,11 +276,19 @@ def _process_alive(pid: int) -> bool:
 
 
 def distribution_of(emotions_by_split: dict[str, list], names: list[str]) -> dict[str, dict[str, int]]:
-    return {split: dict(Counter(names[e] if e is not None and e >= 0 else "unlabelled" for e in labels)) for split, labels in emotions_by_split.items()}
+    return {
+        split: dict(Counter(names[e] if e is not None and e >= 0 else "unlabelled" for e in labels))
+        for split, labels in emotions_by_split.items()
+    }
 
 
-def label_dataset(dataset_dir: str | Path, labeller: PasstMoodLabeller, threshold: float = 0.5, drop: bool = False,
-                  out: str | Path | None = None) -> dict:
+def label_dataset(
+    dataset_dir: str | Path,
+    labeller: PasstMoodLabeller,
+    threshold: float = 0.5,
+    drop: bool = False,
+    out: str | Path | None = None,
+) -> dict:
     """Label every pair of ``dataset_dir`` whose label did not come with the data.
 
     Writes ``out`` (a new folder) or replaces ``dataset_dir`` atomically: readers see the old or the
@@ -264,41 +302,71 @@ def label_dataset(dataset_dir: str | Path, labeller: PasstMoodLabeller, threshol
     if not 0.0 <= threshold <= 1.0:
         raise MipkitError(f"--threshold {threshold} must be between 0 and 1")
     if not (source / "dataset_dict.json").is_file():
-        raise MipkitError(f"{source.name!r} is not a saved dataset (no dataset_dict.json); pass the --out folder of a mipkit build")
+        raise MipkitError(
+            f"{source.name!r} is not a saved dataset (no dataset_dict.json); pass the --out folder of a mipkit build"
+        )
     in_place = target.resolve() == source.resolve()
     if not in_place and target.exists() and any(target.iterdir()):
-        raise MipkitError(f"--out {target.name!r} exists and is not empty; pass a new folder, or leave --out away to relabel in place")
+        raise MipkitError(
+            f"--out {target.name!r} exists and is not empty; pass a new folder, or leave --out away to relabel in place"
+        )
     datasets.disable_progress_bars()
     dataset = load_from_disk(str(source))
     first = next(iter(dataset.values()))
     missing = [c for c in ("audio", *LABEL_COLUMNS) if c not in first.column_names]
     if missing or not isinstance(first.features["emotion"], ClassLabel):
-        raise MipkitError(f"{source.name!r} lacks {', '.join(missing) or 'a ClassLabel emotion column'}; pass a dataset built by mipkit build")
+        raise MipkitError(
+            f"{source.name!r} lacks {', '.join(missing) or 'a ClassLabel emotion column'}; pass a dataset built by mipkit build"
+        )
     names = first.features["emotion"].names
     absent = [n for n in labeller.class_names if n not in names]
     if absent:
-        raise MipkitError(f"{source.name!r} labels are {', '.join(names)}; the labeller predicts {', '.join(absent)} too; build it with the audioset_moods taxonomy")
+        raise MipkitError(
+            f"{source.name!r} labels are {', '.join(names)}; the labeller predicts {', '.join(absent)} too; build it with the audioset_moods taxonomy"
+        )
     class_index = [names.index(n) for n in labeller.class_names]
 
-    todo = sum(sum(s not in PROTECTED_SOURCES for s in ds.data.column("emotion_source").to_pylist()) for ds in dataset.values())
+    todo = sum(
+        sum(s not in PROTECTED_SOURCES for s in ds.data.column("emotion_source").to_pylist()) for ds in dataset.values()
+    )
     relabelled, counts, emotions, overlay_rows = {}, Counter(), {}, []
     with ui.progress_bar("clips") as progress:
         bar = progress.add_task(f"labelling with {labeller.provenance}", total=todo, failed=0)
         for split, ds in dataset.items():
-            columns, split_counts = _label_split(ds, labeller, threshold, class_index, lambda n: progress.update(bar, advance=n))
-            for pair_id, emotion, score, origin in zip(ds.data.column("pair_id").to_pylist(), columns["emotion"],
-                                                       columns["emotion_score"], columns["emotion_source"]):
+            columns, split_counts = _label_split(
+                ds, labeller, threshold, class_index, lambda n: progress.update(bar, advance=n)
+            )
+            for pair_id, emotion, score, origin in zip(
+                ds.data.column("pair_id").to_pylist(),
+                columns["emotion"],
+                columns["emotion_score"],
+                columns["emotion_source"],
+            ):
                 if origin == labeller.provenance:
-                    overlay_rows.append({"pair_id": pair_id, "emotion": None if emotion is None else names[emotion],
-                                         "emotion_score": score, "emotion_source": origin, "dropped": drop and emotion is None})
+                    overlay_rows.append(
+                        {
+                            "pair_id": pair_id,
+                            "emotion": None if emotion is None else names[emotion],
+                            "emotion_score": score,
+                            "emotion_source": origin,
+                            "dropped": drop and emotion is None,
+                        }
+                    )
             counts.update(split_counts)
             relabelled[split] = _replace_columns(ds, columns, drop)
             emotions[split] = [e for e in columns["emotion"] if e is not None or not drop]
     if drop:
         counts["dropped"] = counts["unlabelled"] + counts["undecodable"]
-    summary = {"emotion_source": labeller.provenance, "threshold": threshold, "drop": drop, "model": labeller.details,
-               "counts": dict(counts), "distribution": distribution_of(emotions, names), "dataset": target.name,
-               "labelled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    summary = {
+        "emotion_source": labeller.provenance,
+        "threshold": threshold,
+        "drop": drop,
+        "model": labeller.details,
+        "counts": dict(counts),
+        "distribution": distribution_of(emotions, names),
+        "dataset": target.name,
+        "labelled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
     _remove_orphaned_staging(target)
     staged = target.with_name(f".{target.name}.labelling-{os.getpid()}")
@@ -306,7 +374,13 @@ def label_dataset(dataset_dir: str | Path, labeller: PasstMoodLabeller, threshol
     try:
         _write_dataset(DatasetDict(relabelled), staged)
         (staged / LABELLING_FILE).write_text(json.dumps(summary, indent=2))
-        ui.bar_chart(staged / CHART_FILE, f"pairs per emotion and split ({labeller.provenance})", summary["distribution"], xlabel="emotion", ylabel="pairs")
+        ui.bar_chart(
+            staged / CHART_FILE,
+            f"pairs per emotion and split ({labeller.provenance})",
+            summary["distribution"],
+            xlabel="emotion",
+            ylabel="pairs",
+        )
         if in_place:
             _link_extras(source, staged, {"dataset_dict.json", *dataset.keys(), LABELLING_FILE, CHART_FILE})
             if (staged / BUILD_DIR).is_dir():  # a build folder: re-assembling it (resume, re-run) keeps these labels

@@ -63,8 +63,22 @@ def decode_audio(path: str, seconds: float, sample_rate: int, start_s: float = 0
     cmd = ["ffmpeg", "-nostdin", "-v", "error"]
     if start_s > 0:
         cmd += ["-ss", f"{start_s:.6f}"]
-    cmd += ["-i", path, "-t", f"{seconds:.6f}", "-vn", "-ac", str(channels), "-ar", str(sample_rate),
-            "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
+    cmd += [
+        "-i",
+        path,
+        "-t",
+        f"{seconds:.6f}",
+        "-vn",
+        "-ac",
+        str(channels),
+        "-ar",
+        str(sample_rate),
+        "-f",
+        "f32le",
+        "-acodec",
+        "pcm_f32le",
+        "pipe:1",
+    ]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         raise MediaError(f"ffmpeg could not decode the audio: {_last_line(proc.stderr)}")
@@ -92,8 +106,24 @@ def encode_flac(pcm: np.ndarray, sample_rate: int) -> bytes:
 
 def extract_frame(path: str, at_s: float, max_side: int = 0, quality: int = 90) -> bytes:
     """The video frame shown at ``at_s`` (accurate seek), as JPEG bytes."""
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-ss", f"{max(at_s, 0.0):.6f}", "-i", path,
-           "-frames:v", "1", "-an", "-f", "image2pipe", "-c:v", "png", "pipe:1"]
+    cmd = [
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-ss",
+        f"{max(at_s, 0.0):.6f}",
+        "-i",
+        path,
+        "-frames:v",
+        "1",
+        "-an",
+        "-f",
+        "image2pipe",
+        "-c:v",
+        "png",
+        "pipe:1",
+    ]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0 or not proc.stdout:
         reason = _last_line(proc.stderr) if proc.returncode != 0 else "no video frame at that time"

@@ -16,11 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mipkit.config.recipe import Recipe
+from mipkit.config.taxonomy import Taxonomy
 from mipkit.core.files import swap_in_dataset
 from mipkit.core.paths import BUILD_DIR
-from mipkit.pipeline.shard import PAIRS_FILE, STATS_FILE, shards_root
 from mipkit.core.records import SPLITS
-from mipkit.config.taxonomy import Taxonomy
+from mipkit.pipeline.shard import PAIRS_FILE, STATS_FILE, shards_root
 
 
 def dataset_features(recipe: Recipe, taxonomy: Taxonomy):
@@ -29,21 +29,35 @@ def dataset_features(recipe: Recipe, taxonomy: Taxonomy):
     columns = {"pair_id": Value("string")}
     if recipe.clip.image:
         columns["image"] = Image()
-    columns.update({
-        "audio": Audio(sampling_rate=recipe.clip.sample_rate),
-        "emotion": ClassLabel(names=taxonomy.names),
-        "emotion_source": Value("string"), "emotion_score": Value("float64"),
-        "source_id": Value("string"), "source_url": Value("string"),
-        "start_s": Value("float64"), "end_s": Value("float64"),
-        "title": Value("string"), "uploader": Value("string"), "license": Value("string"),
-        "split": Value("string"),
-    })
+    columns.update(
+        {
+            "audio": Audio(sampling_rate=recipe.clip.sample_rate),
+            "emotion": ClassLabel(names=taxonomy.names),
+            "emotion_source": Value("string"),
+            "emotion_score": Value("float64"),
+            "source_id": Value("string"),
+            "source_url": Value("string"),
+            "start_s": Value("float64"),
+            "end_s": Value("float64"),
+            "title": Value("string"),
+            "uploader": Value("string"),
+            "license": Value("string"),
+            "split": Value("string"),
+        }
+    )
     return Features(columns)
 
 
 MODEL_LABELS_FILE = "model_labels.parquet"
-_MODEL_LABELS_SCHEMA = pa.schema([("pair_id", pa.string()), ("emotion", pa.string()), ("emotion_score", pa.float64()),
-                                  ("emotion_source", pa.string()), ("dropped", pa.bool_())])
+_MODEL_LABELS_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("emotion", pa.string()),
+        ("emotion_score", pa.float64()),
+        ("emotion_source", pa.string()),
+        ("dropped", pa.bool_()),
+    ]
+)
 
 
 def write_model_labels(build_folder: Path, rows: list[dict]) -> Path:
@@ -81,7 +95,11 @@ def _apply_model_labels(table: pa.Table, overlay: dict[str, tuple]) -> pa.Table:
             if dropped:
                 continue
         keep.append(i)
-    for name, values, kind in (("emotion", emotions, pa.string()), ("emotion_score", scores, pa.float64()), ("emotion_source", sources, pa.string())):
+    for name, values, kind in (
+        ("emotion", emotions, pa.string()),
+        ("emotion_score", scores, pa.float64()),
+        ("emotion_source", sources, pa.string()),
+    ):
         table = table.set_column(table.column_names.index(name), name, pa.array(values, kind))
     return table.take(pa.array(keep, type=pa.int64()))
 
@@ -92,7 +110,11 @@ def column_values(dataset, name: str) -> list:
 
 
 def committed_pair_files(out_dir: Path) -> list[Path]:
-    return [d / PAIRS_FILE for d in sorted(shards_root(out_dir).glob("[0-9]*")) if (d / STATS_FILE).is_file() and (d / PAIRS_FILE).is_file()]
+    return [
+        d / PAIRS_FILE
+        for d in sorted(shards_root(out_dir).glob("[0-9]*"))
+        if (d / STATS_FILE).is_file() and (d / PAIRS_FILE).is_file()
+    ]
 
 
 def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[str, str]) -> dict[str, int]:
@@ -121,8 +143,12 @@ def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[s
             if overlay:
                 table = _apply_model_labels(table, overlay)
             split_col = [split_of[s] for s in table["source_id"].to_pylist()]
-            emotion_col = pa.array([label_index.get(e) if e is not None else None for e in table["emotion"].to_pylist()], pa.int64())
-            table = table.set_column(table.column_names.index("emotion"), "emotion", emotion_col).append_column("split", pa.array(split_col, pa.string()))
+            emotion_col = pa.array(
+                [label_index.get(e) if e is not None else None for e in table["emotion"].to_pylist()], pa.int64()
+            )
+            table = table.set_column(table.column_names.index("emotion"), "emotion", emotion_col).append_column(
+                "split", pa.array(split_col, pa.string())
+            )
             table = table.select([c for c in columns])
             for split in SPLITS:
                 part = table.filter(pa.compute.equal(table["split"], split))
@@ -137,7 +163,9 @@ def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[s
     splits = {}
     for split in SPLITS:
         if rows[split]:
-            splits[split] = Dataset.from_parquet(str(work / f"{split}.parquet"), features=features, cache_dir=str(work / "cache"), split="train")
+            splits[split] = Dataset.from_parquet(
+                str(work / f"{split}.parquet"), features=features, cache_dir=str(work / "cache"), split="train"
+            )
         else:
             splits[split] = Dataset.from_dict({c: [] for c in columns}, features=features)
     staged = work / "dataset"
@@ -148,5 +176,3 @@ def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[s
     swap_in_dataset(staged, out_dir, SPLITS)
     shutil.rmtree(work, ignore_errors=True)
     return {split: rows[split] for split in SPLITS}
-
-

@@ -16,24 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mipkit.config.recipe import Recipe
+from mipkit.config.taxonomy import Taxonomy, load_taxonomy
 from mipkit.core import ui
+from mipkit.core.errors import MipkitError, NothingBuiltError
 from mipkit.core.files import write_json
+from mipkit.core.ids import youtube_id
+from mipkit.core.records import SPLITS, TRANSIENT_STATUSES, SampleStatus, SourceRequest
+from mipkit.kinds.mipnet import read_manifest
+from mipkit.media.ffmpeg import require_ffmpeg
 from mipkit.pipeline.assemble import assemble, column_values
 from mipkit.pipeline.engines import ENGINES, run_shards
 from mipkit.pipeline.fetch import check_format, youtube_support_problems
-from mipkit.core.ids import youtube_id
-from mipkit.core.errors import MipkitError, NothingBuiltError
-from mipkit.kinds.mipnet import read_manifest
-from mipkit.media.ffmpeg import require_ffmpeg
-from mipkit.config.recipe import Recipe
-from mipkit.core.records import TRANSIENT_STATUSES, SampleStatus, SourceRequest
-from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, ShardTask, is_done, plan_shards, run_shard, shards_root
-from mipkit.core.records import SPLITS
 from mipkit.pipeline.plan import plan_splits
+from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, ShardTask, is_done, plan_shards, run_shard, shards_root
 from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
-from mipkit.config.taxonomy import Taxonomy, load_taxonomy
-
-
 
 # A reader turns the build's input into per-source requests plus the rows it rejected.
 Reader = Callable[[Taxonomy], tuple[list[SourceRequest], list[SampleStatus]]]
@@ -77,8 +74,13 @@ def _fingerprint(inputs: list[Path], recipe: Recipe) -> str:
     digest = hashlib.sha256()
     for path in inputs:
         digest.update(path.read_bytes())
-    relevant = {"clip": recipe.to_dict()["clip"], "taxonomy": recipe.taxonomy, "sources_per_shard": recipe.shards.sources_per_shard,
-                "format": recipe.ytdlp.format, "force_keyframes_at_cuts": recipe.ytdlp.force_keyframes_at_cuts}
+    relevant = {
+        "clip": recipe.to_dict()["clip"],
+        "taxonomy": recipe.taxonomy,
+        "sources_per_shard": recipe.shards.sources_per_shard,
+        "format": recipe.ytdlp.format,
+        "force_keyframes_at_cuts": recipe.ytdlp.force_keyframes_at_cuts,
+    }
     digest.update(json.dumps(relevant, sort_keys=True).encode())
     return digest.hexdigest()
 
@@ -100,9 +102,20 @@ def _prepare(opts: BuildOptions, shard_count: int) -> None:
     if record.is_file():
         previous = json.loads(record.read_text())
         if previous.get("fingerprint") != fingerprint:
-            raise MipkitError(f"{out.name!r} holds a build of a different manifest or recipe; pass --overwrite to start again, or choose another --out")
-    write_json(record, {"kind": opts.kind, "recipe": opts.recipe.to_dict(), "inputs": [p.name for p in opts.input_files], "fingerprint": fingerprint,
-                        "shards": shard_count, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            raise MipkitError(
+                f"{out.name!r} holds a build of a different manifest or recipe; pass --overwrite to start again, or choose another --out"
+            )
+    write_json(
+        record,
+        {
+            "kind": opts.kind,
+            "recipe": opts.recipe.to_dict(),
+            "inputs": [p.name for p in opts.input_files],
+            "fingerprint": fingerprint,
+            "shards": shard_count,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
 
 
 def reopen_transient_shards(out: Path) -> int:
@@ -111,7 +124,11 @@ def reopen_transient_shards(out: Path) -> int:
     for folder in sorted(shards_root(out).glob("[0-9]*")):
         stats, statuses = folder / STATS_FILE, folder / STATUS_FILE
         if stats.is_file() and statuses.is_file():
-            if any(json.loads(line)["status"] in TRANSIENT_STATUSES for line in statuses.read_text().splitlines() if line.strip()):
+            if any(
+                json.loads(line)["status"] in TRANSIENT_STATUSES
+                for line in statuses.read_text().splitlines()
+                if line.strip()
+            ):
                 stats.unlink()
                 reopened += 1
     return reopened
@@ -141,8 +158,11 @@ def build(opts: BuildOptions) -> dict:
     if any(youtube_id(s.url) for s in sources):
         missing = youtube_support_problems()
         if missing:
-            ui.console.print(f"[yellow]warning:[/yellow] YouTube sources need {' and '.join(missing)}; without it yt-dlp may "
-                             "find no formats and those samples end as download_error", soft_wrap=True)
+            ui.console.print(
+                f"[yellow]warning:[/yellow] YouTube sources need {' and '.join(missing)}; without it yt-dlp may "
+                "find no formats and those samples end as download_error",
+                soft_wrap=True,
+            )
     tasks = plan_shards(sources, opts.recipe.shards.sources_per_shard)
     if opts.out.exists() and not opts.out.is_dir():
         raise MipkitError(f"--out {opts.out.name!r} is a file; pass a folder (new or from an earlier build)")
@@ -162,6 +182,7 @@ def build(opts: BuildOptions) -> dict:
     if pending:
         with ui.progress_bar("samples") as progress:
             bar = progress.add_task("building", total=sum(_expected_samples(t, opts.recipe) for t in pending), failed=0)
+
             def advance(statuses: list[str]) -> None:
                 failed = sum(1 for s in statuses if s != "ok")
                 progress.update(bar, advance=len(statuses), failed=progress.tasks[bar].fields["failed"] + failed)
@@ -171,8 +192,15 @@ def build(opts: BuildOptions) -> dict:
                     advance([s for s, n in stats["counts"].items() for _ in range(n)])
 
             try:
-                errors = run_shards(pending, run_shard, (opts.recipe, opts.out), workers=opts.workers, engine=opts.engine,
-                                    on_event=advance, on_done=shard_done)
+                errors = run_shards(
+                    pending,
+                    run_shard,
+                    (opts.recipe, opts.out),
+                    workers=opts.workers,
+                    engine=opts.engine,
+                    on_event=advance,
+                    on_done=shard_done,
+                )
             except KeyboardInterrupt:
                 ui.console.print("interrupted: committed shards are kept; run the same command again to resume")
                 raise
@@ -183,15 +211,28 @@ def build(opts: BuildOptions) -> dict:
     split_of = plan_splits(sources, splits.ratios(), splits.seed, splits.stratify_by, opts.split_of)
     rows = assemble(opts.out, opts.recipe, taxonomy, split_of)
     report = status_report(opts.out)
-    summary = {"counts": report["counts"], "splits": rows, "shards": report["shards"], "shard_errors": errors,
-               "seconds_this_run": round(time.time() - began, 2)}
+    summary = {
+        "counts": report["counts"],
+        "splits": rows,
+        "shards": report["shards"],
+        "shard_errors": errors,
+        "seconds_this_run": round(time.time() - began, 2),
+    }
     if sum(rows.values()):
         distribution = label_distribution(opts.out, taxonomy.names)
         summary["emotion"] = distribution
-        ui.bar_chart(opts.out / "label_distribution.png", "pairs per emotion and split", distribution, xlabel="emotion", ylabel="pairs")
+        ui.bar_chart(
+            opts.out / "label_distribution.png",
+            "pairs per emotion and split",
+            distribution,
+            xlabel="emotion",
+            ylabel="pairs",
+        )
     write_json(build_dir(opts.out) / "summary.json", summary)
     if not sum(rows.values()):
-        raise NothingBuiltError(f"no pair could be built from {opts.input_name}; see `mipkit status {opts.out.name}` for the reason of each sample")
+        raise NothingBuiltError(
+            f"no pair could be built from {opts.input_name}; see `mipkit status {opts.out.name}` for the reason of each sample"
+        )
     return summary
 
 
@@ -199,4 +240,3 @@ def write_json_lines(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.replace(path)
-

@@ -31,9 +31,17 @@ def _describe(task) -> str:
     return f"shard {getattr(task, 'index', '?')}"
 
 
-def run_shards(tasks: Sequence, shard_fn: ShardFn, args: tuple, *, workers: int = 1, engine: str = "local",
-               on_event: OnEvent | None = None, on_done: OnDone | None = None,
-               describe: Callable[[Any], str] = _describe) -> list[str]:
+def run_shards(
+    tasks: Sequence,
+    shard_fn: ShardFn,
+    args: tuple,
+    *,
+    workers: int = 1,
+    engine: str = "local",
+    on_event: OnEvent | None = None,
+    on_done: OnDone | None = None,
+    describe: Callable[[Any], str] = _describe,
+) -> list[str]:
     """Run every task; an exception in one shard is reported in the returned list, the rest go on."""
     if engine not in ENGINES:
         raise MipkitError(f"--engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")
@@ -71,18 +79,18 @@ def _drain(futures: dict, events, on_event: OnEvent, on_done: OnDone, describe, 
     """Forward progress events and finished shards until every future is done."""
     pending = set(futures)
     while pending:
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            while True:
-                try:
-                    on_event(events.get_nowait())
-                except queue_module.Empty:
-                    break
-            for future in done:
-                task = futures[future]
-                if future.exception() is not None:
-                    errors.append(f"{describe(task)}: {type(future.exception()).__name__}: {future.exception()}")
-                else:
-                    on_done(task, future.result(), True)
+        done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+        while True:
+            try:
+                on_event(events.get_nowait())
+            except queue_module.Empty:
+                break
+        for future in done:
+            task = futures[future]
+            if future.exception() is not None:
+                errors.append(f"{describe(task)}: {type(future.exception()).__name__}: {future.exception()}")
+            else:
+                on_done(task, future.result(), True)
     return errors
 
 

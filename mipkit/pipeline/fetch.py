@@ -19,22 +19,45 @@ from pathlib import Path
 import yt_dlp
 from yt_dlp.utils import download_range_func
 
+from mipkit.config.recipe import YtdlpConfig
 from mipkit.core import records
 from mipkit.core.errors import MipkitError
 from mipkit.media.ffmpeg import MediaError, duration_of, probe
-from mipkit.config.recipe import YtdlpConfig
 
 # Ordered: the first pattern that matches a yt-dlp/ffmpeg message decides the status.
 _ERROR_KINDS = [
-    (records.RATE_LIMITED, re.compile(r"HTTP Error 429|Too Many Requests|rate.?limit|try again later|Sign in to confirm you.re not a bot", re.I)),
-    (records.UNAVAILABLE, re.compile(r"HTTP Error (404|410|403)|Video unavailable|Private video|has been removed|"
-                                     r"not available|no longer available|account .* terminated|copyright|age.restricted|"
-                                     r"Sign in to confirm your age|members.only|Unsupported URL|No video formats found", re.I)),
-    (records.DECODE_ERROR, re.compile(r"Invalid data found|moov atom not found|could not find codec|Error while decoding|"
-                                      r"no decodable|could not read the media|Invalid argument", re.I)),
-    (records.NETWORK_ERROR, re.compile(r"timed out|Connection refused|Connection reset|Temporary failure in name resolution|"
-                                       r"Network is unreachable|Remote end closed|IncompleteRead|EOF occurred|Failed to resolve|"
-                                       r"Name or service not known|getaddrinfo failed|No address associated", re.I)),
+    (
+        records.RATE_LIMITED,
+        re.compile(
+            r"HTTP Error 429|Too Many Requests|rate.?limit|try again later|Sign in to confirm you.re not a bot", re.I
+        ),
+    ),
+    (
+        records.UNAVAILABLE,
+        re.compile(
+            r"HTTP Error (404|410|403)|Video unavailable|Private video|has been removed|"
+            r"not available|no longer available|account .* terminated|copyright|age.restricted|"
+            r"Sign in to confirm your age|members.only|Unsupported URL|No video formats found",
+            re.I,
+        ),
+    ),
+    (
+        records.DECODE_ERROR,
+        re.compile(
+            r"Invalid data found|moov atom not found|could not find codec|Error while decoding|"
+            r"no decodable|could not read the media|Invalid argument",
+            re.I,
+        ),
+    ),
+    (
+        records.NETWORK_ERROR,
+        re.compile(
+            r"timed out|Connection refused|Connection reset|Temporary failure in name resolution|"
+            r"Network is unreachable|Remote end closed|IncompleteRead|EOF occurred|Failed to resolve|"
+            r"Name or service not known|getaddrinfo failed|No address associated",
+            re.I,
+        ),
+    ),
 ]
 
 
@@ -67,7 +90,9 @@ def check_format(selector: str) -> None:
             ydl.build_format_selector(selector)
     except (SyntaxError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise MipkitError(f"--format {selector!r} is not a valid yt-dlp format selector ({reason}); see yt-dlp's FORMAT SELECTION") from None
+        raise MipkitError(
+            f"--format {selector!r} is not a valid yt-dlp format selector ({reason}); see yt-dlp's FORMAT SELECTION"
+        ) from None
 
 
 def redact(text: str, cfg: YtdlpConfig) -> str:
@@ -250,20 +275,24 @@ class Fetcher:
             license=info.get("license") or "",
         )
 
-    def download_sections(self, source: SourceInfo, source_id: str, ranges: list[tuple[float, float]], workdir: Path) -> dict[float, Path]:
+    def download_sections(
+        self, source: SourceInfo, source_id: str, ranges: list[tuple[float, float]], workdir: Path
+    ) -> dict[float, Path]:
         """Download each ``(start, end)`` section into ``workdir``; returns start -> file."""
         workdir.mkdir(parents=True, exist_ok=True)
 
         def action(logger):
             params = ytdlp_params(self.cfg, logger)
-            params.update({
-                "outtmpl": {"default": f"{source_id}__%(section_start)s.%(ext)s"},
-                "paths": {"home": str(workdir), "temp": str(workdir)},
-                "download_ranges": download_range_func(None, ranges),
-                "force_keyframes_at_cuts": self.cfg.force_keyframes_at_cuts,
-                "overwrites": True,
-                "continuedl": False,
-            })
+            params.update(
+                {
+                    "outtmpl": {"default": f"{source_id}__%(section_start)s.%(ext)s"},
+                    "paths": {"home": str(workdir), "temp": str(workdir)},
+                    "download_ranges": download_range_func(None, ranges),
+                    "force_keyframes_at_cuts": self.cfg.force_keyframes_at_cuts,
+                    "overwrites": True,
+                    "continuedl": False,
+                }
+            )
             with open_ytdlp(params) as ydl:
                 ydl.process_ie_result(dict(source.info), download=True)
 
@@ -272,7 +301,7 @@ class Fetcher:
         for path in workdir.glob(f"{source_id}__*"):
             if path.suffix in (".part", ".ytdl", ".temp") or ".part" in path.suffixes:
                 continue
-            stamp = path.name[len(source_id) + 2:].rsplit(".", 1)[0]
+            stamp = path.name[len(source_id) + 2 :].rsplit(".", 1)[0]
             try:
                 found[round(float(stamp), 3)] = path
             except ValueError:

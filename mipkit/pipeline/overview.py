@@ -8,18 +8,30 @@ from pathlib import Path
 from rich.table import Table
 
 from mipkit.core import ui
-from mipkit.pipeline.assemble import column_values
 from mipkit.core.errors import MipkitError
+from mipkit.pipeline.assemble import column_values
 
 # Plain columns worth showing in the sample rows, in this order, when the dataset has them.
-_SAMPLE_COLUMNS = ("pair_id", "video_id", "youtube_id", "start_s", "end_s", "num_seconds", "emotion", "title", "keywords")
+_SAMPLE_COLUMNS = (
+    "pair_id",
+    "video_id",
+    "youtube_id",
+    "start_s",
+    "end_s",
+    "num_seconds",
+    "emotion",
+    "title",
+    "keywords",
+)
 
 
 def inspect_dataset(out: Path, rows: int = 5) -> None:
     from datasets import load_from_disk
 
     if not (Path(out) / "dataset_dict.json").is_file():
-        raise MipkitError(f"{Path(out).name!r} holds no dataset (no dataset_dict.json); pass the --out folder of a finished build")
+        raise MipkitError(
+            f"{Path(out).name!r} holds no dataset (no dataset_dict.json); pass the --out folder of a finished build"
+        )
     dataset = load_from_disk(str(out))
     first = next(iter(dataset.values()))
     features = first.features
@@ -35,7 +47,9 @@ def inspect_dataset(out: Path, rows: int = 5) -> None:
         if group:
             cells.append(str(len(set(column_values(ds, group)))))
         if names:
-            counts = Counter(names[i] if i is not None and i >= 0 else "unlabelled" for i in column_values(ds, "emotion"))
+            counts = Counter(
+                names[i] if i is not None and i >= 0 else "unlabelled" for i in column_values(ds, "emotion")
+            )
             cells += [str(counts.get(n, 0)) for n in labels]
         overview.add_row(*cells)
     ui.stdout.print(overview)

@@ -29,7 +29,9 @@ def _order_key(source_id: str, seed: int) -> str:
     return hashlib.sha256(f"{seed}:{source_id}".encode()).hexdigest()
 
 
-def plan_splits(sources, ratios: dict[str, float], seed: int, stratify_by: str = "", fixed: dict[str, str] | None = None) -> dict[str, str]:
+def plan_splits(
+    sources, ratios: dict[str, float], seed: int, stratify_by: str = "", fixed: dict[str, str] | None = None
+) -> dict[str, str]:
     """Splits of every *requested* source, planned before anything is fetched.
 
     Planning over the whole request (fixed by the build's fingerprint) keeps each source's split
@@ -49,7 +51,9 @@ def plan_splits(sources, ratios: dict[str, float], seed: int, stratify_by: str =
     return {**assign_splits([s.source_id for s in free], ratios, seed, strata), **fixed}
 
 
-def assign_splits(source_ids, ratios: dict[str, float], seed: int, strata: dict[str, str] | None = None) -> dict[str, str]:
+def assign_splits(
+    source_ids, ratios: dict[str, float], seed: int, strata: dict[str, str] | None = None
+) -> dict[str, str]:
     """Map each source id to a split; with ``strata`` (source -> group) the ratios hold per group."""
     groups: dict[str, list[str]] = defaultdict(list)
     for sid in sorted(set(source_ids)):
@@ -59,7 +63,7 @@ def assign_splits(source_ids, ratios: dict[str, float], seed: int, strata: dict[
         members.sort(key=lambda s: _order_key(s, seed))
         position = 0
         for split, count in _counts(len(members), ratios).items():
-            for sid in members[position:position + count]:
+            for sid in members[position : position + count]:
                 assignment[sid] = split
             position += count
     return assignment

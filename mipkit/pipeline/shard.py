@@ -21,25 +21,35 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mipkit.pipeline.fetch import one_line
-from mipkit.pipeline.process import build_source, fail_all
 from mipkit.config.recipe import Recipe
 from mipkit.core.files import write_atomic
 from mipkit.core.paths import BUILD_DIR
 from mipkit.core.records import INTERNAL_ERROR, Pair, SampleStatus, SourceRequest
+from mipkit.pipeline.fetch import one_line
+from mipkit.pipeline.process import build_source, fail_all
 
 PAIRS_FILE = "pairs.parquet"
 STATUS_FILE = "status.jsonl"
 STATS_FILE = "stats.json"
 
 _MEDIA = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-PAIR_SCHEMA = pa.schema([
-    ("pair_id", pa.string()), ("source_id", pa.string()), ("source_url", pa.string()),
-    ("start_s", pa.float64()), ("end_s", pa.float64()),
-    ("image", _MEDIA), ("audio", _MEDIA),
-    ("emotion", pa.string()), ("emotion_source", pa.string()), ("emotion_score", pa.float64()),
-    ("title", pa.string()), ("uploader", pa.string()), ("license", pa.string()),
-])
+PAIR_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("source_id", pa.string()),
+        ("source_url", pa.string()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("image", _MEDIA),
+        ("audio", _MEDIA),
+        ("emotion", pa.string()),
+        ("emotion_source", pa.string()),
+        ("emotion_score", pa.float64()),
+        ("title", pa.string()),
+        ("uploader", pa.string()),
+        ("license", pa.string()),
+    ]
+)
 
 
 @dataclass
@@ -61,29 +71,46 @@ def is_done(out_dir: Path, index: int) -> bool:
 
 
 def plan_shards(sources: list[SourceRequest], per_shard: int) -> list[ShardTask]:
-    return [ShardTask(index=i // per_shard, sources=sources[i:i + per_shard]) for i in range(0, len(sources), per_shard)]
+    return [
+        ShardTask(index=i // per_shard, sources=sources[i : i + per_shard]) for i in range(0, len(sources), per_shard)
+    ]
 
 
 def _pairs_table(pairs: list[Pair]) -> pa.Table:
-    rows = [{
-        "pair_id": p.pair_id, "source_id": p.source_id, "source_url": p.source_url, "start_s": p.start_s, "end_s": p.end_s,
-        "image": None if p.image_jpeg is None else {"bytes": p.image_jpeg, "path": f"{p.pair_id}.jpg"},
-        "audio": {"bytes": p.audio_flac, "path": f"{p.pair_id}.flac"},
-        "emotion": p.emotion, "emotion_source": p.emotion_source, "emotion_score": p.emotion_score,
-        "title": p.title, "uploader": p.uploader, "license": p.license,
-    } for p in sorted(pairs, key=lambda p: p.pair_id)]
+    rows = [
+        {
+            "pair_id": p.pair_id,
+            "source_id": p.source_id,
+            "source_url": p.source_url,
+            "start_s": p.start_s,
+            "end_s": p.end_s,
+            "image": None if p.image_jpeg is None else {"bytes": p.image_jpeg, "path": f"{p.pair_id}.jpg"},
+            "audio": {"bytes": p.audio_flac, "path": f"{p.pair_id}.flac"},
+            "emotion": p.emotion,
+            "emotion_source": p.emotion_source,
+            "emotion_score": p.emotion_score,
+            "title": p.title,
+            "uploader": p.uploader,
+            "license": p.license,
+        }
+        for p in sorted(pairs, key=lambda p: p.pair_id)
+    ]
     return pa.Table.from_pylist(rows, schema=PAIR_SCHEMA)
 
 
 def summarize(statuses: list[SampleStatus]) -> dict:
     counts = Counter(s.status for s in statuses)
     errors = Counter(s.error.split(": ", 1)[-1][:120] for s in statuses if s.status != "ok")
-    return {"requested": len(statuses), "counts": dict(sorted(counts.items())),
-            "top_errors": [{"error": e, "count": c} for e, c in errors.most_common(5)]}
+    return {
+        "requested": len(statuses),
+        "counts": dict(sorted(counts.items())),
+        "top_errors": [{"error": e, "count": c} for e, c in errors.most_common(5)],
+    }
 
 
-def run_shard(task: ShardTask, recipe: Recipe, out_dir: Path,
-              on_event: Callable[[list[str]], None] | None = None) -> dict:
+def run_shard(
+    task: ShardTask, recipe: Recipe, out_dir: Path, on_event: Callable[[list[str]], None] | None = None
+) -> dict:
     """Build one shard and commit it; returns its stats. Safe to call again after a kill.
 
     ``on_event`` receives the statuses of each finished source (progress)."""
@@ -124,7 +151,13 @@ def run_shard(task: ShardTask, recipe: Recipe, out_dir: Path,
     os.replace(tmp, folder / PAIRS_FILE)
     write_atomic(folder / STATUS_FILE, "".join(json.dumps(s.to_dict()) + "\n" for s in statuses).encode())
     shutil.rmtree(work, ignore_errors=True)
-    stats = {"shard": task.index, "sources": len(task.sources), "pairs": len(pairs), **summarize(statuses),
-             "seconds": round(time.time() - began, 3), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    stats = {
+        "shard": task.index,
+        "sources": len(task.sources),
+        "pairs": len(pairs),
+        **summarize(statuses),
+        "seconds": round(time.time() - began, 3),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     write_atomic(folder / STATS_FILE, json.dumps(stats, indent=2).encode())  # last: marks the shard done
     return stats

@@ -23,8 +23,12 @@ def iter_statuses(out_dir: Path) -> Iterator[dict]:
     """Statuses of rows rejected while reading the manifest, then of every committed shard."""
     root = build_dir(out_dir)
     if not (root / BUILD_FILE).is_file():
-        raise MipkitError(f"{Path(out_dir).name!r} is not a mipkit build folder (no build/{BUILD_FILE}); pass the --out folder of a build")
-    files = [root / MANIFEST_STATUS_FILE] + [d / STATUS_FILE for d in sorted(shards_root(out_dir).glob("[0-9]*")) if (d / STATS_FILE).is_file()]
+        raise MipkitError(
+            f"{Path(out_dir).name!r} is not a mipkit build folder (no build/{BUILD_FILE}); pass the --out folder of a build"
+        )
+    files = [root / MANIFEST_STATUS_FILE] + [
+        d / STATUS_FILE for d in sorted(shards_root(out_dir).glob("[0-9]*")) if (d / STATS_FILE).is_file()
+    ]
     for path in files:
         if path.is_file():
             with path.open(encoding="utf-8") as handle:
@@ -40,7 +44,12 @@ def status_report(out_dir: Path) -> dict:
     for record in iter_statuses(out_dir):
         counts[record["status"]] += 1
         if record["status"] != "ok":
-            entry = {"pair_id": record.get("pair_id"), "url": record.get("url"), "status": record["status"], "error": record.get("error", "")}
+            entry = {
+                "pair_id": record.get("pair_id"),
+                "url": record.get("url"),
+                "status": record["status"],
+                "error": record.get("error", ""),
+            }
             if entry["pair_id"] is None:
                 entry.pop("pair_id")
             failed.append(entry)
@@ -50,7 +59,11 @@ def status_report(out_dir: Path) -> dict:
     skipped: Counter = Counter()
     for path in done_stats:
         skipped.update(json.loads(path.read_text()).get("skipped", {}))
-    report = {"counts": dict(sorted(counts.items())), "failed": failed, "shards": {"done": len(done_stats), "total": build.get("shards", len(done_stats))}}
+    report = {
+        "counts": dict(sorted(counts.items())),
+        "failed": failed,
+        "shards": {"done": len(done_stats), "total": build.get("shards", len(done_stats))},
+    }
     if skipped:
         report["skipped"] = dict(sorted(skipped.items()))
     return report

@@ -17,19 +17,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mipkit.config.taxonomy import Taxonomy
 from mipkit.core.errors import MipkitError
 from mipkit.core.ids import pair_id_for, sanitize_id, source_id_for
+from mipkit.core.records import BAD_ROW, DUPLICATE, SPLITS, SampleStatus, SourceRequest, Window
 from mipkit.kinds.mipnet import is_blank, optional_text, parse_start
-from mipkit.core.records import BAD_ROW, DUPLICATE, SampleStatus, SourceRequest, Window
-from mipkit.core.records import SPLITS
 from mipkit.pipeline.status import BUILD_FILE, build_dir
-from mipkit.config.taxonomy import Taxonomy
 
 MEDIA_COLUMNS = ("image", "audio")
-METADATA_COLUMNS = ("pair_id", "source_id", "source_url", "start_s", "end_s", "emotion", "emotion_source", "emotion_score",
-                    "title", "uploader", "license", "split")
+METADATA_COLUMNS = (
+    "pair_id",
+    "source_id",
+    "source_url",
+    "start_s",
+    "end_s",
+    "emotion",
+    "emotion_source",
+    "emotion_score",
+    "title",
+    "uploader",
+    "license",
+    "split",
+)
 REQUIRED_COLUMNS = ("source_url", "start_s")  # what hydrate needs of a release
-PAIR_COLUMNS = ("pair_id", "source_id", "source_url", "start_s", "emotion", "emotion_source", "license")  # what a card is made of
+PAIR_COLUMNS = (
+    "pair_id",
+    "source_id",
+    "source_url",
+    "start_s",
+    "emotion",
+    "emotion_source",
+    "license",
+)  # what a card is made of
 
 
 # --------------------------------------------------------------------------- privacy of a release
@@ -82,8 +101,10 @@ def load_build(dataset_dir: Path) -> tuple[Any, dict]:
 
     dataset_dir = Path(dataset_dir)
     if not (dataset_dir / "dataset_dict.json").is_file() or not (build_dir(dataset_dir) / BUILD_FILE).is_file():
-        raise MipkitError(f"{dataset_dir.name!r} is not a finished mipkit build (needs dataset_dict.json and build/{BUILD_FILE}); "
-                          "pass the --out folder of `mipkit build`")
+        raise MipkitError(
+            f"{dataset_dir.name!r} is not a finished mipkit build (needs dataset_dict.json and build/{BUILD_FILE}); "
+            "pass the --out folder of `mipkit build`"
+        )
     return load_from_disk(str(dataset_dir)), json.loads((build_dir(dataset_dir) / BUILD_FILE).read_text())
 
 
@@ -99,14 +120,18 @@ def release_splits(dataset: Any, metadata_only: bool) -> dict[str, Any]:
         ds = dataset[split]
         missing = [c for c in PAIR_COLUMNS if c not in ds.column_names]
         if missing:
-            raise MipkitError(f"this build has no {', '.join(missing)} column: push-to-hub publishes image-music pair builds "
-                              "(`mipkit build mipnet`, `build audioset-mood`, `hydrate`); use datasets' own push_to_hub for other builds")
+            raise MipkitError(
+                f"this build has no {', '.join(missing)} column: push-to-hub publishes image-music pair builds "
+                "(`mipkit build mipnet`, `build audioset-mood`, `hydrate`); use datasets' own push_to_hub for other builds"
+            )
         if not len(ds):
             continue
         if metadata_only:
             ds = ds.select_columns([c for c in METADATA_COLUMNS if c in ds.column_names])
         if pc.any(pc.match_substring_regex(ds.data.column("source_url"), CREDENTIALS_IN_URL)).as_py():
-            ui.console.print(f"[yellow]{split}: credentials removed from source URLs (user:password@ is never published)[/yellow]")
+            ui.console.print(
+                f"[yellow]{split}: credentials removed from source URLs (user:password@ is never published)[/yellow]"
+            )
         splits[split] = ds
     if not splits:
         raise MipkitError("the build holds no pair in any split; nothing to publish (see `mipkit status` for why)")
@@ -134,8 +159,10 @@ def _label_names(features) -> list[str] | None:
 def _check_columns(names: list[str], where: str) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
-        raise MipkitError(f"{where} has no {', '.join(missing)} column; pass a release written by `mipkit push-to-hub` "
-                          "(--metadata-only, on the Hub or with --to-folder)")
+        raise MipkitError(
+            f"{where} has no {', '.join(missing)} column; pass a release written by `mipkit push-to-hub` "
+            "(--metadata-only, on the Hub or with --to-folder)"
+        )
 
 
 def read_local_release(path: Path) -> Release:
@@ -149,8 +176,10 @@ def read_local_release(path: Path) -> Release:
     else:
         files = sorted((path / "data").glob("*.parquet")) or sorted(path.glob("*.parquet"))
     if not files:
-        raise MipkitError(f"{path.name!r} holds no Parquet files (expected data/*.parquet); pass a release folder written by "
-                          "`mipkit push-to-hub --to-folder`, or a Hub dataset id")
+        raise MipkitError(
+            f"{path.name!r} holds no Parquet files (expected data/*.parquet); pass a release folder written by "
+            "`mipkit push-to-hub --to-folder`, or a Hub dataset id"
+        )
     rows: list[dict[str, Any]] = []
     label_names = None
     for file in files:
@@ -170,8 +199,10 @@ def read_hub_release(repo_id: str) -> Release:
         dataset = datasets.load_dataset(repo_id)
     except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to the user
         reason = " ".join(str(exc).split())[:200]
-        raise MipkitError(f"cannot load release {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {reason}); check the id, "
-                          "your login for private datasets and the network, or pass a local release folder") from None
+        raise MipkitError(
+            f"cannot load release {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {reason}); check the id, "
+            "your login for private datasets and the network, or pass a local release folder"
+        ) from None
     rows: list[dict[str, Any]] = []
     inputs: list[Path] = []
     label_names = None
@@ -188,7 +219,9 @@ def open_release(ref: str) -> Release:
     if Path(ref).exists():
         return read_local_release(Path(ref))
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
-        raise MipkitError(f"release {ref!r} does not exist; pass a release folder written by `mipkit push-to-hub --to-folder` or a Hub id 'owner/name'")
+        raise MipkitError(
+            f"release {ref!r} does not exist; pass a release folder written by `mipkit push-to-hub --to-folder` or a Hub id 'owner/name'"
+        )
     return read_hub_release(ref)
 
 
@@ -224,9 +257,15 @@ def _parse(row: dict[str, Any], label_names: list[str] | None, taxonomy: Taxonom
     except ValueError as exc:
         return str(exc)
     score = row.get("emotion_score")
-    window = Window(row=0, start_s=round(start, 3), emotion=emotion, title=optional_text(row, "title"),
-                    license=optional_text(row, "license"), emotion_source=optional_text(row, "emotion_source") if emotion else None,
-                    emotion_score=float(score) if emotion and isinstance(score, (int, float)) and math.isfinite(score) else None)
+    window = Window(
+        row=0,
+        start_s=round(start, 3),
+        emotion=emotion,
+        title=optional_text(row, "title"),
+        license=optional_text(row, "license"),
+        emotion_source=optional_text(row, "emotion_source") if emotion else None,
+        emotion_score=float(score) if emotion and isinstance(score, (int, float)) and math.isfinite(score) else None,
+    )
     return source_id, str(url).strip(), window
 
 
@@ -235,10 +274,14 @@ def release_reader(release: Release):
 
     def read(taxonomy: Taxonomy) -> tuple[list[SourceRequest], list[SampleStatus]]:
         if release.label_names:
-            unknown = [n for n in release.label_names if n.strip().lower() not in {c.strip().lower() for c in taxonomy.names}]
+            unknown = [
+                n for n in release.label_names if n.strip().lower() not in {c.strip().lower() for c in taxonomy.names}
+            ]
             if unknown:
-                raise MipkitError(f"release {release.name} labels {unknown} are not in taxonomy {taxonomy.name!r}; "
-                                  "pass --recipe with the release's taxonomy")
+                raise MipkitError(
+                    f"release {release.name} labels {unknown} are not in taxonomy {taxonomy.name!r}; "
+                    "pass --recipe with the release's taxonomy"
+                )
         sources: dict[str, SourceRequest] = {}
         seen: set[str] = set()
         problems: list[SampleStatus] = []
@@ -246,18 +289,40 @@ def release_reader(release: Release):
             parsed = _parse(row, release.label_names, taxonomy)
             url = row.get("source_url") if isinstance(row.get("source_url"), str) else None
             if isinstance(parsed, str):
-                problems.append(SampleStatus(status=BAD_ROW, error=f"row {number}: {parsed}", pair_id=row.get("pair_id"), url=url, row=number))
+                problems.append(
+                    SampleStatus(
+                        status=BAD_ROW, error=f"row {number}: {parsed}", pair_id=row.get("pair_id"), url=url, row=number
+                    )
+                )
                 continue
             source_id, url, window = parsed
             window.row = number
             pair_id = pair_id_for(source_id, window.start_s)
             request = sources.setdefault(source_id, SourceRequest(source_id=source_id, url=url))
             if request.url != url:
-                problems.append(SampleStatus(status=BAD_ROW, error=f"row {number}: source_id {source_id} has two URLs in the release",
-                                             pair_id=pair_id, source_id=source_id, url=url, start_s=window.start_s, row=number))
+                problems.append(
+                    SampleStatus(
+                        status=BAD_ROW,
+                        error=f"row {number}: source_id {source_id} has two URLs in the release",
+                        pair_id=pair_id,
+                        source_id=source_id,
+                        url=url,
+                        start_s=window.start_s,
+                        row=number,
+                    )
+                )
             elif pair_id in seen:
-                problems.append(SampleStatus(status=DUPLICATE, error=f"row {number}: pair {pair_id} appears twice in the release",
-                                             pair_id=pair_id, source_id=source_id, url=url, start_s=window.start_s, row=number))
+                problems.append(
+                    SampleStatus(
+                        status=DUPLICATE,
+                        error=f"row {number}: pair {pair_id} appears twice in the release",
+                        pair_id=pair_id,
+                        source_id=source_id,
+                        url=url,
+                        start_s=window.start_s,
+                        row=number,
+                    )
+                )
             else:
                 seen.add(pair_id)
                 request.windows.append(window)
@@ -270,8 +335,11 @@ def release_reader(release: Release):
 
 def clip_seconds(release: Release) -> float | None:
     """The clip length the release was built with (its most common ``end_s - start_s``)."""
-    lengths = Counter(round(r["end_s"] - r["start_s"], 3) for r in release.rows
-                      if isinstance(r.get("end_s"), (int, float)) and isinstance(r.get("start_s"), (int, float)))
+    lengths = Counter(
+        round(r["end_s"] - r["start_s"], 3)
+        for r in release.rows
+        if isinstance(r.get("end_s"), (int, float)) and isinstance(r.get("start_s"), (int, float))
+    )
     return lengths.most_common(1)[0][0] if lengths else None
 
 
@@ -286,12 +354,18 @@ def compare_with_release(release: Release, out: Path) -> dict[str, int]:
         if len(ds):  # an empty split is saved as one empty shard; its Arrow table is not read
             built.update(dict.fromkeys(ds.data.column("pair_id").to_pylist(), split))
     rebuilt = [p for p in wanted if p in built]
-    return {"release_pairs": len(wanted), "rebuilt": len(rebuilt), "missing": len(wanted) - len(rebuilt),
-            "split_changed": sum(1 for p in rebuilt if wanted[p] and built[p] != wanted[p]),
-            "not_in_release": sum(1 for p in built if p not in wanted)}
+    return {
+        "release_pairs": len(wanted),
+        "rebuilt": len(rebuilt),
+        "missing": len(wanted) - len(rebuilt),
+        "split_changed": sum(1 for p in rebuilt if wanted[p] and built[p] != wanted[p]),
+        "not_in_release": sum(1 for p in built if p not in wanted),
+    }
 
 
-def hydrate(ref: str, out: Path, recipe, workers: int = 1, engine: str = "local", overwrite: bool = False) -> tuple[dict, dict]:
+def hydrate(
+    ref: str, out: Path, recipe, workers: int = 1, engine: str = "local", overwrite: bool = False
+) -> tuple[dict, dict]:
     """Rebuild a release through the normal pipeline; returns the build summary and the comparison."""
     from mipkit.core import ui
     from mipkit.pipeline.driver import BuildOptions, build
@@ -299,10 +373,23 @@ def hydrate(ref: str, out: Path, recipe, workers: int = 1, engine: str = "local"
     release = open_release(ref)
     seconds = clip_seconds(release)
     if seconds and abs(seconds - recipe.clip.seconds) > 1e-3:
-        ui.console.print(f"release clips last {seconds:g} s: using that instead of the recipe's {recipe.clip.seconds:g} s")
+        ui.console.print(
+            f"release clips last {seconds:g} s: using that instead of the recipe's {recipe.clip.seconds:g} s"
+        )
         recipe = recipe.with_overrides({"clip.seconds": seconds})
     # The release's split of each source is kept, so a vanished source moves no other pair.
     split_of = {r["source_id"]: r["split"] for r in release.rows if r.get("source_id") and r.get("split")}
-    summary = build(BuildOptions(out=Path(out), recipe=recipe, reader=release_reader(release), inputs=release.inputs,
-                                 kind="hydrate", workers=workers, engine=engine, overwrite=overwrite, split_of=split_of))
+    summary = build(
+        BuildOptions(
+            out=Path(out),
+            recipe=recipe,
+            reader=release_reader(release),
+            inputs=release.inputs,
+            kind="hydrate",
+            workers=workers,
+            engine=engine,
+            overwrite=overwrite,
+            split_of=split_of,
+        )
+    )
     return summary, compare_with_release(release, Path(out))

@@ -26,8 +26,8 @@ from typing import Any
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError
 from mipkit.core.paths import cards_dir
-from mipkit.release.hydrate import CREDENTIALS_IN_URL, load_build, private_strings, release_splits, scrub
 from mipkit.pipeline.status import status_report
+from mipkit.release.hydrate import CREDENTIALS_IN_URL, load_build, private_strings, release_splits, scrub
 
 CARD_TEMPLATE = "dataset_card.md.j2"
 CARD_FILE = "README.md"
@@ -38,13 +38,26 @@ TASK_CATEGORIES = ["audio-classification", "image-classification", "feature-extr
 TAGS = ["music", "image-music-retrieval", "cross-modal-retrieval", "music-emotion", "mipnet", "mipkit"]
 # Licences the Hub knows by id, keyed by how sources spell them (yt-dlp reports YouTube's CC as below).
 HUB_LICENSES = {
-    "cc0-1.0": "cc0-1.0", "cc0": "cc0-1.0", "cc-by-4.0": "cc-by-4.0", "cc-by-3.0": "cc-by-3.0",
-    "cc-by-sa-4.0": "cc-by-sa-4.0", "cc-by-nc-4.0": "cc-by-nc-4.0", "cc-by-nc-sa-4.0": "cc-by-nc-sa-4.0",
-    "mit": "mit", "apache-2.0": "apache-2.0",
+    "cc0-1.0": "cc0-1.0",
+    "cc0": "cc0-1.0",
+    "cc-by-4.0": "cc-by-4.0",
+    "cc-by-3.0": "cc-by-3.0",
+    "cc-by-sa-4.0": "cc-by-sa-4.0",
+    "cc-by-nc-4.0": "cc-by-nc-4.0",
+    "cc-by-nc-sa-4.0": "cc-by-nc-sa-4.0",
+    "mit": "mit",
+    "apache-2.0": "apache-2.0",
     "creative commons attribution license (reuse allowed)": "cc-by-3.0",
 }
-SIZE_BUCKETS = [(10 ** 3, "n<1K"), (10 ** 4, "1K<n<10K"), (10 ** 5, "10K<n<100K"), (10 ** 6, "100K<n<1M"),
-                (10 ** 7, "1M<n<10M"), (10 ** 8, "10M<n<100M"), (10 ** 9, "100M<n<1B")]
+SIZE_BUCKETS = [
+    (10**3, "n<1K"),
+    (10**4, "1K<n<10K"),
+    (10**5, "10K<n<100K"),
+    (10**6, "100K<n<1M"),
+    (10**7, "1M<n<10M"),
+    (10**8, "10M<n<100M"),
+    (10**9, "100M<n<1B"),
+]
 UNLABELLED = "unlabelled"
 UNKNOWN_LICENSE = "not stated by the source"
 
@@ -61,7 +74,7 @@ def mipkit_version() -> str:
 
 @dataclass
 class WrittenFile:
-    path: str              # relative to the release folder, '/'-separated (as on the Hub)
+    path: str  # relative to the release folder, '/'-separated (as on the Hub)
     rows: int | None
     size: int
 
@@ -138,15 +151,26 @@ def card_figures(dataset_dir: Path, build: dict, splits: dict[str, Any], metadat
         "splits_cfg": recipe.get("splits", {}),
         "taxonomy": recipe.get("taxonomy", ""),
         "labels": names,
-        "fetch": {"format": ytdlp.get("format", ""), "force_keyframes_at_cuts": ytdlp.get("force_keyframes_at_cuts"),
-                  "sleep_interval": ytdlp.get("sleep_interval"), "cookies": bool(ytdlp.get("cookiefile")), "proxy": bool(ytdlp.get("proxy"))},
+        "fetch": {
+            "format": ytdlp.get("format", ""),
+            "force_keyframes_at_cuts": ytdlp.get("force_keyframes_at_cuts"),
+            "sleep_interval": ytdlp.get("sleep_interval"),
+            "cookies": bool(ytdlp.get("cookiefile")),
+            "proxy": bool(ytdlp.get("proxy")),
+        },
         "total": total,
         "total_sources": len({sid for e in licences.values() for sid in e["sources"]}),
         "split_rows": split_rows,
         "empty_splits": [s for s in build_splits(dataset_dir) if s not in splits],
         "label_columns": label_columns,
-        "emotion_rows": [{"label": label, "counts": [emotions[s].get(label, 0) for s in splits], "total": sum(emotions[s].get(label, 0) for s in splits)}
-                         for label in label_columns],
+        "emotion_rows": [
+            {
+                "label": label,
+                "counts": [emotions[s].get(label, 0) for s in splits],
+                "total": sum(emotions[s].get(label, 0) for s in splits),
+            }
+            for label in label_columns
+        ],
         "split_names": list(splits),
         "label_sources": [{"source": s or "none (unlabelled)", "pairs": n} for s, n in label_sources.most_common()],
         "status_counts": report["counts"],
@@ -154,8 +178,10 @@ def card_figures(dataset_dir: Path, build: dict, splits: dict[str, Any], metadat
         "built": report["counts"].get("ok", 0),
         "failure_reasons": [{"status": s, "reason": r or "-", "count": n} for (s, r), n in reasons.most_common(10)],
         "more_reasons": max(0, len(reasons) - 10),
-        "licences": [{"license": name, "sources": len(e["sources"]), "pairs": e["pairs"]}
-                     for name, e in sorted(licences.items(), key=lambda kv: -kv[1]["pairs"])],
+        "licences": [
+            {"license": name, "sources": len(e["sources"]), "pairs": e["pairs"]}
+            for name, e in sorted(licences.items(), key=lambda kv: -kv[1]["pairs"])
+        ],
         "hub_license": hub_license(pairs_per_license, recipe.get("dataset", {}).get("license", "other")),
         "annotations_creators": annotations_creators(label_sources, build.get("kind", "")),
         "source_datasets": ["extended|audioset"] if build.get("kind", "").startswith("audioset") else ["original"],
@@ -178,20 +204,27 @@ def card_data_yaml(figures: dict, splits: dict[str, Any], parquet_sizes: dict[st
 
     card_data = DatasetCardData(
         license=figures["hub_license"],
-        task_categories=[t for t in TASK_CATEGORIES if figures["clip"].get("image", True) or t != "image-classification"],
+        task_categories=[
+            t for t in TASK_CATEGORIES if figures["clip"].get("image", True) or t != "image-classification"
+        ],
         tags=TAGS + (["metadata-only"] if figures["metadata_only"] else []),
         size_categories=[size_category(figures["total"])],
         pretty_name=figures["pretty_name"] + (" (metadata only)" if figures["metadata_only"] else ""),
-        source_datasets=figures["source_datasets"], annotations_creators=figures["annotations_creators"],
+        source_datasets=figures["source_datasets"],
+        annotations_creators=figures["annotations_creators"],
     )
     first = next(iter(splits.values()))
-    info = DatasetInfo(config_name="default", features=first.features, splits=SplitDict(), download_size=0, dataset_size=0)
+    info = DatasetInfo(
+        config_name="default", features=first.features, splits=SplitDict(), download_size=0, dataset_size=0
+    )
     for split, ds in splits.items():
         info.splits.add(SplitInfo(name=split, num_bytes=ds.data.nbytes, num_examples=len(ds)))
         info.dataset_size += ds.data.nbytes
         info.download_size += parquet_sizes.get(split, 0)
     DatasetInfosDict({"default": info}).to_dataset_card_data(card_data)
-    MetadataConfigs({"default": {"data_files": [{"split": s, "path": f"{DATA_DIR}/{s}-*"} for s in splits]}}).to_dataset_card_data(card_data)
+    MetadataConfigs(
+        {"default": {"data_files": [{"split": s, "path": f"{DATA_DIR}/{s}-*"} for s in splits]}}
+    ).to_dataset_card_data(card_data)
     return card_data.to_yaml()
 
 
@@ -206,9 +239,17 @@ def render_card(figures: dict, card_yaml: str, secrets: list[str]) -> str:
 
     template_path = cards_dir() / CARD_TEMPLATE
     if not template_path.is_file():
-        raise MipkitError(f"card template {CARD_TEMPLATE!r} is missing from {cards_dir().name}/; reinstall mipkit or set MIPKIT_DATA to a checkout")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(cards_dir())), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+        raise MipkitError(
+            f"card template {CARD_TEMPLATE!r} is missing from {cards_dir().name}/; reinstall mipkit or set MIPKIT_DATA to a checkout"
+        )
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(cards_dir())),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
     env.filters["cell"] = _markdown_cell
     env.filters["num"] = lambda value: f"{value:g}" if isinstance(value, (int, float)) else value
     text = scrub(env.get_template(CARD_TEMPLATE).render(card_data=card_yaml.strip(), f=figures), secrets)
@@ -258,7 +299,9 @@ def _write_split(ds: Any, split: str, shards: int, data_dir: Path, on_shard) -> 
     written = []
     for index in range(shards):
         shard = ds.shard(num_shards=shards, index=index, contiguous=True).with_format("arrow")
-        shard = shard.map(_publishable, batched=True, batch_size=batch_size, keep_in_memory=True, fn_kwargs={"embed": embed}).with_format(None)
+        shard = shard.map(
+            _publishable, batched=True, batch_size=batch_size, keep_in_memory=True, fn_kwargs={"embed": embed}
+        ).with_format(None)
         name = f"{split}-{index:05d}-of-{shards:05d}.parquet"
         shard.to_parquet(str(data_dir / name), batch_size=batch_size)
         written.append(WrittenFile(f"{DATA_DIR}/{name}", len(shard), (data_dir / name).stat().st_size))
@@ -272,8 +315,14 @@ def prepare_release(dataset_dir: Path, metadata_only: bool) -> tuple[dict, dict[
     return build, release_splits(dataset, metadata_only)
 
 
-def write_release(dataset_dir: Path, folder: Path, repo_id: str, metadata_only: bool = False,
-                  max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE, prepared: tuple[dict, dict] | None = None) -> list[WrittenFile]:
+def write_release(
+    dataset_dir: Path,
+    folder: Path,
+    repo_id: str,
+    metadata_only: bool = False,
+    max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
+    prepared: tuple[dict, dict] | None = None,
+) -> list[WrittenFile]:
     """Write the Hub layout of a build into ``folder`` (which must be new or empty)."""
     import datasets
 
@@ -297,24 +346,42 @@ def write_release(dataset_dir: Path, folder: Path, repo_id: str, metadata_only: 
         if progress_was_on:
             datasets.enable_progress_bars()
     figures = card_figures(dataset_dir, build, splits, metadata_only, repo_id)
-    ui.bar_chart(folder / CHART_FILE, "pairs per emotion and split", figures["emotions_by_split"], xlabel="emotion", ylabel="pairs")
+    ui.bar_chart(
+        folder / CHART_FILE,
+        "pairs per emotion and split",
+        figures["emotions_by_split"],
+        xlabel="emotion",
+        ylabel="pairs",
+    )
     card = render_card(figures, card_data_yaml(figures, splits, parquet_sizes), private_strings(dataset_dir, build))
     (folder / CARD_FILE).write_text(card, encoding="utf-8")
-    return [WrittenFile(CARD_FILE, None, (folder / CARD_FILE).stat().st_size),
-            WrittenFile(CHART_FILE, None, (folder / CHART_FILE).stat().st_size)] + written
+    return [
+        WrittenFile(CARD_FILE, None, (folder / CARD_FILE).stat().st_size),
+        WrittenFile(CHART_FILE, None, (folder / CHART_FILE).stat().st_size),
+    ] + written
 
 
 def _is_release_folder(path: Path) -> bool:
-    return (path / CARD_FILE).is_file() and (path / DATA_DIR).is_dir() and \
-        {p.name for p in path.iterdir()} <= {CARD_FILE, CHART_FILE, DATA_DIR, ".gitattributes"}
+    return (
+        (path / CARD_FILE).is_file()
+        and (path / DATA_DIR).is_dir()
+        and {p.name for p in path.iterdir()} <= {CARD_FILE, CHART_FILE, DATA_DIR, ".gitattributes"}
+    )
 
 
-def export_to_folder(dataset_dir: Path, out: Path, repo_id: str, metadata_only: bool = False,
-                     max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE) -> list[WrittenFile]:
+def export_to_folder(
+    dataset_dir: Path,
+    out: Path,
+    repo_id: str,
+    metadata_only: bool = False,
+    max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
+) -> list[WrittenFile]:
     """``--to-folder``: write next to ``out`` and swap in when complete; an earlier release there is replaced."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_release_folder(out))):
-        raise MipkitError(f"--to-folder {out.name!r} exists and is not an earlier release (README.md + data/); choose a new or empty folder")
+        raise MipkitError(
+            f"--to-folder {out.name!r} exists and is not an earlier release (README.md + data/); choose a new or empty folder"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -351,27 +418,49 @@ def hub_error(exc: BaseException, repo_id: str, endpoint: str, token: str | None
 
     hide = (lambda text: text.replace(token, "<token>")) if token else (lambda text: text)  # noqa: E731
     if isinstance(exc, OfflineModeIsEnabled):
-        return MipkitError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it, or write the release locally with --to-folder")
+        return MipkitError(
+            "HF_HUB_OFFLINE is set, so nothing can be pushed; unset it, or write the release locally with --to-folder"
+        )
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:
         code = exc.response.status_code
         said = hide(" ".join((exc.server_message or str(exc).splitlines()[0]).split()))[:200]
         if code == 401:
-            return MipkitError(f"the Hub at {endpoint} rejected the token (HTTP 401); run `hf auth login` again or set a valid HF_TOKEN")
+            return MipkitError(
+                f"the Hub at {endpoint} rejected the token (HTTP 401); run `hf auth login` again or set a valid HF_TOKEN"
+            )
         if code == 403:
-            return MipkitError(f"the token may not write dataset {repo_id!r} (HTTP 403: {said}); use a token with write access to that namespace")
-        return MipkitError(f"the Hub answered HTTP {code} while publishing {repo_id!r} ({said}); try again later, or write the release with --to-folder")
+            return MipkitError(
+                f"the token may not write dataset {repo_id!r} (HTTP 403: {said}); use a token with write access to that namespace"
+            )
+        return MipkitError(
+            f"the Hub answered HTTP {code} while publishing {repo_id!r} ({said}); try again later, or write the release with --to-folder"
+        )
     if isinstance(exc, ValueError) and "Invalid metadata in README.md" in str(exc):
-        return MipkitError(f"the Hub rejected the card's YAML ({' '.join(str(exc).split())[:200]}); check the release with --to-folder")
+        return MipkitError(
+            f"the Hub rejected the card's YAML ({' '.join(str(exc).split())[:200]}); check the release with --to-folder"
+        )
     kinds = {cls.__name__ for cls in type(exc).__mro__}
-    if isinstance(exc, (ConnectionError, TimeoutError)) or kinds & {"TransportError", "NetworkError", "TimeoutException"}:
+    if isinstance(exc, (ConnectionError, TimeoutError)) or kinds & {
+        "TransportError",
+        "NetworkError",
+        "TimeoutException",
+    }:
         reason = hide(" ".join(str(exc).split()))[:160]
-        return MipkitError(f"cannot reach the Hugging Face Hub at {endpoint} ({reason}); check the network or HF_ENDPOINT, "
-                           "or write the release locally with --to-folder")
+        return MipkitError(
+            f"cannot reach the Hugging Face Hub at {endpoint} ({reason}); check the network or HF_ENDPOINT, "
+            "or write the release locally with --to-folder"
+        )
     return None
 
 
-def push_to_hub(dataset_dir: Path, repo_id: str, private: bool = False, revision: str | None = None,
-                metadata_only: bool = False, max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE) -> tuple[str, list[WrittenFile]]:
+def push_to_hub(
+    dataset_dir: Path,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    metadata_only: bool = False,
+    max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
+) -> tuple[str, list[WrittenFile]]:
     """Publish a build: check the login, create the repo (and branch), write the release, upload it in one commit.
 
     The token comes from ``HF_TOKEN`` or ``hf auth login``; it is sent to the Hub only, never printed.
@@ -384,16 +473,22 @@ def push_to_hub(dataset_dir: Path, repo_id: str, private: bool = False, revision
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
-        raise MipkitError(f"REPO_ID {repo_id!r} is not a Hub id; use 'owner/name' (letters, digits, '-', '_', '.')") from None
+        raise MipkitError(
+            f"REPO_ID {repo_id!r} is not a Hub id; use 'owner/name' (letters, digits, '-', '_', '.')"
+        ) from None
     parse_size(max_shard_size)
     prepared = prepare_release(dataset_dir, metadata_only)  # a bad DIR fails before any network access
     endpoint = hub_endpoint()
     if _offline():
-        raise MipkitError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it, or write the release locally with --to-folder")
+        raise MipkitError(
+            "HF_HUB_OFFLINE is set, so nothing can be pushed; unset it, or write the release locally with --to-folder"
+        )
     token = get_token()
     if not token:
-        raise MipkitError("not logged in to the Hugging Face Hub; run `hf auth login` or set HF_TOKEN to a write token "
-                          "(or write the release locally with --to-folder)")
+        raise MipkitError(
+            "not logged in to the Hugging Face Hub; run `hf auth login` or set HF_TOKEN to a write token "
+            "(or write the release locally with --to-folder)"
+        )
     api = HfApi(endpoint=endpoint, token=token, library_name="mipkit", library_version=mipkit_version())
     try:
         user = api.whoami()
@@ -406,9 +501,14 @@ def push_to_hub(dataset_dir: Path, repo_id: str, private: bool = False, revision
         with tempfile.TemporaryDirectory(prefix="mipkit-release-") as tmp:
             written = write_release(dataset_dir, Path(tmp), repo_id, metadata_only, max_shard_size, prepared)
             ui.console.print(f"uploading {len(written)} files to {repo_id}")
-            api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=tmp, revision=revision,
-                              commit_message=f"Upload {'metadata-only ' if metadata_only else ''}release built with mipkit {mipkit_version()}",
-                              delete_patterns=[f"{DATA_DIR}/*"])
+            api.upload_folder(
+                repo_id=repo_id,
+                repo_type="dataset",
+                folder_path=tmp,
+                revision=revision,
+                commit_message=f"Upload {'metadata-only ' if metadata_only else ''}release built with mipkit {mipkit_version()}",
+                delete_patterns=[f"{DATA_DIR}/*"],
+            )
     except Exception as exc:  # noqa: BLE001 - Hub and network errors become one line; others propagate
         error = hub_error(exc, repo_id, endpoint, token)
         if error is None:

@@ -103,8 +103,12 @@ def test_finetune_last_unfreezes_last_stages_only():
 
 def test_missing_weights_file_is_one_line_naming_the_flag(tmp_path):
     with pytest.raises(WeightsError) as err:
-        build_model(ModelConfig(image_weights=str(tmp_path / "nowhere" / "convnext.safetensors"),
-                                music_weights=str(tmp_path / "passt.pt")))
+        build_model(
+            ModelConfig(
+                image_weights=str(tmp_path / "nowhere" / "convnext.safetensors"),
+                music_weights=str(tmp_path / "passt.pt"),
+            )
+        )
     message = str(err.value)
     assert message.startswith("--image-weights") and "convnext.safetensors" in message
     assert str(tmp_path) not in message and "\n" not in message
@@ -180,6 +184,7 @@ def test_stale_cache_is_rebuilt_never_reused(tmp_path):
         def _build():
             calls.append(value)
             return {"raw_v": torch.full((3, 2), value), "raw_m": torch.full((3, 4), value)}
+
         return _build
 
     key = {"split": "train", "image_weights": "sha256:aaa", "image_preprocessing": {"input_size": [3, 64, 64]}}

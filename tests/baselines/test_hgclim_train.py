@@ -19,8 +19,19 @@ from tests.helpers.synthetic import make_pair_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 N_TRAIN, N_VAL, N_TEST, BATCH = 96, 24, 24, 32  # 3 steps per epoch
-FAST = ["--preset", "tiny", "--batch-size", str(BATCH), "--workers", "0", "--log-every", "1", "--device", "cpu",
-        "--quiet"]
+FAST = [
+    "--preset",
+    "tiny",
+    "--batch-size",
+    str(BATCH),
+    "--workers",
+    "0",
+    "--log-every",
+    "1",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 eval_app = typer.Typer(add_completion=False)
 eval_app.command("eval")(eval_command)
@@ -65,14 +76,32 @@ def run_a(data, cache, tmp_path_factory) -> Path:
 
 
 def test_train_writes_logs_plots_card_and_checkpoint(run_a, data):
-    for name in ("config.json", "log.jsonl", "loss_curves.png", "val_metrics.png", "MODEL_CARD.md",
-                 "eval_test.json", "eval_test.png", "checkpoints/latest.pt"):
+    for name in (
+        "config.json",
+        "log.jsonl",
+        "loss_curves.png",
+        "val_metrics.png",
+        "MODEL_CARD.md",
+        "eval_test.json",
+        "eval_test.png",
+        "checkpoints/latest.pt",
+    ):
         assert (run_a / name).is_file(), name
     assert any((run_a / "tb").iterdir())
     train_records = records(run_a, "train")
     assert [r["step"] for r in train_records] == list(range(1, 7))
-    for key in ("loss", "loss/coarse", "loss/inter", "loss/intra_v", "loss/intra_m", "temperature", "lr",
-                "samples_per_s", "data_time", "step_time"):
+    for key in (
+        "loss",
+        "loss/coarse",
+        "loss/inter",
+        "loss/intra_v",
+        "loss/intra_m",
+        "temperature",
+        "lr",
+        "samples_per_s",
+        "data_time",
+        "step_time",
+    ):
         assert all(key in r for r in train_records), key
     val = records(run_a, "val")
     assert [r["epoch"] for r in val] == [0, 1, 2]
@@ -90,8 +119,24 @@ def test_train_writes_logs_plots_card_and_checkpoint(run_a, data):
 
 
 def test_eval_prints_json_with_every_key(run_a, data):
-    result = CliRunner().invoke(eval_app, ["eval", str(run_a), "--dataset", str(data), "--split", "test", "--json",
-                                           "--candidates", "8", "--seeds", "0,1", "--workers", "0"])
+    result = CliRunner().invoke(
+        eval_app,
+        [
+            "eval",
+            str(run_a),
+            "--dataset",
+            str(data),
+            "--split",
+            "test",
+            "--json",
+            "--candidates",
+            "8",
+            "--seeds",
+            "0,1",
+            "--workers",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     for direction in ("i2m", "m2i"):
@@ -131,8 +176,20 @@ def test_training_improves_retrieval_over_the_untrained_model(data, cache, tmp_p
     run = tmp_path / "learn"
     fast = FAST.copy()
     fast[fast.index("--batch-size") + 1] = "16"
-    result = train("--dataset", str(data), "--out", str(run), "--epochs", "6", "--cache-dir", str(cache),
-                   "--eval-split", "validation", "--no-tensorboard", *fast)
+    result = train(
+        "--dataset",
+        str(data),
+        "--out",
+        str(run),
+        "--epochs",
+        "6",
+        "--cache-dir",
+        str(cache),
+        "--eval-split",
+        "validation",
+        "--no-tensorboard",
+        *fast,
+    )
     assert result.exit_code == 0, result.output
     val = records(run, "val")
     untrained = (val[0]["i2m/mrr"] + val[0]["m2i/mrr"]) / 2
@@ -153,12 +210,15 @@ def test_uncached_path_computes_the_same_first_step(data, cache, tmp_path):
     assert first_uncached["loss"] == pytest.approx(first_cached["loss"], rel=1e-4)
 
 
-@pytest.mark.parametrize("args, flag", [
-    (["--image-weights", "missing-convnext.safetensors", "--music-weights", "missing.pt"], "--image-weights"),
-    ([], "--random-init"),
-    (["--preset", "tiny", "--loss", "clip"], "--loss"),
-    (["--preset", "tiny", "--device", "tpu"], "--device"),
-])
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--image-weights", "missing-convnext.safetensors", "--music-weights", "missing.pt"], "--image-weights"),
+        ([], "--random-init"),
+        (["--preset", "tiny", "--loss", "clip"], "--loss"),
+        (["--preset", "tiny", "--device", "tpu"], "--device"),
+    ],
+)
 def test_input_errors_are_one_line(data, tmp_path, args, flag):
     result = train("--dataset", str(data), "--out", str(tmp_path / "run"), "--workers", "0", "--quiet", *args)
     assert result.exit_code == 2
@@ -174,13 +234,43 @@ def test_missing_dataset_is_one_line(tmp_path):
 def test_torchrun_two_processes_gloo(data, cache, tmp_path):
     """The same entry point under torchrun: DDP on CPU (gloo), per-rank shards of the data order."""
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "baselines.train", "hgclim", "--dataset", str(data), "--out", str(run), "--epochs", "1",
-           "--cache-dir", str(cache), "--batch-size", "16", "--workers", "0", "--log-every", "1", "--device", "cpu",
-           "--quiet", "--no-tensorboard", "--eval-split", "validation", "--preset", "tiny"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "baselines.train",
+        "hgclim",
+        "--dataset",
+        str(data),
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        "--cache-dir",
+        str(cache),
+        "--batch-size",
+        "16",
+        "--workers",
+        "0",
+        "--log-every",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--no-tensorboard",
+        "--eval-split",
+        "validation",
+        "--preset",
+        "tiny",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group: a hang is killed whole
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )  # its own process group: a hang is killed whole
     try:
         _, stderr = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
@@ -203,16 +293,34 @@ def test_real_cli_on_a_dataset_built_by_the_pipeline(built_dataset, tmp_path):
 
     dataset, _ = built_dataset
     run = tmp_path / "built_run"
-    common = ["train", "baseline", "hgclim", "--dataset", str(dataset), "--out", str(run), "--preset", "tiny",
-              "--epochs", "2", "--batch-size", "2", "--workers", "0", "--quiet", "--no-tensorboard"]
+    common = [
+        "train",
+        "baseline",
+        "hgclim",
+        "--dataset",
+        str(dataset),
+        "--out",
+        str(run),
+        "--preset",
+        "tiny",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--quiet",
+        "--no-tensorboard",
+    ]
     runner = CliRunner()
     first = runner.invoke(app, [*common, "--stop-at-step", "1"])
     assert first.exit_code == 0, first.output
     resumed = runner.invoke(app, [*common, "--resume", "latest"])
     assert resumed.exit_code == 0, resumed.output
     assert (run / "MODEL_CARD.md").is_file() and (run / "val_metrics.png").is_file()
-    evaluated = runner.invoke(app, ["eval", str(run), "--dataset", str(dataset), "--split", "validation", "--json",
-                                    "--workers", "0"])
+    evaluated = runner.invoke(
+        app, ["eval", str(run), "--dataset", str(dataset), "--split", "validation", "--json", "--workers", "0"]
+    )
     assert evaluated.exit_code == 0, evaluated.output
     out = json.loads(evaluated.stdout)
     assert out["split"] == "validation" and set(out["i2m"]) >= {"mrr", "r@10"} and "emotion" in out
@@ -228,7 +336,20 @@ def test_a_diverging_run_stops_with_one_line_instead_of_training_on_nan(data, ca
         return {**losses, "loss": losses["loss"] * float("nan")}
 
     monkeypatch.setattr(HGCLIMLoss, "forward", diverged)
-    result = CliRunner().invoke(train_app, ["hgclim", "--dataset", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
-                                            "--cache-dir", str(cache), *FAST])
+    result = CliRunner().invoke(
+        train_app,
+        [
+            "hgclim",
+            "--dataset",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--cache-dir",
+            str(cache),
+            *FAST,
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "training diverged at step" in result.output and "loss is not finite" in result.output

@@ -10,8 +10,13 @@ import pytest
 import torch
 
 from baselines.data.frames import load_frames
-from baselines.models.sequence import (ENCODERS, SequenceConfig, build_sequence_model, sample_positions,
-                                       temporal_adjacency)
+from baselines.models.sequence import (
+    ENCODERS,
+    SequenceConfig,
+    build_sequence_model,
+    sample_positions,
+    temporal_adjacency,
+)
 from baselines.models.text import HashedNgramEncoder, text_features, texts_of
 from mipkit.kinds.yt8m.tfrecords import dequantize, uint8_frames
 from tests.helpers.yt8m_synthetic import make_yt8m_dataset
@@ -68,7 +73,9 @@ def test_encoders_shapes_unit_norm_and_raw_features(encoder, text_dim):
     text = torch.randn(5, text_dim) if text_dim else None
     v, m, raw_v, raw_m = model(video, audio, text)
     assert v.shape == m.shape == (5, 24)
-    assert torch.allclose(v.norm(dim=1), torch.ones(5), atol=1e-5) and torch.allclose(m.norm(dim=1), torch.ones(5), atol=1e-5)
+    assert torch.allclose(v.norm(dim=1), torch.ones(5), atol=1e-5) and torch.allclose(
+        m.norm(dim=1), torch.ones(5), atol=1e-5
+    )
     assert torch.allclose(raw_m, audio.mean(dim=1))
     if text_dim:
         assert raw_v.shape == (5, text_dim + 1024)  # concat(text, temporal-average video), each L2-normalised
@@ -83,8 +90,9 @@ def test_encoders_shapes_unit_norm_and_raw_features(encoder, text_dim):
 
 @pytest.mark.parametrize("fusion", ["h0", "h0+add"])
 def test_bilstm_text_feature_is_the_initial_hidden_state(fusion):
-    model = build_sequence_model(SequenceConfig(encoder="bilstm", hidden=8, segments=6, text_dim=5, dropout=0.0,
-                                                text_fusion=fusion))
+    model = build_sequence_model(
+        SequenceConfig(encoder="bilstm", hidden=8, segments=6, text_dim=5, dropout=0.0, text_fusion=fusion)
+    )
     video, text = torch.randn(3, 6, 1024), torch.randn(3, 5)
     lstm = model.video_encoder.lstm
     cond = model.text_proj(text)
@@ -101,8 +109,7 @@ def test_bilstm_text_feature_is_the_initial_hidden_state(fusion):
 
 def test_an_untrained_bilstm_forgets_its_initial_state_over_k_steps():
     """Why ``text_fusion`` defaults to h0+add: over K = 30 frames the initial state vanishes (float32)."""
-    model = build_sequence_model(SequenceConfig(encoder="bilstm", hidden=24, segments=K, text_dim=16,
-                                                text_fusion="h0"))
+    model = build_sequence_model(SequenceConfig(encoder="bilstm", hidden=24, segments=K, text_dim=16, text_fusion="h0"))
     video = dequantize(torch.randint(0, 256, (4, K, 1024), dtype=torch.uint8))
     a, b = model.encode_video(video, torch.randn(4, 16)), model.encode_video(video, torch.randn(4, 16))
     assert torch.allclose(a, b, atol=1e-4)
@@ -144,21 +151,42 @@ def test_hashed_text_encoder_is_deterministic_and_cached_by_key(synth, tmp_path)
     first = text_features(enc, ds, "train", "title", tmp_path, "fp:1", log=messages.append)
     again = text_features(enc, ds, "train", "title", tmp_path, "fp:1", log=messages.append)
     assert first.shape == (len(ds), 16) and torch.equal(first, again) and "up to date" in messages[-1]
-    other = text_features(HashedNgramEncoder(dim=16, seed=2), ds, "train", "title", tmp_path, "fp:1",
-                          log=messages.append)
+    other = text_features(
+        HashedNgramEncoder(dim=16, seed=2), ds, "train", "title", tmp_path, "fp:1", log=messages.append
+    )
     assert "stale" in messages[-1] and "text_weights" in messages[-1] and not torch.equal(other, first)
 
 
 def test_ii_noise_benchmark_batches_and_a_tiny_run():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("ii_noise", Path(__file__).resolve().parents[2] / "benchmarks" / "ii_noise.py")
+    spec = importlib.util.spec_from_file_location(
+        "ii_noise", Path(__file__).resolve().parents[2] / "benchmarks" / "ii_noise.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     plans = {level: bench.batch_plan(level, 64) for level in bench.LEVELS}
     assert all(sum(p) == 64 for p in plans.values())
     assert [len(p) for p in plans.values()] == [64, 48, 32, 16]  # clusters per batch: fewer = more false negatives
-    args = bench.parse(["--clusters", "16", "--pairs-per-cluster", "4", "--batch-size", "8", "--steps", "5",
-                        "--seeds", "2", "--test-sets", "1", "--hidden", "16", "--embed", "8"])
+    args = bench.parse(
+        [
+            "--clusters",
+            "16",
+            "--pairs-per-cluster",
+            "4",
+            "--batch-size",
+            "8",
+            "--steps",
+            "5",
+            "--seeds",
+            "2",
+            "--test-sets",
+            "1",
+            "--hidden",
+            "16",
+            "--embed",
+            "8",
+        ]
+    )
     body, gains = bench.run(args)
     assert body.count("| most_noise |") == 2 and "The paper's trend" in body and ("most_noise", 3.0) in gains

@@ -54,8 +54,16 @@ def run_a(synth, tmp_path_factory) -> Path:
 
 
 def test_train_writes_logs_plots_card_and_checkpoint(run_a, synth):
-    for name in ("config.json", "log.jsonl", "loss_curves.png", "val_metrics.png", "MODEL_CARD.md",
-                 "eval_test.json", "eval_test.png", "checkpoints/latest.pt"):
+    for name in (
+        "config.json",
+        "log.jsonl",
+        "loss_curves.png",
+        "val_metrics.png",
+        "MODEL_CARD.md",
+        "eval_test.json",
+        "eval_test.png",
+        "checkpoints/latest.pt",
+    ):
         assert (run_a / name).is_file(), name
     steps = records(run_a, "train")
     assert [r["step"] for r in steps] == list(range(1, 7))
@@ -65,7 +73,9 @@ def test_train_writes_logs_plots_card_and_checkpoint(run_a, synth):
     assert [r["epoch"] for r in val] == [0, 1, 2] and {"v2m/mrr", "v2m/r@10", "m2v/mrr"} <= set(val[-1])
     assert (val[-1]["v2m/mrr"] + val[-1]["m2v/mrr"]) > (val[0]["v2m/mrr"] + val[0]["m2v/mrr"])  # it learns
     config = json.loads((run_a / "config.json").read_text())
-    assert config["task"] == "iiclvm" and config["w_intra"] == 3.0 and config["hidden"] == 32 and config["segments"] == 30
+    assert (
+        config["task"] == "iiclvm" and config["w_intra"] == 3.0 and config["hidden"] == 32 and config["segments"] == 30
+    )
     ckpt = torch.load(run_a / "checkpoints" / "latest.pt", weights_only=True)
     assert (ckpt["step"], ckpt["epoch"]) == (6, 2) and any(k.startswith("video_encoder.lstm") for k in ckpt["model"])
     card = (run_a / "MODEL_CARD.md").read_text()
@@ -115,14 +125,17 @@ def test_clvm_is_iiclvm_with_w_intra_0(synth, tmp_path):
     assert first[0]["loss"] == first[1]["loss"] == first[0]["loss/inter"]
 
 
-@pytest.mark.parametrize("kind, args, flag", [
-    ("clvm", ["--w-intra", "3"], "--w-intra"),
-    ("iiclvm", ["--text", "title"], "--text"),
-    ("iiclvtm", [], "--text"),
-    ("iiclvtm", ["--text", "title", "--preset", "full"], "--text-weights"),
-    ("iiclvm", ["--encoder", "rnn"], "--encoder"),
-    ("iiclvm", ["--sampling", "dense"], "--sampling"),
-])
+@pytest.mark.parametrize(
+    "kind, args, flag",
+    [
+        ("clvm", ["--w-intra", "3"], "--w-intra"),
+        ("iiclvm", ["--text", "title"], "--text"),
+        ("iiclvtm", [], "--text"),
+        ("iiclvtm", ["--text", "title", "--preset", "full"], "--text-weights"),
+        ("iiclvm", ["--encoder", "rnn"], "--encoder"),
+        ("iiclvm", ["--sampling", "dense"], "--sampling"),
+    ],
+)
 def test_input_errors_are_one_line(synth, tmp_path, kind, args, flag):
     result = train(kind, "--dataset", str(synth), "--out", str(tmp_path / "run"), *FAST, *args)
     assert result.exit_code == 2
@@ -141,15 +154,31 @@ def built_title(tmp_path_factory) -> Path:
     out = root / "title"
     with MediaServer(site) as server:
         write_site(site, server.base_url)
-        result = cli("build", "yt8m-title", "--tfrecords", str(paths["frames"]), "--out", str(out),
-                     "--vocabulary", str(paths["vocabulary"]), "--lookup-base", server.url("lookup"),
-                     "--video-url-template", server.url("videos/{youtube_id}.html"), "--cache-dir", str(root / "cache"),
-                     "--metadata", str(paths["metadata"]))
+        result = cli(
+            "build",
+            "yt8m-title",
+            "--tfrecords",
+            str(paths["frames"]),
+            "--out",
+            str(out),
+            "--vocabulary",
+            str(paths["vocabulary"]),
+            "--lookup-base",
+            server.url("lookup"),
+            "--video-url-template",
+            server.url("videos/{youtube_id}.html"),
+            "--cache-dir",
+            str(root / "cache"),
+            "--metadata",
+            str(paths["metadata"]),
+        )
     assert result.exit_code == 0, result.output
     return out
 
 
-@pytest.mark.parametrize("kind, extra", [("iiclvm", []), ("iiclvtm", ["--text", "title", "--encoder", "gcn", "--sampling", "fd"])])
+@pytest.mark.parametrize(
+    "kind, extra", [("iiclvm", []), ("iiclvtm", ["--text", "title", "--encoder", "gcn", "--sampling", "fd"])]
+)
 def test_real_cli_on_a_built_yt8m_title_dataset(built_title, tmp_path, kind, extra):
     """train (3 videos of 2-7 s, shorter than K: frames repeat; no validation split) then `mipkit eval --json`."""
     run = tmp_path / kind
@@ -170,13 +199,31 @@ def test_real_cli_on_a_built_yt8m_title_dataset(built_title, tmp_path, kind, ext
 def test_torchrun_two_processes_gloo(synth, tmp_path):
     """The same entry point under torchrun: DDP on CPU (gloo), per-rank shards of the data order."""
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "baselines.train", "iiclvm", "--dataset", str(synth), "--out", str(run), "--epochs", "1",
-           "--eval-split", "validation", *FAST]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "baselines.train",
+        "iiclvm",
+        "--dataset",
+        str(synth),
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        "--eval-split",
+        "validation",
+        *FAST,
+    ]
     cmd[cmd.index("--batch-size") + 1] = "8"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group: a hang is killed whole
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )  # its own process group: a hang is killed whole
     try:
         _, stderr = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:

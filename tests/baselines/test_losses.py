@@ -57,8 +57,10 @@ def test_inter_two_by_two_by_hand():
     m = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # normalised inside to (1, 1)/sqrt(2)
     c = 1 / math.sqrt(2)
     # S = s * [[1, c], [0, c]]
-    rows = [-math.log(math.exp(s) / (math.exp(s) + math.exp(s * c))),
-            -math.log(math.exp(s * c) / (1 + math.exp(s * c)))]
+    rows = [
+        -math.log(math.exp(s) / (math.exp(s) + math.exp(s * c))),
+        -math.log(math.exp(s * c) / (1 + math.exp(s * c))),
+    ]
     cols = [-math.log(math.exp(s) / (math.exp(s) + 1)), math.log(2.0)]
     expected = alpha * sum(rows) / 2 + beta * sum(cols) / 2
     got = InterModalLoss(alpha=alpha, beta=beta)(v, m, torch.tensor(s))
@@ -122,8 +124,12 @@ def test_intra_gradcheck_float64(distance):
 # ---------------------------------------------------------------- II loss
 def _ii_batch(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g),
-            torch.randn(6, 3, 9, generator=g), torch.randn(6, 5, generator=g))
+    return (
+        torch.randn(6, 4, generator=g),
+        torch.randn(6, 4, generator=g),
+        torch.randn(6, 3, 9, generator=g),
+        torch.randn(6, 5, generator=g),
+    )
 
 
 def test_ii_with_zero_intra_weight_is_exactly_clvm():
@@ -216,7 +222,8 @@ def test_vmnet_matches_naive_loop():
 
 # ---------------------------------------------------------------- HG-CLIM variants
 EXPECTED_TERMS = {
-    "coarse": {"loss", "coarse"}, "emoclim": {"loss", "coarse"},
+    "coarse": {"loss", "coarse"},
+    "emoclim": {"loss", "coarse"},
     "coarse+intra": {"loss", "coarse", "intra_v", "intra_m"},
     "coarse+inter": {"loss", "coarse", "inter"},
     "hgclim": {"loss", "coarse", "inter", "intra_v", "intra_m"},
@@ -232,7 +239,9 @@ def test_hgclim_variants_return_exactly_their_terms(variant):
     out = HGCLIMLoss(variant, lambda_inter=0.5, lambda_intra=2.0)(v, m, raw_v, raw_m, labels, 10.0)
     assert set(out) == EXPECTED_TERMS[variant]
     if variant != "vmnet":
-        expected = out["coarse"] + 0.5 * out.get("inter", 0.0) + 2.0 * (out.get("intra_v", 0.0) + out.get("intra_m", 0.0))
+        expected = (
+            out["coarse"] + 0.5 * out.get("inter", 0.0) + 2.0 * (out.get("intra_v", 0.0) + out.get("intra_m", 0.0))
+        )
         assert out["loss"].item() == pytest.approx(float(expected), rel=1e-6)
 
 
@@ -268,11 +277,13 @@ WORLD_SIZE, HALF = 2, 4
 def _ddp_batch():
     g = torch.Generator().manual_seed(123)
     n = WORLD_SIZE * HALF
-    return {"v": torch.randn(n, 5, generator=g, dtype=torch.float64),
-            "m": torch.randn(n, 5, generator=g, dtype=torch.float64),
-            "raw_v": torch.randn(n, 3, 7, generator=g, dtype=torch.float64),
-            "raw_m": torch.randn(n, 6, generator=g, dtype=torch.float64),
-            "labels": torch.tensor([0, 1, 0, 2, 1, 2, -1, 0])}
+    return {
+        "v": torch.randn(n, 5, generator=g, dtype=torch.float64),
+        "m": torch.randn(n, 5, generator=g, dtype=torch.float64),
+        "raw_v": torch.randn(n, 3, 7, generator=g, dtype=torch.float64),
+        "raw_m": torch.randn(n, 6, generator=g, dtype=torch.float64),
+        "labels": torch.tensor([0, 1, 0, 2, 1, 2, -1, 0]),
+    }
 
 
 def _ddp_cases():
@@ -295,8 +306,12 @@ def _run_cases(batch):
         scale = torch.tensor(5.0, dtype=torch.float64, requires_grad=True)
         loss = fn(leaves, scale)
         loss.backward()
-        results[name] = {"loss": loss.detach(), "v": leaves["v"].grad, "m": leaves["m"].grad,
-                         "scale": scale.grad if scale.grad is not None else torch.zeros((), dtype=torch.float64)}
+        results[name] = {
+            "loss": loss.detach(),
+            "v": leaves["v"].grad,
+            "m": leaves["m"].grad,
+            "scale": scale.grad if scale.grad is not None else torch.zeros((), dtype=torch.float64),
+        }
     return results
 
 

@@ -134,8 +134,9 @@ def test_label_metrics_match_torchmetrics_class_macro_average():
 
 def test_label_metrics_chunking_invariance():
     sim, query_labels, candidate_labels = _labelled_case(5)
-    assert label_metrics(sim, query_labels, candidate_labels, chunk_size=3) == \
-        label_metrics(sim, query_labels, candidate_labels, chunk_size=1024)
+    assert label_metrics(sim, query_labels, candidate_labels, chunk_size=3) == label_metrics(
+        sim, query_labels, candidate_labels, chunk_size=1024
+    )
 
 
 def test_label_metrics_skip_unlabelled_and_unmatched_queries():
@@ -171,7 +172,15 @@ def test_retrieval_report_both_directions():
 def test_pooled_protocol_shapes_determinism_and_subsets():
     sim = _scores(50, 50, seed=9)
     result = pooled_instance_metrics(sim, n_candidates=20, seeds=(0, 1, 2))
-    assert set(result) == {"mean", "std", "n_candidates", "requested_n_candidates", "used_all_pairs", "seeds", "per_seed"}
+    assert set(result) == {
+        "mean",
+        "std",
+        "n_candidates",
+        "requested_n_candidates",
+        "used_all_pairs",
+        "seeds",
+        "per_seed",
+    }
     assert result["n_candidates"] == 20 and not result["used_all_pairs"] and result["seeds"] == [0, 1, 2]
     assert len(result["per_seed"]) == 3 and set(result["mean"]) == set(INSTANCE_KEYS)
     assert pooled_instance_metrics(sim, 20, seeds=(0, 1, 2)) == result  # deterministic by seed

@@ -48,29 +48,32 @@ def _audio_flac(hue: float, pattern: float, rng: np.random.Generator) -> bytes:
     return buf.getvalue()
 
 
-def make_pair_dataset(out_dir, n_train: int = 64, n_val: int = 16, n_test: int = 16, seed: int = 0,
-                      unlabelled_frac: float = 0.1):
+def make_pair_dataset(
+    out_dir, n_train: int = 64, n_val: int = 16, n_test: int = 16, seed: int = 0, unlabelled_frac: float = 0.1
+):
     """Write a ``DatasetDict`` (train/validation/test) with ``save_to_disk`` and return it."""
     import datasets
 
     rng = np.random.default_rng(seed)
-    features = datasets.Features({
-        "pair_id": datasets.Value("string"),
-        "image": datasets.Image(),
-        # declared as its storage struct, cast to Audio afterwards: no torchcodec import for encoding
-        "audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
-        "emotion": datasets.ClassLabel(names=EMOTIONS),
-        "emotion_source": datasets.Value("string"),
-        "emotion_score": datasets.Value("float32"),
-        "source_id": datasets.Value("string"),
-        "source_url": datasets.Value("string"),
-        "start_s": datasets.Value("float32"),
-        "end_s": datasets.Value("float32"),
-        "title": datasets.Value("string"),
-        "uploader": datasets.Value("string"),
-        "license": datasets.Value("string"),
-        "split": datasets.Value("string"),
-    })
+    features = datasets.Features(
+        {
+            "pair_id": datasets.Value("string"),
+            "image": datasets.Image(),
+            # declared as its storage struct, cast to Audio afterwards: no torchcodec import for encoding
+            "audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
+            "emotion": datasets.ClassLabel(names=EMOTIONS),
+            "emotion_source": datasets.Value("string"),
+            "emotion_score": datasets.Value("float32"),
+            "source_id": datasets.Value("string"),
+            "source_url": datasets.Value("string"),
+            "start_s": datasets.Value("float32"),
+            "end_s": datasets.Value("float32"),
+            "title": datasets.Value("string"),
+            "uploader": datasets.Value("string"),
+            "license": datasets.Value("string"),
+            "split": datasets.Value("string"),
+        }
+    )
     splits = {}
     index = 0
     for split, n in (("train", n_train), ("validation", n_val), ("test", n_test)):

@@ -16,14 +16,22 @@ WORDS = ["amber", "blue", "coral", "dune", "ember", "fjord", "glow", "haze", "ir
 
 
 def _frames(latent: np.ndarray, proj: np.ndarray, seconds: int, rng: np.random.Generator) -> np.ndarray:
-    base = np.tanh(latent @ proj)                                        # [D]
+    base = np.tanh(latent @ proj)  # [D]
     drift = rng.normal(0, 0.3, (seconds, proj.shape[1]))
-    x = base[None, :] * 1.5 + drift                                      # roughly within [-2, 2]
+    x = base[None, :] * 1.5 + drift  # roughly within [-2, 2]
     return np.clip(np.round((x + 2) * 255 / 4), 0, 255).astype(np.uint8)
 
 
-def make_yt8m_dataset(out: Path, n_train: int = 48, n_val: int = 16, n_test: int = 16, seed: int = 0,
-                      clusters: int = 8, min_seconds: int = 3, max_seconds: int = 45):
+def make_yt8m_dataset(
+    out: Path,
+    n_train: int = 48,
+    n_val: int = 16,
+    n_test: int = 16,
+    seed: int = 0,
+    clusters: int = 8,
+    min_seconds: int = 3,
+    max_seconds: int = 45,
+):
     """Write a ``DatasetDict`` (train / validation / test; empty splits left out) and return it."""
     from datasets import Dataset, DatasetDict
 

@@ -8,11 +8,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mipkit.kinds.audioset_mood import (SELECTION_FILE, default_labels_file, fetch_csv, read_class_labels, select_segments)
+from mipkit.config.taxonomy import load_taxonomy
 from mipkit.core.errors import MipkitError
 from mipkit.demo.mediaserver import MediaServer
 from mipkit.demo.synthetic_media import make_video, spec_for_index
-from mipkit.config.taxonomy import load_taxonomy
+from mipkit.kinds.audioset_mood import (
+    SELECTION_FILE,
+    default_labels_file,
+    fetch_csv,
+    read_class_labels,
+    select_segments,
+)
 
 runner = CliRunner()
 MOODS = load_taxonomy("audioset_moods")
@@ -23,26 +29,29 @@ EXPECTED_SOURCE = "audioset"
 SEGMENTS = f"""# Segments csv created Sun Mar  5 10:54:31 2017
 # num_ytids=9, num_segs=9, num_unique_labels=527, num_positive_labels=20
 # YTID, start_seconds, end_seconds, positive_labels
---PJHxphWEs, 30.000, 40.000, "{MUSIC},{MID['happy']}"
---ZhevVpy1s, 50.000, 60.000, "{MID['sad']}"
---aE2O5G5WE, 0.000, 10.000, "{MUSIC},{MID['scary']},{MID['angry']}"
+--PJHxphWEs, 30.000, 40.000, "{MUSIC},{MID["happy"]}"
+--ZhevVpy1s, 50.000, 60.000, "{MID["sad"]}"
+--aE2O5G5WE, 0.000, 10.000, "{MUSIC},{MID["scary"]},{MID["angry"]}"
 --aO5cdqSAg, 30.000, 40.000, "{SPEECH},{MUSIC}"
 
---PJHxphWEs, 30.000, 40.000, "{MID['happy']}"
-bad id!, 1.000, 11.000, "{MID['happy']}"
---cB2ZVjpnA, ten, 40.000, "{MID['happy']}"
---cB2ZVjpnB, 40.000, 30.000, "{MID['happy']}"
+--PJHxphWEs, 30.000, 40.000, "{MID["happy"]}"
+bad id!, 1.000, 11.000, "{MID["happy"]}"
+--cB2ZVjpnA, ten, 40.000, "{MID["happy"]}"
+--cB2ZVjpnB, 40.000, 30.000, "{MID["happy"]}"
 --cB2ZVjpnC, 30.000
---dA4fhSE3c, 0.000, 10.000, "/m/0zzzzz,{MID['tender']}"
+--dA4fhSE3c, 0.000, 10.000, "/m/0zzzzz,{MID["tender"]}"
 --eB5gi_F4d, 0.000, 10.000, "happy music"
---fC6hjG05e, 20.000, 30.000, {MID['funny']},{MUSIC}
+--fC6hjG05e, 20.000, 30.000, {MID["funny"]},{MUSIC}
 """
 
 
 def _labels(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "class_labels_indices.csv"
-    path.write_text(f'index,mid,display_name\n0,{SPEECH},"Speech"\n137,{MUSIC},"Music"\n'
-                    + default_labels_file().read_text().split("\n", 1)[1] + extra)
+    path.write_text(
+        f'index,mid,display_name\n0,{SPEECH},"Speech"\n137,{MUSIC},"Music"\n'
+        + default_labels_file().read_text().split("\n", 1)[1]
+        + extra
+    )
     return path
 
 
@@ -55,17 +64,28 @@ def _select(tmp_path, labels_path=None, **kwargs):
 
 def test_shipped_labels_agree_with_the_taxonomy_and_audioset_indices():
     labels = read_class_labels(default_labels_file())
-    assert [(labels[c.mid].index, labels[c.mid].display_name) for c in MOODS.classes] == \
-        [(276 + i, f"{c.name.capitalize()} music") for i, c in enumerate(MOODS.classes)]
+    assert [(labels[c.mid].index, labels[c.mid].display_name) for c in MOODS.classes] == [
+        (276 + i, f"{c.name.capitalize()} music") for i, c in enumerate(MOODS.classes)
+    ]
 
 
 def test_one_mood_segments_are_kept_with_quoting_comments_and_spaces(tmp_path):
     selection = _select(tmp_path, _labels(tmp_path))
     kept = {(w.row, s.source_id, w.start_s, w.emotion) for s in selection.sources for w in s.windows}
-    assert kept == {(4, "--PJHxphWEs", 30.0, "happy"), (5, "--ZhevVpy1s", 50.0, "sad"), (16, "--fC6hjG05e", 20.0, "funny")}
+    assert kept == {
+        (4, "--PJHxphWEs", 30.0, "happy"),
+        (5, "--ZhevVpy1s", 50.0, "sad"),
+        (16, "--fC6hjG05e", 20.0, "funny"),
+    }
     assert all(s.url == f"https://www.youtube.com/watch?v={s.source_id}" for s in selection.sources)
     counts = selection.counts
-    assert (counts["rows"], counts["kept"], counts["multi_mood_skipped"], counts["no_mood"], counts["duplicate"]) == (12, 3, 1, 1, 1)
+    assert (counts["rows"], counts["kept"], counts["multi_mood_skipped"], counts["no_mood"], counts["duplicate"]) == (
+        12,
+        3,
+        1,
+        1,
+        1,
+    )
 
 
 def test_malformed_rows_and_unknown_mids_are_bad_rows_with_reasons(tmp_path):
@@ -91,7 +111,9 @@ def test_the_seven_row_default_cannot_tell_unknown_mids_from_other_classes(tmp_p
 
 
 def test_keep_multi_mood_takes_the_first_mood_and_url_template_maps_ids(tmp_path):
-    selection = _select(tmp_path, _labels(tmp_path), keep_multi_mood=True, url_template="http://mirror.example/{id}.mp4")
+    selection = _select(
+        tmp_path, _labels(tmp_path), keep_multi_mood=True, url_template="http://mirror.example/{id}.mp4"
+    )
     kept = {s.source_id: (s.url, [w.emotion for w in s.windows]) for s in selection.sources}
     assert kept["--aE2O5G5WE"] == ("http://mirror.example/--aE2O5G5WE.mp4", ["scary"])
     assert selection.counts["multi_mood_kept"] == 1
@@ -131,8 +153,14 @@ def test_segment_csvs_are_fetched_from_urls_once(tmp_path):
 
 # ---------------------------------------------------------------------------- end to end
 E2E = [  # (YTID, start, mood): two moods, four sources each -> stratified 2/1/1 per mood
-    ("happyAAAA01", 2.0, "happy"), ("happyAAAA02", 1.5, "happy"), ("happyAAAA03", 0.0, "happy"), ("happyAAAA04", 3.0, "happy"),
-    ("sadBBBBBB01", 1.0, "sad"), ("sadBBBBBB02", 2.5, "sad"), ("sadBBBBBB03", 0.0, "sad"), ("sadBBBBBB04", 2.0, "sad"),
+    ("happyAAAA01", 2.0, "happy"),
+    ("happyAAAA02", 1.5, "happy"),
+    ("happyAAAA03", 0.0, "happy"),
+    ("happyAAAA04", 3.0, "happy"),
+    ("sadBBBBBB01", 1.0, "sad"),
+    ("sadBBBBBB02", 2.5, "sad"),
+    ("sadBBBBBB03", 0.0, "sad"),
+    ("sadBBBBBB04", 2.0, "sad"),
 ]
 
 
@@ -150,8 +178,22 @@ def test_build_audioset_mood_end_to_end(tmp_path):
     csv_path.write_text("# YTID, start_seconds, end_seconds, positive_labels\n" + "\n".join(rows) + "\n")
     out = tmp_path / "out"
     with MediaServer(media) as server:
-        args = ["build", "audioset-mood", "--segments", str(csv_path), "--out", str(out), "--workers", "1",
-                "--url-template", f"{server.base_url}/{{id}}.mp4", "--shard-size", "3", "--fetch-threads", "3"]
+        args = [
+            "build",
+            "audioset-mood",
+            "--segments",
+            str(csv_path),
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--url-template",
+            f"{server.base_url}/{{id}}.mp4",
+            "--shard-size",
+            "3",
+            "--fetch-threads",
+            "3",
+        ]
         result = runner.invoke(app, args)
     assert result.exit_code == 0, (result.output, result.exception)
 
@@ -162,12 +204,16 @@ def test_build_audioset_mood_end_to_end(tmp_path):
     got = {}
     for split in dataset:
         table = dataset[split].data
-        for pair_id, emotion, source in zip(*(table.column(c).to_pylist() for c in ("pair_id", "emotion", "emotion_source"))):
+        for pair_id, emotion, source in zip(
+            *(table.column(c).to_pylist() for c in ("pair_id", "emotion", "emotion_source"))
+        ):
             got[pair_id] = (split, names[emotion])
             assert source == EXPECTED_SOURCE
     assert {k: v[1] for k, v in got.items()} == wanted
     for mood in ("happy", "sad"):  # stratified: every mood is split 2/1/1 by source
-        per_split = [sum(1 for s, m in got.values() if s == split and m == mood) for split in ("train", "validation", "test")]
+        per_split = [
+            sum(1 for s, m in got.values() if s == split and m == mood) for split in ("train", "validation", "test")
+        ]
         assert per_split == [2, 1, 1], (mood, per_split)
 
     status = runner.invoke(app, ["status", str(out), "--json"])

@@ -12,17 +12,26 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from mipkit.core.errors import MipkitError
-from mipkit.labelling.passt import decode_clip, label_dataset, make_labeller
 from mipkit.config.mapping import load_mapping, map_labels
 from mipkit.config.taxonomy import load_taxonomy
+from mipkit.core.errors import MipkitError
+from mipkit.labelling.passt import decode_clip, label_dataset, make_labeller
 
 runner = CliRunner()
 MOODS = load_taxonomy("audioset_moods").names
 # (split, emotion_source, emotion): three rows carry manifest labels, the rest come unlabelled
-ROWS = [("train", "manifest", "sad"), ("train", None, None), ("train", None, None), ("train", "manifest", "angry"),
-        ("train", None, None), ("train", "passt:oldweights00", "happy"), ("validation", None, None),
-        ("validation", "manifest", "tender"), ("test", None, None), ("test", None, None)]
+ROWS = [
+    ("train", "manifest", "sad"),
+    ("train", None, None),
+    ("train", None, None),
+    ("train", "manifest", "angry"),
+    ("train", None, None),
+    ("train", "passt:oldweights00", "happy"),
+    ("validation", None, None),
+    ("validation", "manifest", "tender"),
+    ("test", None, None),
+    ("test", None, None),
+]
 
 
 def _flac(seconds: float, f0: float, rate: int = 32000) -> bytes:
@@ -36,11 +45,13 @@ def make_built_dataset(out: Path) -> Path:
     """A dataset with the columns `mipkit build` writes (no image), plus a build/ folder."""
     import datasets
 
-    from mipkit.pipeline.assemble import dataset_features
     from mipkit.config.recipe import load_recipe
+    from mipkit.pipeline.assemble import dataset_features
 
     features = dataset_features(load_recipe("audioset-mood"), load_taxonomy("audioset_moods"))
-    storage = datasets.Features({**features, "audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}})
+    storage = datasets.Features(
+        {**features, "audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}}
+    )
     splits = {}
     for split in ("train", "validation", "test"):
         rows = {name: [] for name in features}
@@ -48,11 +59,21 @@ def make_built_dataset(out: Path) -> Path:
             if row_split != split:
                 continue
             rate = 16000 if index == 4 else 32000  # one clip at another rate: resampled on decode
-            values = {"pair_id": f"src{index}_00000000", "audio": {"bytes": _flac(10.0 if index != 2 else 7.5, 150 + 40 * index, rate), "path": None},
-                      "emotion": MOODS.index(emotion) if emotion else None, "emotion_source": source,
-                      "emotion_score": 0.9 if source and source.startswith("passt") else None, "source_id": f"src{index}",
-                      "source_url": f"http://127.0.0.1/src{index}.mp4", "start_s": 0.0, "end_s": 10.0, "title": "t", "uploader": "u",
-                      "license": "CC0-1.0", "split": split}
+            values = {
+                "pair_id": f"src{index}_00000000",
+                "audio": {"bytes": _flac(10.0 if index != 2 else 7.5, 150 + 40 * index, rate), "path": None},
+                "emotion": MOODS.index(emotion) if emotion else None,
+                "emotion_source": source,
+                "emotion_score": 0.9 if source and source.startswith("passt") else None,
+                "source_id": f"src{index}",
+                "source_url": f"http://127.0.0.1/src{index}.mp4",
+                "start_s": 0.0,
+                "end_s": 10.0,
+                "title": "t",
+                "uploader": "u",
+                "license": "CC0-1.0",
+                "split": split,
+            }
             for name in features:
                 rows[name].append(values[name])
         splits[split] = datasets.Dataset.from_dict(rows, features=storage).cast_column("audio", features["audio"])
@@ -63,15 +84,24 @@ def make_built_dataset(out: Path) -> Path:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def columns(folder: Path) -> dict[str, dict[str, list]]:
     from datasets import load_from_disk
 
     dataset = load_from_disk(str(folder))
-    return {split: {c: dataset[split].data.column(c).to_pylist() for c in ("pair_id", "emotion", "emotion_source", "emotion_score")}
-            for split in dataset}
+    return {
+        split: {
+            c: dataset[split].data.column(c).to_pylist()
+            for c in ("pair_id", "emotion", "emotion_source", "emotion_score")
+        }
+        for split in dataset
+    }
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +162,12 @@ def test_label_in_place_follows_the_threshold_and_keeps_manifest_labels(labeller
         entries = dataset[split].cast_column("audio", Audio(decode=False))
         for row in entries:
             top[row["pair_id"]] = labeller.probabilities(decode_clip(row["audio"]["bytes"])[None])[0]
-    model_rows = [pid for split in before.values() for pid, src in zip(split["pair_id"], split["emotion_source"]) if src != "manifest"]
+    model_rows = [
+        pid
+        for split in before.values()
+        for pid, src in zip(split["pair_id"], split["emotion_source"])
+        if src != "manifest"
+    ]
     threshold = float(np.median([top[p].max() for p in model_rows]))
 
     summary = label_dataset(built, labeller, threshold=threshold)
@@ -143,8 +178,9 @@ def test_label_in_place_follows_the_threshold_and_keeps_manifest_labels(labeller
         assert after[split]["pair_id"] == before[split]["pair_id"]
         for i, pid in enumerate(after[split]["pair_id"]):
             if before[split]["emotion_source"][i] == "manifest":  # manifest labels always win
-                assert [after[split][c][i] for c in ("emotion", "emotion_source", "emotion_score")] == \
-                       [before[split][c][i] for c in ("emotion", "emotion_source", "emotion_score")]
+                assert [after[split][c][i] for c in ("emotion", "emotion_source", "emotion_score")] == [
+                    before[split][c][i] for c in ("emotion", "emotion_source", "emotion_score")
+                ]
                 continue
             probs = top[pid]
             assert after[split]["emotion_source"][i] == "passt-tiny:random-seed0"
@@ -161,7 +197,11 @@ def test_drop_and_out_leave_the_source_untouched(labeller, built, tmp_path):
     summary = label_dataset(built, labeller, threshold=1.0, drop=True, out=tmp_path / "labelled")
     assert snapshot(built) == before
     after = columns(tmp_path / "labelled")
-    assert summary["counts"]["dropped"] == 7 and summary["distribution"] == {"train": {"sad": 1, "angry": 1}, "validation": {"tender": 1}, "test": {}}
+    assert summary["counts"]["dropped"] == 7 and summary["distribution"] == {
+        "train": {"sad": 1, "angry": 1},
+        "validation": {"tender": 1},
+        "test": {},
+    }
     assert after["train"]["emotion_source"] == ["manifest", "manifest"] and after["test"]["pair_id"] == []
     with pytest.raises(MipkitError, match="--out 'labelled' exists and is not empty"):
         label_dataset(built, labeller, out=tmp_path / "labelled")
@@ -190,8 +230,22 @@ def test_label_command(built, tmp_path):
 
     refused = runner.invoke(app, ["label", str(built), "--preset", "tiny"])
     assert refused.exit_code != 0 and isinstance(refused.exception, MipkitError)
-    result = runner.invoke(app, ["label", str(built), "--preset", "tiny", "--allow-random-weights", "--device", "cpu",
-                                 "--threshold", "0", "--out", str(tmp_path / "new")])
+    result = runner.invoke(
+        app,
+        [
+            "label",
+            str(built),
+            "--preset",
+            "tiny",
+            "--allow-random-weights",
+            "--device",
+            "cpu",
+            "--threshold",
+            "0",
+            "--out",
+            str(tmp_path / "new"),
+        ],
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     assert "7 labelled, 3 protected" in result.output and "emotion_source passt-tiny:random-seed0" in result.output
     assert all(e is not None for split in columns(tmp_path / "new").values() for e in split["emotion"])
@@ -212,23 +266,43 @@ def test_taxonomies_are_data_and_name_allowed_labels():
 def test_emoclim_mapping_table():
     mapping = load_mapping("emoclim_image_to_music")
     assert mapping.target.name == "audioset_moods" and len(mapping.table) == 6
-    assert map_labels(["excitement", "Contentment", "amusement", "anger", "fear", "sadness", None, "awe"], mapping) == \
-        ["exciting", "happy", "funny", "angry", "scary", "sad", None, None]
+    assert map_labels(["excitement", "Contentment", "amusement", "anger", "fear", "sadness", None, "awe"], mapping) == [
+        "exciting",
+        "happy",
+        "funny",
+        "angry",
+        "scary",
+        "sad",
+        None,
+        None,
+    ]
     assert map_labels(["fear"], "emoclim_image_to_music") == ["scary"]
     with pytest.raises(ValueError, match="label 'joy' is not in mapping 'emoclim_image_to_music'; known: amusement"):
         map_labels(["joy"], mapping)
 
 
-@pytest.mark.parametrize("body, message", [
-    ('target_taxonomy = "audioset_moods"\n', "has no \\[map\\] table"),
-    ('[map]\nfear = "scary"\n', "has no target_taxonomy"),
-    ('target_taxonomy = "moods7"\n[map]\nfear = "scary"\n', "taxonomy 'moods7' not found"),
-    ('target_taxonomy = "audioset_moods"\n[map]\nfear = "terrifying"\n', "\\[map\\] fear = 'terrifying': .*allowed: happy, funny"),
-    ('target_taxonomy = "audioset_moods"\n[map]\nfear = "scary"\nFear = "sad"\n', "lists 'Fear' twice"),
-    ('target_taxonomy = "audioset_moods"\nunmapped = ["fear"]\n[map]\nfear = "scary"\n', "fear is both in \\[map\\] and in unmapped"),
-    ('target_taxonomy = "valence3"\nsource_taxonomy = "audioset_moods"\n[map]\njoy = "positive"\n', "'joy' is not in taxonomy 'audioset_moods'"),
-    ('target_taxonomy = "audioset_moods"\n[map\n', "is not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('target_taxonomy = "audioset_moods"\n', "has no \\[map\\] table"),
+        ('[map]\nfear = "scary"\n', "has no target_taxonomy"),
+        ('target_taxonomy = "moods7"\n[map]\nfear = "scary"\n', "taxonomy 'moods7' not found"),
+        (
+            'target_taxonomy = "audioset_moods"\n[map]\nfear = "terrifying"\n',
+            "\\[map\\] fear = 'terrifying': .*allowed: happy, funny",
+        ),
+        ('target_taxonomy = "audioset_moods"\n[map]\nfear = "scary"\nFear = "sad"\n', "lists 'Fear' twice"),
+        (
+            'target_taxonomy = "audioset_moods"\nunmapped = ["fear"]\n[map]\nfear = "scary"\n',
+            "fear is both in \\[map\\] and in unmapped",
+        ),
+        (
+            'target_taxonomy = "valence3"\nsource_taxonomy = "audioset_moods"\n[map]\njoy = "positive"\n',
+            "'joy' is not in taxonomy 'audioset_moods'",
+        ),
+        ('target_taxonomy = "audioset_moods"\n[map\n', "is not valid TOML"),
+    ],
+)
 def test_mapping_validation_errors(tmp_path, body, message):
     path = tmp_path / "bad_map.toml"
     path.write_text(body)
@@ -238,8 +312,10 @@ def test_mapping_validation_errors(tmp_path, body, message):
 
 def test_mapping_with_a_source_taxonomy_accepts_its_display_names(tmp_path):
     path = tmp_path / "moods_to_valence.toml"
-    path.write_text('target_taxonomy = "valence3"\nsource_taxonomy = "audioset_moods"\nunmapped = ["funny"]\n'
-                    '[map]\nhappy = "positive"\nsad = "Negative"\n')
+    path.write_text(
+        'target_taxonomy = "valence3"\nsource_taxonomy = "audioset_moods"\nunmapped = ["funny"]\n'
+        '[map]\nhappy = "positive"\nsad = "Negative"\n'
+    )
     assert map_labels(["Happy music", "/t/dd00033", "funny"], load_mapping(path)) == ["positive", "negative", None]
     with pytest.raises(MipkitError, match="mapping 'nope' not found; known mappings: emoclim_image_to_music"):
         load_mapping("nope")
@@ -264,13 +340,16 @@ def test_swap_in_replaces_the_folder_whole(tmp_path, monkeypatch, exchange):
 def test_model_labels_survive_a_rebuild_of_the_same_build(labeller, tmp_path, media_server):
     """Re-running the build (resume, --retry-failed) re-assembles from the shards: model labels
     recorded by `mipkit label` in build/ are applied again; manifest labels still win."""
+    from conftest import small_recipe, write_manifest
     from datasets import load_from_disk
 
-    from conftest import small_recipe, write_manifest
     from mipkit.pipeline.driver import BuildOptions, build
 
-    rows = [{"url": media_server.url("src0.mp4"), "start_s": 1}, {"url": media_server.url("src1.mp4"), "start_s": 2},
-            {"url": media_server.url("src2.mp4"), "start_s": 3, "emotion": "sad"}]
+    rows = [
+        {"url": media_server.url("src0.mp4"), "start_s": 1},
+        {"url": media_server.url("src1.mp4"), "start_s": 2},
+        {"url": media_server.url("src2.mp4"), "start_s": 3, "emotion": "sad"},
+    ]
     manifest = write_manifest(tmp_path / "m.csv", rows)
     options = BuildOptions(manifest=manifest, out=tmp_path / "ds", recipe=small_recipe())
     build(options)
@@ -278,8 +357,11 @@ def test_model_labels_survive_a_rebuild_of_the_same_build(labeller, tmp_path, me
 
     def labels():
         dataset = load_from_disk(str(options.out))
-        return {pid: (e, src, score) for ds in dataset.values()
-                for pid, e, src, score in zip(ds["pair_id"], ds["emotion"], ds["emotion_source"], ds["emotion_score"])}
+        return {
+            pid: (e, src, score)
+            for ds in dataset.values()
+            for pid, e, src, score in zip(ds["pair_id"], ds["emotion"], ds["emotion_source"], ds["emotion_score"])
+        }
 
     labelled = labels()
     assert sorted(src for _, src, _ in labelled.values()) == ["manifest", labeller.provenance, labeller.provenance]
@@ -296,7 +378,9 @@ def test_a_killed_labelling_run_leaves_no_staging_folder_behind(labeller, built,
     import subprocess
     import sys
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     orphan = built.with_name(f".{built.name}.labelling-{dead}")
     (orphan / "train").mkdir(parents=True)
     label_dataset(built, labeller, threshold=0.0)

@@ -9,12 +9,12 @@ import re
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import GOOD_WINDOWS, SOURCE_SECONDS
 from datasets import Audio, load_from_disk
 from datasets import Image as DsImage
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import GOOD_WINDOWS, SOURCE_SECONDS
 from mipkit.cli.app import app
 from mipkit.demo.synthetic_media import spec_for_index
 
@@ -22,7 +22,9 @@ runner = CliRunner()
 
 
 def _rows(out):
-    dataset = load_from_disk(str(out)).cast_column("audio", Audio(decode=False)).cast_column("image", DsImage(decode=False))
+    dataset = (
+        load_from_disk(str(out)).cast_column("audio", Audio(decode=False)).cast_column("image", DsImage(decode=False))
+    )
     return dataset, [row for split in dataset.values() for row in split]
 
 
@@ -95,7 +97,13 @@ def test_failures_are_recorded_with_their_kind(built_dataset):
     result = runner.invoke(app, ["status", str(out), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["counts"] == {"bad_row": 2, "decode_error": 1, "ok": len(GOOD_WINDOWS), "too_short": 2, "unavailable": 1}
+    assert report["counts"] == {
+        "bad_row": 2,
+        "decode_error": 1,
+        "ok": len(GOOD_WINDOWS),
+        "too_short": 2,
+        "unavailable": 1,
+    }
     by_url = {}
     for entry in report["failed"]:
         by_url.setdefault((entry["url"] or "").rsplit("/", 1)[-1], []).append(entry)
@@ -131,6 +139,7 @@ def test_dataset_decodes_through_datasets(built_dataset):
 
 def test_second_run_adds_nothing(built_dataset, standard_manifest, media_server):
     from conftest import standard_build_options
+
     from mipkit.pipeline.driver import build
 
     out, first = built_dataset

@@ -8,10 +8,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import small_recipe, write_manifest
 from datasets import load_from_disk
 from typer.testing import CliRunner
 
-from conftest import small_recipe, write_manifest
 from mipkit.cli.app import app
 from mipkit.pipeline.driver import BuildOptions, build
 
@@ -78,7 +78,21 @@ def test_ray_engine_runs_the_same_shards(tmp_path, media_server):
 def test_cli_build_and_errors(tmp_path, media_server):
     manifest = _manifest(tmp_path, media_server, sources=1)
     out = tmp_path / "cli"
-    ok = runner.invoke(app, ["build", "mipnet", "--manifest", str(manifest), "--out", str(out), "--clips-per-source", "2", "--shard-size", "1"])
+    ok = runner.invoke(
+        app,
+        [
+            "build",
+            "mipnet",
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(out),
+            "--clips-per-source",
+            "2",
+            "--shard-size",
+            "1",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert "pairs by split" in ok.stdout and len(_pair_ids(out)) == 2
     report = json.loads(runner.invoke(app, ["status", str(out), "--json"]).stdout)
@@ -127,7 +141,9 @@ def test_retry_failed_reopens_only_shards_with_transient_failures(tmp_path, medi
 
 def test_label_with_refuses_missing_weights_before_building(tmp_path, media_server):
     manifest = _manifest(tmp_path, media_server, sources=1)
-    result = _run_cli("build", "mipnet", "--manifest", str(manifest), "--out", str(tmp_path / "o"), "--label-with", "passt")
+    result = _run_cli(
+        "build", "mipnet", "--manifest", str(manifest), "--out", str(tmp_path / "o"), "--label-with", "passt"
+    )
     assert result.returncode == 2 and "pass --weights FILE" in result.stderr
     assert not (tmp_path / "o").exists(), "nothing is fetched when the labeller cannot be made"
 
@@ -139,8 +155,8 @@ def test_splits_do_not_move_when_other_sources_come_back(tmp_path, media_dir):
     and keep2 once the late* sources build (checked with splits.assign_splits)."""
     import shutil as _shutil
 
-    from mipkit.demo.mediaserver import MediaServer
     from mipkit.core.records import SourceRequest, Window
+    from mipkit.demo.mediaserver import MediaServer
 
     served = tmp_path / "served"
     served.mkdir()
@@ -198,8 +214,25 @@ def test_ctrl_c_stops_a_pooled_build_and_the_rerun_completes(tmp_path, media_ser
     rows = [{"url": media_server.url(f"src{i % 4}.mp4"), "start_s": i} for i in range(12)]  # 4 sources = 4 shards
     manifest = write_manifest(tmp_path / "m.csv", rows)
     out = tmp_path / "ds"
-    args = [sys.executable, "-m", "mipkit", "build", "mipnet", "--manifest", str(manifest), "--out", str(out),
-            "--workers", "2", "--shard-size", "1", "--fetch-threads", "1", "--sleep", "1"]
+    args = [
+        sys.executable,
+        "-m",
+        "mipkit",
+        "build",
+        "mipnet",
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--shard-size",
+        "1",
+        "--fetch-threads",
+        "1",
+        "--sleep",
+        "1",
+    ]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     shards = out / "build" / "shards"
     deadline = time.time() + 120
@@ -222,8 +255,21 @@ def test_the_users_cookies_file_is_never_written(tmp_path, media_server):
     cookies.write_text("# Netscape HTTP Cookie File\n127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tabc\n")
     before = (cookies.read_bytes(), cookies.stat().st_mtime_ns)
     manifest = _manifest(tmp_path, media_server, sources=2)
-    result = runner.invoke(app, ["build", "mipnet", "--manifest", str(manifest), "--out", str(tmp_path / "ds"),
-                                 "--cookies", str(cookies), "--fetch-threads", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "build",
+            "mipnet",
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(tmp_path / "ds"),
+            "--cookies",
+            str(cookies),
+            "--fetch-threads",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (cookies.read_bytes(), cookies.stat().st_mtime_ns) == before
     assert "cookies.txt" not in result.output and "abc" not in result.output

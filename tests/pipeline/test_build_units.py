@@ -8,28 +8,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mipkit.config.recipe import load_recipe
+from mipkit.config.taxonomy import load_taxonomy
 from mipkit.core import records
 from mipkit.core.errors import MipkitError
-from mipkit.pipeline.fetch import classify_error, one_line
 from mipkit.core.ids import pair_id_for, sanitize_id, source_id_for, youtube_id
-from mipkit.kinds.mipnet import read_manifest
-from mipkit.pipeline.process import plan_windows, resolve_windows
-from mipkit.config.recipe import load_recipe
 from mipkit.core.records import SourceRequest, Window
+from mipkit.kinds.mipnet import read_manifest
+from mipkit.pipeline.fetch import classify_error, one_line
 from mipkit.pipeline.plan import assign_splits
-from mipkit.config.taxonomy import load_taxonomy
+from mipkit.pipeline.process import plan_windows, resolve_windows
 
 MOODS = load_taxonomy("audioset_moods")
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("dQw4w9WgXcQ", "dQw4w9WgXcQ"),
-    ("https://www.youtube.com/watch?v=dQw4w9WgXcQ&t=10", "dQw4w9WgXcQ"),
-    ("https://youtu.be/dQw4w9WgXcQ", "dQw4w9WgXcQ"),
-    ("https://www.youtube.com/shorts/dQw4w9WgXcQ", "dQw4w9WgXcQ"),
-    ("https://example.com/watch?v=dQw4w9WgXcQ", None),
-    ("http://127.0.0.1:8000/a.mp4", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("dQw4w9WgXcQ", "dQw4w9WgXcQ"),
+        ("https://www.youtube.com/watch?v=dQw4w9WgXcQ&t=10", "dQw4w9WgXcQ"),
+        ("https://youtu.be/dQw4w9WgXcQ", "dQw4w9WgXcQ"),
+        ("https://www.youtube.com/shorts/dQw4w9WgXcQ", "dQw4w9WgXcQ"),
+        ("https://example.com/watch?v=dQw4w9WgXcQ", None),
+        ("http://127.0.0.1:8000/a.mp4", None),
+    ],
+)
 def test_youtube_ids(text, expected):
     assert youtube_id(text) == expected
 
@@ -45,13 +48,20 @@ def test_source_ids_are_path_safe_and_distinct():
 
 
 def test_manifest_formats_agree(tmp_path):
-    rows = [{"url": "dQw4w9WgXcQ", "start_s": 5.0, "emotion": "Happy music", "title": "t", "license": "cc"},
-            {"url": "https://youtu.be/dQw4w9WgXcQ", "start_s": 20.0, "emotion": "sad", "title": None, "license": None},
-            {"url": "http://h/v.mp4", "start_s": None, "emotion": None, "title": None, "license": None}]
+    rows = [
+        {"url": "dQw4w9WgXcQ", "start_s": 5.0, "emotion": "Happy music", "title": "t", "license": "cc"},
+        {"url": "https://youtu.be/dQw4w9WgXcQ", "start_s": 20.0, "emotion": "sad", "title": None, "license": None},
+        {"url": "http://h/v.mp4", "start_s": None, "emotion": None, "title": None, "license": None},
+    ]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
-    (tmp_path / "m.csv").write_text("url,start_s,emotion,title,license\n" + "\n".join(
-        ",".join("" if r[k] is None else str(r[k]) for k in ("url", "start_s", "emotion", "title", "license")) for r in rows))
+    (tmp_path / "m.csv").write_text(
+        "url,start_s,emotion,title,license\n"
+        + "\n".join(
+            ",".join("" if r[k] is None else str(r[k]) for k in ("url", "start_s", "emotion", "title", "license"))
+            for r in rows
+        )
+    )
     results = [read_manifest(tmp_path / f"m.{ext}", MOODS) for ext in ("csv", "jsonl", "parquet")]
     for sources, problems in results:
         assert problems == []
@@ -63,12 +73,22 @@ def test_manifest_formats_agree(tmp_path):
 
 def test_bad_rows_are_recorded_not_raised(tmp_path):
     path = tmp_path / "m.jsonl"
-    path.write_text('{"url": "dQw4w9WgXcQ", "start_s": 1}\n{"url": ""}\nnot json\n{"url": "dQw4w9WgXcQ", "start_s": -3}\n'
-                    '{"url": "dQw4w9WgXcQ", "start_s": "x"}\n{"url": "dQw4w9WgXcQ", "emotion": "meh"}\n{"url": "dQw4w9WgXcQ", "start_s": 1.0}\n[1]\n')
+    path.write_text(
+        '{"url": "dQw4w9WgXcQ", "start_s": 1}\n{"url": ""}\nnot json\n{"url": "dQw4w9WgXcQ", "start_s": -3}\n'
+        '{"url": "dQw4w9WgXcQ", "start_s": "x"}\n{"url": "dQw4w9WgXcQ", "emotion": "meh"}\n{"url": "dQw4w9WgXcQ", "start_s": 1.0}\n[1]\n'
+    )
     sources, problems = read_manifest(path, MOODS)
     assert len(sources) == 1 and len(sources[0].windows) == 1
     kinds = [(p.row, p.status) for p in problems]
-    assert kinds == [(2, "bad_row"), (3, "bad_row"), (4, "bad_row"), (5, "bad_row"), (6, "bad_row"), (7, "duplicate"), (8, "bad_row")]
+    assert kinds == [
+        (2, "bad_row"),
+        (3, "bad_row"),
+        (4, "bad_row"),
+        (5, "bad_row"),
+        (6, "bad_row"),
+        (7, "duplicate"),
+        (8, "bad_row"),
+    ]
     assert "allowed: happy, funny, sad, tender, exciting, angry, scary" in problems[4].error
     assert all(p.error.startswith(f"row {p.row}:") for p in problems)
 
@@ -101,17 +121,23 @@ def test_resolve_windows_marks_what_cannot_fit():
     assert [f.status for f in failed] == ["too_short", "too_short"]
 
 
-@pytest.mark.parametrize("message, status", [
-    ("ERROR: [youtube] x: Video unavailable. This video has been removed", records.UNAVAILABLE),
-    ("ERROR: [youtube] x: Private video. Sign in if you've been granted access", records.UNAVAILABLE),
-    ("ERROR: [youtube] x: Sign in to confirm you're not a bot", records.RATE_LIMITED),
-    ("HTTP Error 429: Too Many Requests", records.RATE_LIMITED),
-    ("ERROR: unable to download video data: HTTP Error 404: Not Found", records.UNAVAILABLE),
-    ("[in#0] moov atom not found", records.DECODE_ERROR),
-    ("<urlopen error timed out>", records.NETWORK_ERROR),
-    ("Unable to download API page: Failed to resolve 'www.youtube.com' ([Errno -2] Name or service not known)", records.NETWORK_ERROR),
-    ("ffmpeg exited with code 1", records.DOWNLOAD_ERROR),
-])
+@pytest.mark.parametrize(
+    "message, status",
+    [
+        ("ERROR: [youtube] x: Video unavailable. This video has been removed", records.UNAVAILABLE),
+        ("ERROR: [youtube] x: Private video. Sign in if you've been granted access", records.UNAVAILABLE),
+        ("ERROR: [youtube] x: Sign in to confirm you're not a bot", records.RATE_LIMITED),
+        ("HTTP Error 429: Too Many Requests", records.RATE_LIMITED),
+        ("ERROR: unable to download video data: HTTP Error 404: Not Found", records.UNAVAILABLE),
+        ("[in#0] moov atom not found", records.DECODE_ERROR),
+        ("<urlopen error timed out>", records.NETWORK_ERROR),
+        (
+            "Unable to download API page: Failed to resolve 'www.youtube.com' ([Errno -2] Name or service not known)",
+            records.NETWORK_ERROR,
+        ),
+        ("ffmpeg exited with code 1", records.DOWNLOAD_ERROR),
+    ],
+)
 def test_error_classification(message, status):
     assert classify_error(message) == status
 
@@ -143,7 +169,9 @@ def test_recipe_overrides_and_validation(tmp_path):
     assert recipe.with_overrides({"clip.clips_per_source": 3, "splits.seed": None}).clip.clips_per_source == 3
     with pytest.raises(MipkitError, match="sum to 1"):
         recipe.with_overrides({"splits.train": 0.5})
-    secret = recipe.with_overrides({"ytdlp.proxy": "http://user:pw@proxy:1", "ytdlp.cookiefile": "/home/me/cookies.txt"})
+    secret = recipe.with_overrides(
+        {"ytdlp.proxy": "http://user:pw@proxy:1", "ytdlp.cookiefile": "/home/me/cookies.txt"}
+    )
     dumped = json.dumps(secret.to_dict())
     assert "pw@" not in dumped and "cookies.txt" not in dumped
     bad = tmp_path / "bad.toml"
@@ -172,10 +200,12 @@ def test_taxonomy_files_are_validated(tmp_path, monkeypatch):
 
 
 def test_fetch_errors_never_echo_the_proxy_or_the_cookies_file():
-    from mipkit.pipeline.fetch import FetchError, with_retries
     from mipkit.config.recipe import YtdlpConfig
+    from mipkit.pipeline.fetch import FetchError, with_retries
 
-    cfg = YtdlpConfig(proxy="http://user:pw@proxy.invalid:3128", cookiefile="/home/me/secret-cookies.txt", extract_retries=0)
+    cfg = YtdlpConfig(
+        proxy="http://user:pw@proxy.invalid:3128", cookiefile="/home/me/secret-cookies.txt", extract_retries=0
+    )
 
     def action(logger):
         logger.error("ERROR: cookies from /home/me/secret-cookies.txt rejected")
@@ -191,8 +221,14 @@ def test_fetch_errors_never_echo_the_proxy_or_the_cookies_file():
 
 def test_manifest_rejects_what_cannot_be_a_window(tmp_path):
     path = tmp_path / "m.jsonl"
-    lines = [{"url": "dQw4w9WgXcQ", "start_s": True}, {"url": "dQw4w9WgXcQ", "start_s": 1e300},
-             {"url": "../../etc/passwd"}, {"url": "5"}, {"url": "file:///etc/passwd"}, {"url": "http://h/ok.mp4", "start_s": 3}]
+    lines = [
+        {"url": "dQw4w9WgXcQ", "start_s": True},
+        {"url": "dQw4w9WgXcQ", "start_s": 1e300},
+        {"url": "../../etc/passwd"},
+        {"url": "5"},
+        {"url": "file:///etc/passwd"},
+        {"url": "http://h/ok.mp4", "start_s": 3},
+    ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     sources, problems = read_manifest(path, MOODS)
     assert [s.url for s in sources] == ["http://h/ok.mp4"]
@@ -205,11 +241,18 @@ def test_manifest_rejects_what_cannot_be_a_window(tmp_path):
     assert len(sources) == 1 and "more cell(s) than the header" in problems[0].error
 
 
-@pytest.mark.parametrize("content, suffix, message", [
-    ("url\\nhttp://h/caf\\xe9.mp4\\n".encode("latin-1").decode("unicode_escape").encode("latin-1"), ".csv", "not UTF-8"),
-    ("url\\nhttp://h/a.mp4\\n".encode().decode("unicode_escape").encode("utf-16"), ".csv", "not UTF-8"),
-    (b"PAR1 not really parquet", ".parquet", "cannot be read as parquet"),
-])
+@pytest.mark.parametrize(
+    "content, suffix, message",
+    [
+        (
+            "url\\nhttp://h/caf\\xe9.mp4\\n".encode("latin-1").decode("unicode_escape").encode("latin-1"),
+            ".csv",
+            "not UTF-8",
+        ),
+        (b"url\\nhttp://h/a.mp4\\n".decode("unicode_escape").encode("utf-16"), ".csv", "not UTF-8"),
+        (b"PAR1 not really parquet", ".parquet", "cannot be read as parquet"),
+    ],
+)
 def test_unreadable_manifests_are_one_line_errors(tmp_path, content, suffix, message):
     path = tmp_path / f"m{suffix}"
     path.write_bytes(content)
@@ -223,8 +266,8 @@ def test_one_line_keeps_urls_whole():
 
 
 def test_ytdlp_gets_the_javascript_runtime_that_is_installed(tmp_path, monkeypatch):
-    from mipkit.pipeline.fetch import _CollectingLogger, available_js_runtime, youtube_support_problems, ytdlp_params
     from mipkit.config.recipe import YtdlpConfig
+    from mipkit.pipeline.fetch import _CollectingLogger, available_js_runtime, youtube_support_problems, ytdlp_params
 
     monkeypatch.setenv("PATH", str(tmp_path))
     assert available_js_runtime() is None

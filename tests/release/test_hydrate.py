@@ -16,12 +16,12 @@ from datasets import Audio, Image, load_from_disk
 from typer.testing import CliRunner
 
 from mipkit.cli.app import app
+from mipkit.config.taxonomy import load_taxonomy
 from mipkit.core.errors import MipkitError
 from mipkit.core.ids import pair_id_for, source_id_for
-from mipkit.release.publish import export_to_folder
-from mipkit.release.hydrate import Release, open_release, read_local_release, release_reader
 from mipkit.pipeline.status import status_report
-from mipkit.config.taxonomy import load_taxonomy
+from mipkit.release.hydrate import Release, open_release, read_local_release, release_reader
+from mipkit.release.publish import export_to_folder
 
 runner = CliRunner()
 REPO_ID = "someorg/mipnet-tiny"
@@ -48,9 +48,18 @@ def release_with_a_vanished_source(built_dataset, media_server, tmp_path_factory
     table = pq.read_table(train)
     url = media_server.url("vanished.mp4")
     source_id = source_id_for(url)
-    gone = {**table.slice(0, 1).to_pylist()[0], "source_url": url, "source_id": source_id, "start_s": 4.0, "end_s": 14.0,
-            "pair_id": pair_id_for(source_id, 4.0), "title": "a video since deleted"}
-    pq.write_table(pa.concat_tables([table, pa.Table.from_pylist([gone], schema=table.schema)]), train)  # keeps the features metadata
+    gone = {
+        **table.slice(0, 1).to_pylist()[0],
+        "source_url": url,
+        "source_id": source_id,
+        "start_s": 4.0,
+        "end_s": 14.0,
+        "pair_id": pair_id_for(source_id, 4.0),
+        "title": "a video since deleted",
+    }
+    pq.write_table(
+        pa.concat_tables([table, pa.Table.from_pylist([gone], schema=table.schema)]), train
+    )  # keeps the features metadata
     return folder, gone["pair_id"]
 
 
@@ -70,7 +79,17 @@ def test_hydrate_rebuilds_every_pair_with_the_same_ids_splits_and_labels(built_d
         before = original[pair_id]
         assert source_id_for(row["source_url"]) == row["source_id"]  # the same URL hashes to the same id
         assert pair_id == pair_id_for(row["source_id"], row["start_s"])
-        for column in ("split", "emotion", "emotion_source", "source_url", "start_s", "end_s", "title", "license", "uploader"):
+        for column in (
+            "split",
+            "emotion",
+            "emotion_source",
+            "source_url",
+            "start_s",
+            "end_s",
+            "title",
+            "license",
+            "uploader",
+        ):
             assert row[column] == before[column], (pair_id, column)
         new, _ = sf.read(io.BytesIO(row["audio"]["bytes"]), dtype="float32")
         old, _ = sf.read(io.BytesIO(before["audio"]["bytes"]), dtype="float32")
@@ -108,8 +127,17 @@ def test_a_second_hydrate_resumes_and_adds_nothing(release_with_a_vanished_sourc
 def _rows(**changes) -> list[dict]:
     url = "http://127.0.0.1:1/clip.mp4"
     source_id = source_id_for(url)
-    base = {"pair_id": pair_id_for(source_id, 5.0), "source_id": source_id, "source_url": url, "start_s": 5.0, "end_s": 15.0,
-            "emotion": 2, "title": "t", "license": "CC0-1.0", "split": "train"}
+    base = {
+        "pair_id": pair_id_for(source_id, 5.0),
+        "source_id": source_id,
+        "source_url": url,
+        "start_s": 5.0,
+        "end_s": 15.0,
+        "emotion": 2,
+        "title": "t",
+        "license": "CC0-1.0",
+        "split": "train",
+    }
     return [{**base, **changes}]
 
 
@@ -117,14 +145,29 @@ def test_release_rows_become_windows_and_bad_rows_become_statuses():
     taxonomy = load_taxonomy("audioset_moods")
     names = taxonomy.names
     good = _rows()
-    rows = good + good + _rows(source_id="../../etc", pair_id=None) + _rows(pair_id="tampered_00005000") + \
-        _rows(start_s="soon", pair_id=None) + _rows(emotion=None, start_s=9.5, pair_id=pair_id_for(good[0]["source_id"], 9.5))
+    rows = (
+        good
+        + good
+        + _rows(source_id="../../etc", pair_id=None)
+        + _rows(pair_id="tampered_00005000")
+        + _rows(start_s="soon", pair_id=None)
+        + _rows(emotion=None, start_s=9.5, pair_id=pair_id_for(good[0]["source_id"], 9.5))
+    )
     sources, problems = release_reader(Release("r", rows, names, []))(taxonomy)
-    assert len(sources) == 1 and sources[0].url == good[0]["source_url"] and sources[0].source_id == good[0]["source_id"]
+    assert (
+        len(sources) == 1 and sources[0].url == good[0]["source_url"] and sources[0].source_id == good[0]["source_id"]
+    )
     windows = sources[0].windows
-    assert [(w.start_s, w.emotion, w.title, w.license) for w in windows] == [(5.0, "sad", "t", "CC0-1.0"), (9.5, None, "t", "CC0-1.0")]
-    expected = [("duplicate", f"row 2: pair {good[0]['pair_id']} appears twice"), ("bad_row", "row 3: source_id '../../etc' is not a safe id"),
-                ("bad_row", "row 4: pair_id 'tampered_00005000' does not match"), ("bad_row", "row 5: start_s 'soon' is not a number")]
+    assert [(w.start_s, w.emotion, w.title, w.license) for w in windows] == [
+        (5.0, "sad", "t", "CC0-1.0"),
+        (9.5, None, "t", "CC0-1.0"),
+    ]
+    expected = [
+        ("duplicate", f"row 2: pair {good[0]['pair_id']} appears twice"),
+        ("bad_row", "row 3: source_id '../../etc' is not a safe id"),
+        ("bad_row", "row 4: pair_id 'tampered_00005000' does not match"),
+        ("bad_row", "row 5: start_s 'soon' is not a number"),
+    ]
     assert len(problems) == len(expected)
     for (status, reason), problem in zip(expected, sorted(problems, key=lambda p: p.row)):
         assert problem.status == status and problem.error.startswith(reason), problem

@@ -23,9 +23,9 @@ from typer.testing import CliRunner
 
 from mipkit.cli.app import app
 from mipkit.core.errors import MipkitError
-from mipkit.release.publish import TASK_CATEGORIES, export_to_folder, hub_license, size_category
-from mipkit.release.hydrate import METADATA_COLUMNS, private_strings, redact_url, scrub
 from mipkit.pipeline.status import status_report
+from mipkit.release.hydrate import METADATA_COLUMNS, private_strings, redact_url, scrub
+from mipkit.release.publish import TASK_CATEGORIES, export_to_folder, hub_license, size_category
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REPO_ID = "someorg/mipnet-tiny"
@@ -63,7 +63,9 @@ def built(built_dataset):
 
 def test_to_folder_writes_the_hub_layout_that_load_dataset_reads_back(full_release, built, tmp_path):
     folder, output = full_release
-    assert _files(folder) == {"README.md", "label_distribution.png"} | {f"data/{s}-00000-of-00001.parquet" for s in built}
+    assert _files(folder) == {"README.md", "label_distribution.png"} | {
+        f"data/{s}-00000-of-00001.parquet" for s in built
+    }
     for split in built:
         assert f"data/{split}-00000-of-00001.parquet" in output  # the table of what was written
     loaded = load_dataset(str(folder), cache_dir=str(tmp_path / "cache"))
@@ -71,14 +73,19 @@ def test_to_folder_writes_the_hub_layout_that_load_dataset_reads_back(full_relea
     features = loaded["train"].features
     assert isinstance(features["image"], Image)
     assert isinstance(features["audio"], Audio) and features["audio"].sampling_rate == 32000
-    assert isinstance(features["emotion"], ClassLabel) and features["emotion"].names == built["train"].features["emotion"].names
+    assert (
+        isinstance(features["emotion"], ClassLabel)
+        and features["emotion"].names == built["train"].features["emotion"].names
+    )
     for split, ds in built.items():
         published, original = _raw(loaded[split]), _raw(ds)
         assert list(published["pair_id"]) == list(original["pair_id"])
         assert list(published["emotion"]) == list(original["emotion"])
         assert [a["bytes"] for a in published["audio"]] == [a["bytes"] for a in original["audio"]]
         assert all(not os.path.isabs(m["path"]) for m in list(published["audio"]) + list(published["image"]))
-    image = loaded["train"].select_columns(["image"])[0]["image"]  # decoding audio too would import torch: slow, tested elsewhere
+    image = loaded["train"].select_columns(["image"])[0][
+        "image"
+    ]  # decoding audio too would import torch: slow, tested elsewhere
     assert image.size[0] > 0 and image.mode == "RGB"
 
 
@@ -93,12 +100,16 @@ def test_card_yaml_carries_hub_metadata_features_and_configs(full_release, built
     assert meta["pretty_name"] == "MIPNet-style image–music pairs"
     assert meta["source_datasets"] == ["original"]
     assert meta["annotations_creators"] == ["expert-generated"]
-    assert meta["configs"] == [{"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*"} for s in built]}]
+    assert meta["configs"] == [
+        {"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*"} for s in built]}
+    ]
     info = meta["dataset_info"]
     features = {f["name"]: f for f in info["features"]}
     assert list(features) == list(built["train"].features)
     assert features["image"]["dtype"] == "image" and features["audio"]["dtype"] == {"audio": {"sampling_rate": 32000}}
-    assert list(features["emotion"]["dtype"]["class_label"]["names"].values()) == built["train"].features["emotion"].names
+    assert (
+        list(features["emotion"]["dtype"]["class_label"]["names"].values()) == built["train"].features["emotion"].names
+    )
     assert {s["name"]: s["num_examples"] for s in info["splits"]} == {s: len(ds) for s, ds in built.items()}
     assert info["download_size"] == sum(p.stat().st_size for p in (folder / "data").iterdir())
 
@@ -126,7 +137,9 @@ def test_card_prose_reports_this_builds_figures(full_release, built, built_datas
     assert "![pairs per emotion and split](label_distribution.png)" in body
     assert (folder / "label_distribution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "32000 Hz" in body and "seed 0" in body and "10-s sections" in body and "audioset_moods" in body
-    assert "Hybrid-Granularity Image-Music Retrieval" in body and "Inter-Intra Modal Loss" in body and "2407.19415" in body
+    assert (
+        "Hybrid-Granularity Image-Music Retrieval" in body and "Inter-Intra Modal Loss" in body and "2407.19415" in body
+    )
     assert "## Intended use" in body and "## Limits and biases" in body
     assert f'load_dataset("{REPO_ID}")' in body
 
@@ -153,7 +166,9 @@ def test_metadata_only_release_has_no_media_and_keeps_the_labels(built_dataset, 
     assert list(loaded["train"].features) == list(METADATA_COLUMNS)
     assert loaded["train"].features["emotion"] == built["train"].features["emotion"]
     for split, ds in built.items():
-        assert list(loaded[split]["pair_id"]) == list(ds["pair_id"]) and list(loaded[split]["start_s"]) == list(ds["start_s"])
+        assert list(loaded[split]["pair_id"]) == list(ds["pair_id"]) and list(loaded[split]["start_s"]) == list(
+            ds["start_s"]
+        )
     meta, body = _card(folder)
     assert "metadata-only" in meta["tags"] and meta["pretty_name"].endswith("(metadata only)")
     assert [f["name"] for f in meta["dataset_info"]["features"]] == list(METADATA_COLUMNS)
@@ -185,7 +200,10 @@ def test_nothing_private_leaks_into_the_card_the_data_or_the_output(built_datase
     private = tmp_path / "alice-private"
     # A build whose source URLs carry credentials (as a manifest may hold them) ...
     with_credentials = load_from_disk(str(out)).map(
-        lambda urls: {"source_url": [u.replace("http://", "http://user:secret-pass@") for u in urls]}, input_columns="source_url", batched=True)
+        lambda urls: {"source_url": [u.replace("http://", "http://user:secret-pass@") for u in urls]},
+        input_columns="source_url",
+        batched=True,
+    )
     with_credentials.save_to_disk(str(private / "ds"))
     shutil.copytree(out / "build", private / "ds" / "build")
     cookies = private / "alice-cookies-youtube.txt"
@@ -221,9 +239,15 @@ def test_nothing_private_leaks_into_the_card_the_data_or_the_output(built_datase
 
 def test_the_rendering_scrubs_what_build_json_and_the_machine_know(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_AnotherFakeToken9876")
-    build = {"recipe": {"ytdlp": {"cookiefile": "/home/alice/cookies-yt.txt", "proxy": "socks5://bob:hunter22@10.0.0.1:1080"}}}
+    build = {
+        "recipe": {
+            "ytdlp": {"cookiefile": "/home/alice/cookies-yt.txt", "proxy": "socks5://bob:hunter22@10.0.0.1:1080"}
+        }
+    }
     secrets = private_strings(tmp_path / "build-dir", build)
-    text = scrub(f"at {tmp_path}/build-dir, cookies-yt.txt, hunter22, hf_AnotherFakeToken9876 http://carol:pw@host/x", secrets)
+    text = scrub(
+        f"at {tmp_path}/build-dir, cookies-yt.txt, hunter22, hf_AnotherFakeToken9876 http://carol:pw@host/x", secrets
+    )
     for leaked in (str(tmp_path), "cookies-yt.txt", "hunter22", "bob", "hf_AnotherFakeToken9876", "carol:pw"):
         assert leaked not in text
     assert redact_url("https://dave:pw@media.example/a.mp4?x=1") == "https://media.example/a.mp4?x=1"
@@ -233,7 +257,13 @@ def test_the_rendering_scrubs_what_build_json_and_the_machine_know(tmp_path, mon
 def test_card_metadata_helpers():
     from collections import Counter
 
-    assert [size_category(n) for n in (0, 999, 1000, 66048, 2_000_000)] == ["n<1K", "n<1K", "1K<n<10K", "10K<n<100K", "1M<n<10M"]
+    assert [size_category(n) for n in (0, 999, 1000, 66048, 2_000_000)] == [
+        "n<1K",
+        "n<1K",
+        "1K<n<10K",
+        "10K<n<100K",
+        "1M<n<10M",
+    ]
     assert hub_license(Counter({"CC0-1.0": 3}), "other") == "cc0-1.0"
     assert hub_license(Counter({"Creative Commons Attribution license (reuse allowed)": 2}), "other") == "cc-by-3.0"
     assert hub_license(Counter({"CC0-1.0": 3, "CC-BY-4.0": 1}), "other") == "other"
@@ -270,9 +300,14 @@ class FakeHubHandler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         auth = self.headers.get("Authorization")
-        self.server.requests.append({"method": self.command, "path": self.path.split("?")[0],
-                                     "auth": None if auth is None else auth == f"Bearer {self.server.token}",
-                                     "json": json.loads(raw) if raw.startswith(b"{") else None})
+        self.server.requests.append(
+            {
+                "method": self.command,
+                "path": self.path.split("?")[0],
+                "auth": None if auth is None else auth == f"Bearer {self.server.token}",
+                "json": json.loads(raw) if raw.startswith(b"{") else None,
+            }
+        )
         path = self.path.split("?")[0]
         if path == "/api/whoami-v2":
             return self._reply(200, {"name": "tester", "type": "user"})
@@ -300,7 +335,9 @@ def test_push_sends_what_the_hub_expects_up_to_the_network_boundary(built_datase
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
         monkeypatch.setenv("HF_TOKEN", token)
-        result = runner.invoke(app, ["push-to-hub", str(out), REPO_ID, "--private", "--revision", "dev", "--metadata-only"])
+        result = runner.invoke(
+            app, ["push-to-hub", str(out), REPO_ID, "--private", "--revision", "dev", "--metadata-only"]
+        )
     finally:
         hub.shutdown()
         hub.server_close()
@@ -311,14 +348,19 @@ def test_push_sends_what_the_hub_expects_up_to_the_network_boundary(built_datase
     hub_calls = [r for r in hub.requests if r["path"] != "/api/agent-harnesses"]  # huggingface_hub's own telemetry
     assert all(r["auth"] is True for r in hub_calls)  # the bearer token went with every Hub call, and only there
     paths = [(r["method"], r["path"]) for r in hub_calls]
-    assert paths[:4] == [("GET", "/api/whoami-v2"), ("POST", "/api/repos/create"),
-                         ("PUT", f"/api/datasets/{REPO_ID}/settings"), ("POST", f"/api/datasets/{REPO_ID}/branch/dev")]
+    assert paths[:4] == [
+        ("GET", "/api/whoami-v2"),
+        ("POST", "/api/repos/create"),
+        ("PUT", f"/api/datasets/{REPO_ID}/settings"),
+        ("POST", f"/api/datasets/{REPO_ID}/branch/dev"),
+    ]
     create = hub_calls[1]["json"]
     assert create["name"] == "mipnet-tiny" and create["organization"] == "someorg" and create["type"] == "dataset"
     assert create.get("visibility") == "private" or create.get("private") is True
     preupload = next(r for r in hub_calls if r["path"] == f"/api/datasets/{REPO_ID}/preupload/dev")
-    assert {f["path"] for f in preupload["json"]["files"]} == \
-        {"README.md", "label_distribution.png"} | {f"data/{s}-00000-of-00001.parquet" for s in built}
+    assert {f["path"] for f in preupload["json"]["files"]} == {"README.md", "label_distribution.png"} | {
+        f"data/{s}-00000-of-00001.parquet" for s in built
+    }
 
 
 def _closed_port() -> int:
@@ -329,15 +371,23 @@ def _closed_port() -> int:
 
 def _push_cli(out: Path, env: dict) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    return subprocess.run([sys.executable, "-m", "mipkit", "push-to-hub", str(out), REPO_ID], capture_output=True, text=True,
-                          timeout=120, cwd=REPO_ROOT, env={**clean, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "mipkit", "push-to-hub", str(out), REPO_ID],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env={**clean, **env},
+    )
 
 
 def test_push_to_an_unreachable_hub_is_one_clear_line_from_the_real_cli(built_dataset, tmp_path):
     out, _ = built_dataset
     token = "hf_FakeTokenThatMustNotBePrinted7"
     port = _closed_port()
-    run = _push_cli(out, {"HF_HOME": str(tmp_path / "hf-home"), "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_TOKEN": token})
+    run = _push_cli(
+        out, {"HF_HOME": str(tmp_path / "hf-home"), "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_TOKEN": token}
+    )
     assert run.returncode == 2, run.stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"cannot reach the Hugging Face Hub at http://127.0.0.1:{port}" in errors[0], run.stderr
@@ -365,12 +415,16 @@ def test_push_offline_or_not_logged_in_fails_before_any_request(built_dataset, m
 
 
 def test_card_for_an_audio_only_audioset_build_renders_its_own_prose(built_dataset):
-    from mipkit.release.publish import card_data_yaml, card_figures, render_card
     from mipkit.release.hydrate import load_build, release_splits
+    from mipkit.release.publish import card_data_yaml, card_figures, render_card
 
     out, _ = built_dataset
     dataset, build = load_build(out)
-    build = {**build, "kind": "audioset-mood", "recipe": {**build["recipe"], "clip": {**build["recipe"]["clip"], "image": False}}}
+    build = {
+        **build,
+        "kind": "audioset-mood",
+        "recipe": {**build["recipe"], "clip": {**build["recipe"]["clip"], "image": False}},
+    }
     splits = release_splits(dataset, metadata_only=True)
     # As in a real audioset-mood build: the labels come from AudioSet's segment lists.
     splits = {name: ds.map(lambda row: {"emotion_source": "audioset"}) for name, ds in splits.items()}
@@ -390,5 +444,8 @@ def test_annotation_creators_follow_where_each_label_came_from():
 
     assert annotations_creators(Counter({"audioset": 10}), "audioset-mood") == ["found"]
     assert annotations_creators(Counter({"manifest": 3}), "mipnet") == ["expert-generated"]
-    assert annotations_creators(Counter({"manifest": 3, "passt:0123abcd": 2, None: 1}), "mipnet") == ["expert-generated", "machine-generated"]
+    assert annotations_creators(Counter({"manifest": 3, "passt:0123abcd": 2, None: 1}), "mipnet") == [
+        "expert-generated",
+        "machine-generated",
+    ]
     assert annotations_creators(Counter({None: 4}), "mipnet") == ["no-annotation"]

@@ -14,12 +14,12 @@ Statuses of a music video (``ok`` plus the ``mipkit.core.records`` network statu
 
 from __future__ import annotations
 
-NOT_MUSIC = "not_music"        # skip: labels without "Music video" (counted, not listed)
-BAD_RECORD = "bad_record"      # a SequenceExample without id, frames, or with wrong feature sizes
-NO_LOOKUP = "no_lookup"        # the id lookup answered an error document or 404: dead/private video
-PRIVATE = "private"            # yt-dlp: "Private video"
-NO_METADATA = "no_metadata"    # --no-fetch and the video is not in --metadata
-NO_TITLE = "no_title"          # yt8m-title: empty title
-NO_KEYWORDS = "no_keywords"    # yt8m-keyword: no tags
+NOT_MUSIC = "not_music"  # skip: labels without "Music video" (counted, not listed)
+BAD_RECORD = "bad_record"  # a SequenceExample without id, frames, or with wrong feature sizes
+NO_LOOKUP = "no_lookup"  # the id lookup answered an error document or 404: dead/private video
+PRIVATE = "private"  # yt-dlp: "Private video"
+NO_METADATA = "no_metadata"  # --no-fetch and the video is not in --metadata
+NO_TITLE = "no_title"  # yt8m-title: empty title
+NO_KEYWORDS = "no_keywords"  # yt8m-keyword: no tags
 
 KINDS = ("title", "keyword")

@@ -16,26 +16,39 @@ import os
 import shutil
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
 
-from mipkit.core import records, ui
-from mipkit.pipeline.engines import ENGINES, run_shards
-from mipkit.core.errors import MipkitError, NothingBuiltError
 from mipkit.config.recipe import YtdlpConfig
+from mipkit.core import records, ui
+from mipkit.core.errors import MipkitError, NothingBuiltError
 from mipkit.core.files import swap_in_dataset, write_atomic, write_json
-from mipkit.core.records import SPLITS
-from mipkit.core.records import SampleStatus
-from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, is_done, shard_dir, shards_root, summarize
-from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
+from mipkit.core.records import SPLITS, SampleStatus
 from mipkit.kinds.yt8m import BAD_RECORD, KINDS, NO_METADATA, NOT_MUSIC
 from mipkit.kinds.yt8m.lookup import DiskCache, LookupClient
-from mipkit.kinds.yt8m.metadata import MetadataResolver, YtdlpMetadata, load_metadata_file, merge_metadata_files, write_metadata_jsonl
-from mipkit.kinds.yt8m.tfrecords import TfrecordSource, dataset_features, fetch_to_cache, partition_of, read_records, resolve_inputs, shard_table
+from mipkit.kinds.yt8m.metadata import (
+    MetadataResolver,
+    YtdlpMetadata,
+    load_metadata_file,
+    merge_metadata_files,
+    write_metadata_jsonl,
+)
+from mipkit.kinds.yt8m.tfrecords import (
+    TfrecordSource,
+    dataset_features,
+    fetch_to_cache,
+    partition_of,
+    read_records,
+    resolve_inputs,
+    shard_table,
+)
+from mipkit.pipeline.engines import ENGINES, run_shards
+from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, is_done, shard_dir, shards_root, summarize
+from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
 
 VIDEOS_FILE = "videos.arrow"
 METADATA_FILE = "metadata.jsonl"
@@ -53,10 +66,10 @@ class ShardSettings:
     cache_dir: str
     ytdlp: YtdlpConfig
     lookup_base: str
-    lookup_rate: float          # per worker process
+    lookup_rate: float  # per worker process
     lookup_retries: int
     lookup_timeout: float
-    metadata_rate: float        # per worker process
+    metadata_rate: float  # per worker process
     video_url_template: str
     metadata_file: str | None = None
     fetch: bool = True
@@ -74,7 +87,7 @@ class Yt8mOptions:
     tfrecords: list[str]
     out: Path
     settings: ShardSettings
-    recipe: dict = field(default_factory=dict)   # redacted, for build.json
+    recipe: dict = field(default_factory=dict)  # redacted, for build.json
     split_by: str = "partition"
     validate_as: str = "test"
     ratios: dict[str, float] = field(default_factory=lambda: {"train": 0.78, "validation": 0.0, "test": 0.22})
@@ -85,7 +98,9 @@ class Yt8mOptions:
     retry_failed: bool = False
 
 
-def run_yt8m_shard(task: Yt8mTask, settings: ShardSettings, out_dir: Path, on_event: Callable[[tuple[str, object]], None] | None = None) -> dict:
+def run_yt8m_shard(
+    task: Yt8mTask, settings: ShardSettings, out_dir: Path, on_event: Callable[[tuple[str, object]], None] | None = None
+) -> dict:
     """Build one shard and commit it; returns its stats. Safe to call again after a kill."""
     folder = shard_dir(out_dir, task.index)
     if (folder / STATS_FILE).is_file():
@@ -109,11 +124,20 @@ def run_yt8m_shard(task: Yt8mTask, settings: ShardSettings, out_dir: Path, on_ev
     known = load_metadata_file(Path(settings.metadata_file)) if settings.metadata_file else {}
     resolver = MetadataResolver(
         known,
-        LookupClient(settings.lookup_base, DiskCache(cache / "lookup"), settings.lookup_rate, settings.lookup_retries, settings.lookup_timeout),
+        LookupClient(
+            settings.lookup_base,
+            DiskCache(cache / "lookup"),
+            settings.lookup_rate,
+            settings.lookup_retries,
+            settings.lookup_timeout,
+        ),
         YtdlpMetadata(settings.ytdlp, settings.video_url_template, settings.metadata_rate, DiskCache(cache / "ytdlp")),
         fetch=settings.fetch,
     )
-    statuses = [SampleStatus(BAD_RECORD, f"{task.source.name} record {r.index}: {r.error}", pair_id=r.video_id, row=r.index) for r in bad]
+    statuses = [
+        SampleStatus(BAD_RECORD, f"{task.source.name} record {r.index}: {r.error}", pair_id=r.video_id, row=r.index)
+        for r in bad
+    ]
     for status in statuses:
         emit("video", status.status)
     kept, learnt = [], []
@@ -121,7 +145,11 @@ def run_yt8m_shard(task: Yt8mTask, settings: ShardSettings, out_dir: Path, on_ev
         for record, meta in zip(music, pool.map(lambda r: resolver.resolve(r.video_id), music)):
             status, error = meta.verdict(settings.kind)
             url = settings.video_url_template.format(youtube_id=meta.youtube_id) if meta.youtube_id else None
-            statuses.append(SampleStatus(status, error, pair_id=record.video_id, source_id=meta.youtube_id, url=url, row=record.index))
+            statuses.append(
+                SampleStatus(
+                    status, error, pair_id=record.video_id, source_id=meta.youtube_id, url=url, row=record.index
+                )
+            )
             if meta.status not in _NOT_RECORDED:
                 learnt.append(meta.to_json())
             if status == records.OK:
@@ -130,22 +158,36 @@ def run_yt8m_shard(task: Yt8mTask, settings: ShardSettings, out_dir: Path, on_ev
 
     table = shard_table([(r, m.id, m.youtube_id, m.title, m.tags) for r, m in kept], task.source)
     tmp = folder / (VIDEOS_FILE + ".tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+    with (
+        pa.OSFile(str(tmp), "wb") as sink,
+        pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer,
+    ):
         writer.write_table(table, max_chunksize=64)
     os.replace(tmp, folder / VIDEOS_FILE)
     write_metadata_jsonl(folder / METADATA_FILE, learnt)
     write_atomic(folder / STATUS_FILE, "".join(json.dumps(s.to_dict()) + "\n" for s in statuses).encode())
-    stats = {"shard": task.index, "source": task.source.name, "records": total, "music": len(music), "rows": len(kept),
-             "skipped": {NOT_MUSIC: total - len(music) - len(bad)}, **summarize(statuses),
-             "seconds": round(time.time() - began, 3), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    stats = {
+        "shard": task.index,
+        "source": task.source.name,
+        "records": total,
+        "music": len(music),
+        "rows": len(kept),
+        "skipped": {NOT_MUSIC: total - len(music) - len(bad)},
+        **summarize(statuses),
+        "seconds": round(time.time() - began, 3),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     write_atomic(folder / STATS_FILE, json.dumps(stats, indent=2).encode())  # last: marks the shard done
     return stats
 
 
 # --- assembly: committed shards -> DatasetDict ------------------------------------------------
 
+
 def _committed(out: Path, name: str) -> list[Path]:
-    return [d / name for d in sorted(shards_root(out).glob("[0-9]*")) if (d / STATS_FILE).is_file() and (d / name).is_file()]
+    return [
+        d / name for d in sorted(shards_root(out).glob("[0-9]*")) if (d / STATS_FILE).is_file() and (d / name).is_file()
+    ]
 
 
 def _batches(path: Path):
@@ -219,13 +261,18 @@ def assemble_yt8m(out: Path, split_by: str, validate_as: str, ratios: dict[str, 
 
 # --- the build -------------------------------------------------------------------------------
 
+
 def _fingerprint(sources: list[TfrecordSource], settings: ShardSettings) -> str:
     """What decides shard contents; a resumed build must match it or its shards would mix."""
     digest = hashlib.sha256()
     if settings.metadata_file:
         digest.update(Path(settings.metadata_file).read_bytes())
-    digest.update(json.dumps({"kind": settings.kind, "music_index": settings.music_index,
-                              "inputs": [s.identity() for s in sources]}, sort_keys=True).encode())
+    digest.update(
+        json.dumps(
+            {"kind": settings.kind, "music_index": settings.music_index, "inputs": [s.identity() for s in sources]},
+            sort_keys=True,
+        ).encode()
+    )
     return digest.hexdigest()
 
 
@@ -242,20 +289,39 @@ def _prepare(opts: Yt8mOptions, sources: list[TfrecordSource]) -> None:
     if record.is_file():
         previous = json.loads(record.read_text())
         if previous.get("fingerprint") != fingerprint:
-            raise MipkitError(f"{out.name!r} holds a build of other TFRecords, another subset or another --metadata; pass --overwrite to start again, or choose another --out")
-    write_json(record, {"kind": f"yt8m-{opts.settings.kind}", "recipe": opts.recipe, "inputs": [s.name for s in sources],
-                        "music_label_index": opts.settings.music_index, "fingerprint": fingerprint, "shards": len(sources),
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            raise MipkitError(
+                f"{out.name!r} holds a build of other TFRecords, another subset or another --metadata; pass --overwrite to start again, or choose another --out"
+            )
+    write_json(
+        record,
+        {
+            "kind": f"yt8m-{opts.settings.kind}",
+            "recipe": opts.recipe,
+            "inputs": [s.name for s in sources],
+            "music_label_index": opts.settings.music_index,
+            "fingerprint": fingerprint,
+            "shards": len(sources),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
     write_atomic(build_dir(out) / MANIFEST_STATUS_FILE, b"")
 
 
 def _committed_stats(out: Path) -> dict[Path, dict]:
-    return {d / STATS_FILE: json.loads((d / STATS_FILE).read_text()) for d in sorted(shards_root(out).glob("[0-9]*")) if (d / STATS_FILE).is_file()}
+    return {
+        d / STATS_FILE: json.loads((d / STATS_FILE).read_text())
+        for d in sorted(shards_root(out).glob("[0-9]*"))
+        if (d / STATS_FILE).is_file()
+    }
 
 
 def _forget_transient_shards(out: Path) -> int:
     """``--retry-failed``: un-commit shards with rate-limited or network failures (caches keep the rest)."""
-    failed = [path for path, stats in _committed_stats(out).items() if set(stats.get("counts", {})) & records.TRANSIENT_STATUSES]
+    failed = [
+        path
+        for path, stats in _committed_stats(out).items()
+        if set(stats.get("counts", {})) & records.TRANSIENT_STATUSES
+    ]
     for path in failed:
         path.unlink()
     return len(failed)
@@ -273,11 +339,15 @@ def _check_options(opts: Yt8mOptions, sources: list[TfrecordSource]) -> None:
     if opts.split_by == "partition":
         unknown = [s.name for s in sources if partition_of(s.name) is None]
         if unknown:
-            raise MipkitError(f"cannot tell the partition of {unknown[0]!r} from its name (train*/validate*/test*); rename it or pass --split-by ratio")
+            raise MipkitError(
+                f"cannot tell the partition of {unknown[0]!r} from its name (train*/validate*/test*); rename it or pass --split-by ratio"
+            )
     elif any(v < 0 for v in opts.ratios.values()) or abs(sum(opts.ratios.values()) - 1.0) > 1e-6:
         raise MipkitError(f"split ratios {opts.ratios} must be >= 0 and sum to 1")
     if any(partition_of(s.name) == "test" for s in sources):
-        ui.console.print("[yellow]note:[/yellow] YouTube-8M test* files carry no labels, so none of their videos is recognised as a music video")
+        ui.console.print(
+            "[yellow]note:[/yellow] YouTube-8M test* files carry no labels, so none of their videos is recognised as a music video"
+        )
 
 
 def build_yt8m(opts: Yt8mOptions) -> dict:
@@ -286,7 +356,14 @@ def build_yt8m(opts: Yt8mOptions) -> dict:
     _check_options(opts, sources)
     requested = {k: v for k, v in asdict(opts.settings).items() if k != "ytdlp"}
     share = max(1, min(opts.workers, len(sources)))  # each worker process gets its share of the rate limits
-    opts = replace(opts, settings=replace(opts.settings, lookup_rate=opts.settings.lookup_rate / share, metadata_rate=opts.settings.metadata_rate / share))
+    opts = replace(
+        opts,
+        settings=replace(
+            opts.settings,
+            lookup_rate=opts.settings.lookup_rate / share,
+            metadata_rate=opts.settings.metadata_rate / share,
+        ),
+    )
     if opts.settings.metadata_file:
         load_metadata_file(Path(opts.settings.metadata_file))  # a bad file fails here, not in every shard
     opts.out.mkdir(parents=True, exist_ok=True)
@@ -313,7 +390,9 @@ def build_yt8m(opts: Yt8mOptions) -> dict:
                 else:  # "video": one status; "videos": {status: count} of a finished Ray task
                     counts = value if kind == "videos" else {value: 1}
                     failed = sum(n for status, n in counts.items() if status != records.OK)
-                    progress.update(bar, advance=sum(counts.values()), failed=progress.tasks[bar].fields["failed"] + failed)
+                    progress.update(
+                        bar, advance=sum(counts.values()), failed=progress.tasks[bar].fields["failed"] + failed
+                    )
 
             def on_shard(task: Yt8mTask, stats: dict, streamed: bool) -> None:
                 if not streamed:  # Ray: the shard's counts arrive at its end
@@ -322,8 +401,16 @@ def build_yt8m(opts: Yt8mOptions) -> dict:
                 done_files[0] += 1
                 progress.update(bar, description=f"music videos · files {done_files[0]}/{len(pending)}")
 
-            errors = run_shards(pending, run_yt8m_shard, (opts.settings, opts.out), workers=opts.workers, engine=opts.engine,
-                                on_event=on_event, on_done=on_shard, describe=lambda t: f"shard {t.index} ({t.source.name})")
+            errors = run_shards(
+                pending,
+                run_yt8m_shard,
+                (opts.settings, opts.out),
+                workers=opts.workers,
+                engine=opts.engine,
+                on_event=on_event,
+                on_done=on_shard,
+                describe=lambda t: f"shard {t.index} ({t.source.name})",
+            )
     for error in errors:
         ui.console.print(f"[red]{error}[/red] (the file is not committed; run the same command again to retry it)")
 
@@ -331,10 +418,20 @@ def build_yt8m(opts: Yt8mOptions) -> dict:
     metadata_rows = merge_metadata_files(_committed(opts.out, METADATA_FILE), build_dir(opts.out) / METADATA_FILE)
     report = status_report(opts.out)
     skipped = sum((Counter(stats.get("skipped", {})) for stats in _committed_stats(opts.out).values()), Counter())
-    summary = {"subset": opts.settings.kind, "counts": report["counts"], "skipped": dict(skipped), "splits": rows,
-               "shards": report["shards"], "shard_errors": errors, "metadata_rows": metadata_rows,
-               "seconds_this_run": round(time.time() - began, 2), "settings": requested}
+    summary = {
+        "subset": opts.settings.kind,
+        "counts": report["counts"],
+        "skipped": dict(skipped),
+        "splits": rows,
+        "shards": report["shards"],
+        "shard_errors": errors,
+        "metadata_rows": metadata_rows,
+        "seconds_this_run": round(time.time() - began, 2),
+        "settings": requested,
+    }
     write_json(build_dir(opts.out) / "summary.json", summary)
     if not sum(rows.values()):
-        raise NothingBuiltError(f"no video was kept from {len(sources)} TFRecord file(s); see `mipkit status {opts.out.name}` for the reason of each music video")
+        raise NothingBuiltError(
+            f"no video was kept from {len(sources)} TFRecord file(s); see `mipkit status {opts.out.name}` for the reason of each music video"
+        )
     return summary

@@ -78,15 +78,22 @@ class RateLimiter:
 
 @dataclass
 class LookupResult:
-    status: str                 # ok | no_lookup | rate_limited | network_error
+    status: str  # ok | no_lookup | rate_limited | network_error
     youtube_id: str | None = None
     error: str = ""
     cached: bool = False
 
 
 class LookupClient:
-    def __init__(self, base: str = DEFAULT_LOOKUP_BASE, cache: DiskCache | None = None, rate: float = 10.0,
-                 retries: int = 3, timeout: float = 15.0, backoff_s: float = 2.0):
+    def __init__(
+        self,
+        base: str = DEFAULT_LOOKUP_BASE,
+        cache: DiskCache | None = None,
+        rate: float = 10.0,
+        retries: int = 3,
+        timeout: float = 15.0,
+        backoff_s: float = 2.0,
+    ):
         self.base = base.rstrip("/")
         self.cache = cache
         self.limiter = RateLimiter(rate)
@@ -104,8 +111,16 @@ class LookupClient:
                 return LookupResult(hit["status"], hit.get("youtube_id"), hit.get("error", ""), cached=True)
         result = self._ask(pseudo_id)
         if self.cache is not None and result.status in (records.OK, NO_LOOKUP):
-            self.cache.put(pseudo_id, {"id": pseudo_id, "status": result.status, "youtube_id": result.youtube_id,
-                                       "error": result.error, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            self.cache.put(
+                pseudo_id,
+                {
+                    "id": pseudo_id,
+                    "status": result.status,
+                    "youtube_id": result.youtube_id,
+                    "error": result.error,
+                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+            )
         return result
 
     def _ask(self, pseudo_id: str) -> LookupResult:
@@ -119,7 +134,9 @@ class LookupClient:
                 return parse_answer(pseudo_id, body)
             except urllib.error.HTTPError as exc:
                 if exc.code in (400, 403, 404, 410):
-                    return LookupResult(NO_LOOKUP, error=f"lookup answered HTTP {exc.code} (video removed, private or unknown)")
+                    return LookupResult(
+                        NO_LOOKUP, error=f"lookup answered HTTP {exc.code} (video removed, private or unknown)"
+                    )
                 status = records.RATE_LIMITED if exc.code == 429 else records.NETWORK_ERROR
                 error = f"lookup answered HTTP {exc.code}"
             except (urllib.error.URLError, OSError) as exc:

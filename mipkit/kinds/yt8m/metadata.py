@@ -21,14 +21,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
+from mipkit.config.recipe import YtdlpConfig
 from mipkit.core import records
 from mipkit.core.errors import MipkitError
 from mipkit.core.ids import youtube_id as parse_youtube_id
-from mipkit.pipeline.fetch import FetchError, classify_error, open_ytdlp, with_retries, ytdlp_params
-from mipkit.config.recipe import YtdlpConfig
 from mipkit.kinds.yt8m import NO_KEYWORDS, NO_LOOKUP, NO_METADATA, NO_TITLE, PRIVATE
 from mipkit.kinds.yt8m.lookup import DiskCache, LookupClient, RateLimiter
+from mipkit.pipeline.fetch import FetchError, classify_error, open_ytdlp, with_retries, ytdlp_params
 
 YOUTUBE_URL_TEMPLATE = "https://www.youtube.com/watch?v={youtube_id}"
 # Failures a metadata file may carry forward: asking again would give the same answer.
@@ -44,7 +43,7 @@ class VideoMeta:
     tags: list[str] = field(default_factory=list)
     status: str = records.OK
     error: str = ""
-    origin: str = ""   # file | cache | ytdlp (not written)
+    origin: str = ""  # file | cache | ytdlp (not written)
 
     def verdict(self, kind: str) -> tuple[str, str]:
         """``(status, error)`` of the video in a ``title`` or ``keyword`` subset."""
@@ -81,8 +80,14 @@ def normalize_tags(value) -> list[str]:
 def meta_from_json(row: dict) -> VideoMeta:
     status = row.get("status") or records.OK
     youtube_id = parse_youtube_id(str(row["youtube_id"])) if row.get("youtube_id") else None  # a bare id or a watch URL
-    return VideoMeta(id=str(row["id"]), youtube_id=youtube_id, title=" ".join(str(row.get("title") or "").split()),
-                     tags=normalize_tags(row.get("tags")), status=status, error=str(row.get("error") or ""))
+    return VideoMeta(
+        id=str(row["id"]),
+        youtube_id=youtube_id,
+        title=" ".join(str(row.get("title") or "").split()),
+        tags=normalize_tags(row.get("tags")),
+        status=status,
+        error=str(row.get("error") or ""),
+    )
 
 
 _FILES: dict[tuple, dict[str, dict]] = {}
@@ -93,7 +98,9 @@ def load_metadata_file(path: Path) -> dict[str, dict]:
     """``id -> row`` of a metadata JSONL (read once per process and file version)."""
     path = Path(path)
     if not path.is_file():
-        raise MipkitError(f"--metadata {path.name!r} does not exist; pass a JSONL with id, youtube_id, title, tags per line")
+        raise MipkitError(
+            f"--metadata {path.name!r} does not exist; pass a JSONL with id, youtube_id, title, tags per line"
+        )
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     with _FILES_LOCK:
@@ -106,9 +113,13 @@ def load_metadata_file(path: Path) -> dict[str, dict]:
                     try:
                         row = json.loads(line)
                     except ValueError:
-                        raise MipkitError(f"--metadata {path.name!r} line {number} is not JSON; each line must be one object with id, youtube_id, title, tags") from None
+                        raise MipkitError(
+                            f"--metadata {path.name!r} line {number} is not JSON; each line must be one object with id, youtube_id, title, tags"
+                        ) from None
                     if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"]:
-                        raise MipkitError(f"--metadata {path.name!r} line {number} has no string 'id' (the 4-character pseudo id)")
+                        raise MipkitError(
+                            f"--metadata {path.name!r} line {number} has no string 'id' (the 4-character pseudo id)"
+                        )
                     rows[row["id"]] = row
             _FILES.clear()
             _FILES[key] = rows
@@ -123,7 +134,13 @@ def status_of(message: str) -> str:
 class YtdlpMetadata:
     """``extract_info`` without download, rate-limited, retried on transient errors, cached."""
 
-    def __init__(self, cfg: YtdlpConfig, url_template: str = YOUTUBE_URL_TEMPLATE, rate: float = 1.0, cache: DiskCache | None = None):
+    def __init__(
+        self,
+        cfg: YtdlpConfig,
+        url_template: str = YOUTUBE_URL_TEMPLATE,
+        rate: float = 1.0,
+        cache: DiskCache | None = None,
+    ):
         self.cfg = cfg
         self.url_template = url_template
         self.limiter = RateLimiter(rate)
@@ -146,16 +163,32 @@ class YtdlpMetadata:
                 return ydl.extract_info(self.url_for(youtube_id), download=False, process=False)
 
         try:
-            info = with_retries(action, self.cfg, "extract_info failed", classify=status_of, before_try=self.limiter.wait)
+            info = with_retries(
+                action, self.cfg, "extract_info failed", classify=status_of, before_try=self.limiter.wait
+            )
         except FetchError as exc:
             return VideoMeta(pseudo_id, youtube_id, status=exc.status, error=str(exc), origin="ytdlp")
         if not info:
-            return VideoMeta(pseudo_id, youtube_id, status=records.UNAVAILABLE, error="extract_info returned nothing", origin="ytdlp")
-        meta = VideoMeta(pseudo_id, youtube_id, title=" ".join(str(info.get("title") or "").split()),
-                         tags=normalize_tags(info.get("tags")), origin="ytdlp")
+            return VideoMeta(
+                pseudo_id, youtube_id, status=records.UNAVAILABLE, error="extract_info returned nothing", origin="ytdlp"
+            )
+        meta = VideoMeta(
+            pseudo_id,
+            youtube_id,
+            title=" ".join(str(info.get("title") or "").split()),
+            tags=normalize_tags(info.get("tags")),
+            origin="ytdlp",
+        )
         if self.cache is not None:
-            self.cache.put(youtube_id, {"youtube_id": youtube_id, "title": meta.title, "tags": meta.tags,
-                                        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            self.cache.put(
+                youtube_id,
+                {
+                    "youtube_id": youtube_id,
+                    "title": meta.title,
+                    "tags": meta.tags,
+                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+            )
         return meta
 
 
@@ -182,7 +215,12 @@ class MetadataResolver:
                 return meta
             youtube_id = meta.youtube_id
         if not self.fetch:
-            return VideoMeta(pseudo_id, youtube_id, status=NO_METADATA, error="not in --metadata (with title or tags) and --no-fetch was given")
+            return VideoMeta(
+                pseudo_id,
+                youtube_id,
+                status=NO_METADATA,
+                error="not in --metadata (with title or tags) and --no-fetch was given",
+            )
         if youtube_id is None:
             found = self.lookup.resolve(pseudo_id)
             if found.status != records.OK:

@@ -43,7 +43,7 @@ RGB_DIM = 1024
 AUDIO_DIM = 128
 MUSIC_VIDEO_NAME = "Music video"
 MUSIC_VIDEO_KG_ID = "/m/0mdxd"
-MUSIC_VIDEO_INDEX_2018 = 14   # 2018 vocabulary (3,862 classes); pass --vocabulary to be sure
+MUSIC_VIDEO_INDEX_2018 = 14  # 2018 vocabulary (3,862 classes); pass --vocabulary to be sure
 PARTITIONS = ("train", "validate", "test")
 _PSEUDO_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
@@ -91,7 +91,9 @@ def uint8_nested(arrays: list[np.ndarray], dim: int) -> pa.Array:
     lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
     outer = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0, np.uint8)
-    inner = pa.ListArray.from_arrays(pa.array(np.arange(0, flat.size + 1, dim, dtype=np.int32)), pa.array(flat, pa.uint8()))
+    inner = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, flat.size + 1, dim, dtype=np.int32)), pa.array(flat, pa.uint8())
+    )
     return pa.ListArray.from_arrays(pa.array(outer), inner)
 
 
@@ -101,22 +103,39 @@ def dataset_features():
     faster than Sequence(Sequence(uint8)) with ``with_format("numpy", dtype=np.uint8)``)."""
     from datasets import Array2D, Features, List, Value
 
-    return Features({
-        "video_id": Value("string"), "youtube_id": Value("string"), "labels": List(Value("int64")),
-        "rgb": Array2D((None, RGB_DIM), "uint8"), "audio": Array2D((None, AUDIO_DIM), "uint8"), "num_seconds": Value("int32"),
-        "title": Value("string"), "keywords": List(Value("string")), "split": Value("string"),
-    })
+    return Features(
+        {
+            "video_id": Value("string"),
+            "youtube_id": Value("string"),
+            "labels": List(Value("int64")),
+            "rgb": Array2D((None, RGB_DIM), "uint8"),
+            "audio": Array2D((None, AUDIO_DIM), "uint8"),
+            "num_seconds": Value("int32"),
+            "title": Value("string"),
+            "keywords": List(Value("string")),
+            "split": Value("string"),
+        }
+    )
 
 
 def shard_schema():
     """Columns of a shard's ``videos.parquet``: the dataset's, plus provenance (partition, file)."""
     import pyarrow as pa
 
-    return pa.schema([
-        ("video_id", pa.string()), ("youtube_id", pa.string()), ("labels", pa.list_(pa.int64())),
-        ("rgb", pa.list_(pa.list_(pa.uint8()))), ("audio", pa.list_(pa.list_(pa.uint8()))), ("num_seconds", pa.int32()),
-        ("title", pa.string()), ("keywords", pa.list_(pa.string())), ("partition", pa.string()), ("source_file", pa.string()),
-    ])
+    return pa.schema(
+        [
+            ("video_id", pa.string()),
+            ("youtube_id", pa.string()),
+            ("labels", pa.list_(pa.int64())),
+            ("rgb", pa.list_(pa.list_(pa.uint8()))),
+            ("audio", pa.list_(pa.list_(pa.uint8()))),
+            ("num_seconds", pa.int32()),
+            ("title", pa.string()),
+            ("keywords", pa.list_(pa.string())),
+            ("partition", pa.string()),
+            ("source_file", pa.string()),
+        ]
+    )
 
 
 @dataclass
@@ -136,7 +155,10 @@ class VideoRecord:
 
 
 def _frames(feature_list, dim: int, name: str) -> np.ndarray:
-    values = [f.bytes_list.value[0] if len(f.bytes_list.value) == 1 else b"".join(f.bytes_list.value) for f in feature_list.feature]
+    values = [
+        f.bytes_list.value[0] if len(f.bytes_list.value) == 1 else b"".join(f.bytes_list.value)
+        for f in feature_list.feature
+    ]
     wrong = [len(v) for v in values if len(v) != dim]
     if wrong:
         raise ValueError(f"{name} frames must hold {dim} bytes, found {wrong[0]}")
@@ -159,8 +181,13 @@ def parse_record(data, index: int, music_index: int | None = None) -> VideoRecor
     if music_index is not None and music_index not in labels:
         return VideoRecord(index, video_id, labels, *empty)
     if not _PSEUDO_ID.match(video_id):
-        return VideoRecord(index, sanitize_id(video_id) if video_id else f"record-{index}", labels, *empty,
-                           error=f"context id {video_id[:40]!r} is not a YouTube-8M pseudo id")
+        return VideoRecord(
+            index,
+            sanitize_id(video_id) if video_id else f"record-{index}",
+            labels,
+            *empty,
+            error=f"context id {video_id[:40]!r} is not a YouTube-8M pseudo id",
+        )
     lists = example.feature_lists.feature_list
     try:
         rgb = _frames(lists["rgb"], RGB_DIM, "rgb") if "rgb" in lists else empty[0]
@@ -168,7 +195,13 @@ def parse_record(data, index: int, music_index: int | None = None) -> VideoRecor
     except ValueError as exc:
         return VideoRecord(index, video_id, labels, *empty, error=str(exc))
     if rgb.shape[0] == 0 or rgb.shape[0] != audio.shape[0]:
-        return VideoRecord(index, video_id, labels, *empty, error=f"frame counts rgb={rgb.shape[0]} audio={audio.shape[0]} (need equal, > 0)")
+        return VideoRecord(
+            index,
+            video_id,
+            labels,
+            *empty,
+            error=f"frame counts rgb={rgb.shape[0]} audio={audio.shape[0]} (need equal, > 0)",
+        )
     return VideoRecord(index, video_id, labels, rgb, audio)
 
 
@@ -222,10 +255,11 @@ def read_records(path: Path, music_index: int | None = None) -> Iterator[VideoRe
 
 # --- inputs: local paths, globs, folders and URLs -------------------------------------------
 
+
 @dataclass(frozen=True)
 class TfrecordSource:
-    name: str          # file name: decides the partition (train*/validate*/test*)
-    location: str      # local path or http(s) URL
+    name: str  # file name: decides the partition (train*/validate*/test*)
+    location: str  # local path or http(s) URL
 
     @property
     def is_url(self) -> bool:
@@ -248,12 +282,20 @@ def resolve_inputs(specs: list[str]) -> list[TfrecordSource]:
             found[spec] = TfrecordSource(name or spec, spec)
             continue
         if "://" in spec:
-            raise MipkitError(f"--tfrecords {spec!r}: only local paths and http(s) URLs are read (copy gs:// files locally first)")
+            raise MipkitError(
+                f"--tfrecords {spec!r}: only local paths and http(s) URLs are read (copy gs:// files locally first)"
+            )
         path = Path(spec).expanduser()
-        matches = sorted(str(p) for p in path.glob("*.tfrecord*")) if path.is_dir() else sorted(glob.glob(str(path), recursive=True))
+        matches = (
+            sorted(str(p) for p in path.glob("*.tfrecord*"))
+            if path.is_dir()
+            else sorted(glob.glob(str(path), recursive=True))
+        )
         files = [m for m in matches if os.path.isfile(m)]
         if not files:
-            raise MipkitError(f"--tfrecords {spec!r} matches no file; pass TFRecord paths, a folder, a glob such as 'frame/train*.tfrecord', or URLs")
+            raise MipkitError(
+                f"--tfrecords {spec!r} matches no file; pass TFRecord paths, a folder, a glob such as 'frame/train*.tfrecord', or URLs"
+            )
         for match in files:
             found[os.path.abspath(match)] = TfrecordSource(os.path.basename(match), match)
     return sorted(found.values(), key=lambda s: (s.name, s.location))
@@ -270,7 +312,10 @@ def fetch_to_cache(source: TfrecordSource, cache_dir: Path, timeout: float = 60.
     if not source.is_url:
         return Path(source.location)
     digest = hashlib.sha1(source.location.encode()).hexdigest()[:10]
-    target = Path(cache_dir) / f"{sanitize_id(source.name.rsplit('.', 1)[0], 60)}-{digest}.tfrecord{'.gz' if source.name.endswith('.gz') else ''}"
+    target = (
+        Path(cache_dir)
+        / f"{sanitize_id(source.name.rsplit('.', 1)[0], 60)}-{digest}.tfrecord{'.gz' if source.name.endswith('.gz') else ''}"
+    )
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -298,37 +343,58 @@ def fetch_to_cache(source: TfrecordSource, cache_dir: Path, timeout: float = 60.
     raise OSError(f"download of {source.name} failed after {retries + 1} tries: {error}")
 
 
-def shard_table(rows: list[tuple], source: "TfrecordSource"):
+def shard_table(rows: list[tuple], source: TfrecordSource):
     """A shard's ``videos.parquet`` table from ``(VideoRecord, video_id, youtube_id, title, tags)`` rows."""
     import pyarrow as pa
 
     partition = partition_of(source.name)
     column = lambda i: [row[i] for row in rows]  # noqa: E731
-    return pa.Table.from_arrays([
-        pa.array(column(1), pa.string()), pa.array(column(2), pa.string()), pa.array([r.labels for r, *_ in rows], pa.list_(pa.int64())),
-        uint8_nested([r.rgb for r, *_ in rows], RGB_DIM), uint8_nested([r.audio for r, *_ in rows], AUDIO_DIM),
-        pa.array([r.num_seconds for r, *_ in rows], pa.int32()), pa.array(column(3), pa.string()), pa.array(column(4), pa.list_(pa.string())),
-        pa.array([partition] * len(rows), pa.string()), pa.array([source.name] * len(rows), pa.string()),
-    ], schema=shard_schema())
+    return pa.Table.from_arrays(
+        [
+            pa.array(column(1), pa.string()),
+            pa.array(column(2), pa.string()),
+            pa.array([r.labels for r, *_ in rows], pa.list_(pa.int64())),
+            uint8_nested([r.rgb for r, *_ in rows], RGB_DIM),
+            uint8_nested([r.audio for r, *_ in rows], AUDIO_DIM),
+            pa.array([r.num_seconds for r, *_ in rows], pa.int32()),
+            pa.array(column(3), pa.string()),
+            pa.array(column(4), pa.list_(pa.string())),
+            pa.array([partition] * len(rows), pa.string()),
+            pa.array([source.name] * len(rows), pa.string()),
+        ],
+        schema=shard_schema(),
+    )
 
 
-def music_label_index(vocabulary: Path | None, name: str = MUSIC_VIDEO_NAME, kg_id: str = MUSIC_VIDEO_KG_ID,
-                      default: int = MUSIC_VIDEO_INDEX_2018) -> int:
+def music_label_index(
+    vocabulary: Path | None,
+    name: str = MUSIC_VIDEO_NAME,
+    kg_id: str = MUSIC_VIDEO_KG_ID,
+    default: int = MUSIC_VIDEO_INDEX_2018,
+) -> int:
     """Index of the "Music video" class: looked up by name (or Knowledge Graph id) in the release's
     ``vocabulary.csv`` (columns Index, TrainVideoCount, KnowledgeGraphId, Name, ...), else ``default``."""
     if vocabulary is None:
         return default
     path = Path(vocabulary)
     if not path.is_file():
-        raise MipkitError(f"--vocabulary {path.name!r} does not exist; pass the vocabulary.csv of the YouTube-8M release")
+        raise MipkitError(
+            f"--vocabulary {path.name!r} does not exist; pass the vocabulary.csv of the YouTube-8M release"
+        )
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "Index" not in reader.fieldnames or "Name" not in reader.fieldnames:
-            raise MipkitError(f"--vocabulary {path.name!r} has no Index and Name columns; pass the vocabulary.csv of the YouTube-8M release")
+            raise MipkitError(
+                f"--vocabulary {path.name!r} has no Index and Name columns; pass the vocabulary.csv of the YouTube-8M release"
+            )
         for row in reader:
-            if (row.get("Name") or "").strip().lower() == name.lower() or (kg_id and (row.get("KnowledgeGraphId") or "").strip() == kg_id):
+            if (row.get("Name") or "").strip().lower() == name.lower() or (
+                kg_id and (row.get("KnowledgeGraphId") or "").strip() == kg_id
+            ):
                 try:
                     return int(row["Index"])
                 except (TypeError, ValueError):
                     break
-    raise MipkitError(f"--vocabulary {path.name!r} has no class named {name!r} ({kg_id}); pass the vocabulary.csv of the YouTube-8M release")
+    raise MipkitError(
+        f"--vocabulary {path.name!r} has no class named {name!r} ({kg_id}); pass the vocabulary.csv of the YouTube-8M release"
+    )
