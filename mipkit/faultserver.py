@@ -32,9 +32,10 @@ from urllib.parse import urlsplit
 from mipkit.mediaserver import _RANGE, MediaServer, _Handler
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Fault:
-    """When a fault fires, counted over the requests its rule matched (1-based)."""
+    """When a fault fires, counted over the requests its rule matched (1-based); keyword-only, so
+    ``HttpError(503)`` or ``CloseMidBody(64_000)`` name their own first field."""
 
     skip_requests: int = 0       # the first N requests are served cleanly
     every: int = 1               # then fire on every k-th request (2 = every other one)
@@ -119,7 +120,7 @@ class _Rule:
 
 
 class _FaultHandler(_Handler):
-    server: "FaultServer"
+    server: FaultServer
 
     def setup(self):
         super().setup()
@@ -317,7 +318,7 @@ class FaultServer(MediaServer):
         with self._lock:
             return [r for r in self.log if urlsplit(r.path).path == path]
 
-    def _resolve(self, path: str) -> tuple[str, "_Rule | None", tuple[Fault, ...]]:
+    def _resolve(self, path: str) -> tuple[str, _Rule | None, tuple[Fault, ...]]:
         """The served path behind an alias, its rule, and the faults due on this request."""
         with self._lock:
             rule = next((r for r in self._rules if fnmatch.fnmatchcase(path, r.pattern)), None)
@@ -327,7 +328,7 @@ class FaultServer(MediaServer):
                 faults = tuple(f for i, f in enumerate(rule.faults) if f.fires(rule.requests, rule.fired[i]))
         return self._aliases.get(path, path), rule, faults
 
-    def _count_firing(self, rule: "_Rule | None", fault: Fault) -> None:
+    def _count_firing(self, rule: _Rule | None, fault: Fault) -> None:
         with self._lock:
             if rule is not None and fault in rule.faults:
                 rule.fired[rule.faults.index(fault)] += 1

@@ -9,8 +9,17 @@ import time
 
 import pytest
 
-from mipkit.faultserver import (CloseMidBody, FaultServer, HttpError, IgnoreRange, ShortContentLength, StallBeforeHeaders,
-                                StallMidBody, Throttle, file_scheme_page)
+from mipkit.faultserver import (
+    CloseMidBody,
+    FaultServer,
+    HttpError,
+    IgnoreRange,
+    ShortContentLength,
+    StallBeforeHeaders,
+    StallMidBody,
+    Throttle,
+    file_scheme_page,
+)
 
 BODY = bytes(range(256)) * 1024  # 256 KiB whose bytes say where they are
 
@@ -33,7 +42,7 @@ def _get(url: str, headers: dict | None = None, timeout: float = 10.0):
         body = response.read()
     except http.client.IncompleteRead as exc:
         body, error = exc.partial, exc
-    except (ConnectionError, socket.timeout) as exc:
+    except (TimeoutError, ConnectionError) as exc:
         error = exc
     conn.close()
     return response.status, dict(response.getheaders()), body, error
