@@ -65,9 +65,11 @@ class CloseMidBody(Fault):
 
 @dataclass(frozen=True)
 class ShortContentLength(Fault):
-    """Declare a Content-Length this fraction of the body; the whole body is sent, then the connection closes."""
+    """Declare a Content-Length this fraction of the body (Content-Range still names the whole range)."""
 
     fraction: float = 0.5
+    send_all: bool = False       # False: send just the declared bytes, a silently truncated answer;
+                                 # True: send the whole body anyway, then close
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,7 @@ class _FaultHandler(_Handler):
             length = int(length * short.fraction)
         self.send_header("Content-Length", str(length))
         self.end_headers()
-        self._range = (start, end)
+        self._range = (start, end if short and short.send_all else start + length - 1)
         throttle = self._active.get(Throttle)
         self._throttle = throttle if throttle and (partial or not throttle.range_only) else None
         source = io.BytesIO(page) if page is not None else file.open("rb")
