@@ -289,13 +289,14 @@ class FaultServer(MediaServer):
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
 
-    def url(self, name: str, *faults: Fault) -> str:
-        """URL of ``name``; with faults, a fresh alias path (its own source id) that carries them."""
-        if not faults:
+    def url(self, name: str, *faults: Fault, fresh: bool = False) -> str:
+        """URL of ``name``; with faults (or ``fresh``), a new alias path (its own source id and log entries) that carries them."""
+        if not faults and not fresh:
             return super().url(name)
         alias = f"/_f{next(self._alias_ids)}/{name}"
         self._aliases[alias] = "/" + name
-        self.set_fault(alias, *faults)
+        if faults:
+            self.set_fault(alias, *faults)
         return self.base_url + alias
 
     def set_fault(self, pattern: str, *faults: Fault) -> None:

@@ -70,6 +70,8 @@ def test_an_alias_url_carries_its_faults_and_the_plain_url_stays_clean(server):
     assert _get(server.url("blob.bin"))[2] == BODY
     assert [r.faults for r in server.log] == [("CloseMidBody",), ()]
     assert len(server.requests_for(cut)) == 1
+    fresh = server.url("blob.bin", fresh=True)
+    assert fresh not in (cut, server.url("blob.bin")) and _get(fresh)[2] == BODY and len(server.requests_for(fresh)) == 1
 
 
 def test_a_cut_past_the_end_of_a_short_answer_does_not_count_as_fired(server):
