@@ -174,7 +174,8 @@ def fault_builds(fault_media, tmp_path_factory):
             "clean": (server.url("a.mp4", fresh=True), 1.0),
             "stall then close": (server.url("a.mp4", StallMidBody(after_bytes=CUT_AT, seconds=4, then_close=True, skip_requests=SKIP)), 1.0),
             "cut mid-body": (server.url("a.mp4", CloseMidBody(after_bytes=CUT_AT, skip_requests=SKIP)), 1.0),
-            "short Content-Length": (server.url("a.mp4", ShortContentLength(fraction=0.5)), 1.0),
+            # Every answer declares half its length: the window at 8-11 s of 12 lies in the half never sent.
+            "short Content-Length": (server.url("a.mp4", ShortContentLength(fraction=0.5)), 8.0),
             "intermittent 500": (server.url("a.mp4", HttpError(500, every=3)), 1.0),
             **{f"HTTP {code}": (server.url("a.mp4", HttpError(code)), 1.0) for code in (502, 503, 504)},
             **{f"{code} with Retry-After": (server.url("a.mp4", HttpError(code, times=1, retry_after=RETRY_AFTER_S)), 1.0)
@@ -205,29 +206,34 @@ def _only(entries: list[dict]) -> dict:
     return entries[0]
 
 
+def _status(entries: list[dict]) -> str:
+    """The one status of a case, with its error text shown when an assertion on it fails."""
+    entry = _only(entries)
+    return f"{entry['status']}: {entry['error']}" if entry["error"] else entry["status"]
+
+
 def test_the_clean_sources_build(fault_builds):
-    assert _only(fault_builds["shared"]["clean"])["status"] == "ok"
+    assert _status(fault_builds["shared"]["clean"]) == "ok"
 
 
 @pytest.mark.xfail(strict=True, reason="issue 11 item 4: ffmpeg's HTTP input has no read timeout; a stalled section waits as long as the server")
 def test_a_stall_during_the_section_download_is_bounded(fault_builds):
     assert fault_builds["stall_code"] == 0, f"the build was still running after {STALL_CAP_S:g} s"
     statuses = fault_builds["stall"]
-    assert _only(statuses["clean"])["status"] == "ok"
+    assert _status(statuses["clean"]) == "ok"
     for name in ("stall mid-body", "stall before headers"):
-        assert _only(statuses[name])["status"] == "network_error", (name, statuses[name])
+        assert _status(statuses[name]).startswith("network_error"), name
 
 
 @pytest.mark.xfail(strict=True, reason="issue 11 item 4: a stall then a close is recorded as too_short, never retried")
 def test_a_stall_then_a_close_is_a_network_error(fault_builds):
-    assert _only(fault_builds["shared"]["stall then close"])["status"] == "network_error"
+    assert _status(fault_builds["shared"]["stall then close"]).startswith("network_error")
 
 
 @pytest.mark.xfail(strict=True, reason="issue 11 item 5: transfer faults are recorded as permanent statuses")
 @pytest.mark.parametrize("case", ["cut mid-body", "short Content-Length", "HTTP 502", "HTTP 503", "HTTP 504"])
 def test_a_transfer_fault_is_a_retried_network_error(fault_builds, case):
-    entry = _only(fault_builds["shared"][case])
-    assert entry["status"] == "network_error", entry
+    assert _status(fault_builds["shared"][case]).startswith("network_error")
     # A 5xx answers the first request; a cut or short answer comes in the section download, after what a clean source asks.
     single_try = 1 if case.startswith("HTTP") else len(fault_builds["log"]["clean"])
     assert len(fault_builds["log"][case]) > single_try, "the failing transfer was not retried"
@@ -235,23 +241,33 @@ def test_a_transfer_fault_is_a_retried_network_error(fault_builds, case):
 
 @pytest.mark.xfail(strict=True, reason="issue 11 item 5: an intermittent HTTP 500 is download_error and not retried")
 def test_an_intermittent_500_is_retried_to_success(fault_builds):
-    assert _only(fault_builds["shared"]["intermittent 500"])["status"] == "ok"
+    assert _status(fault_builds["shared"]["intermittent 500"]) == "ok"
 
 
 @pytest.mark.xfail(strict=True, reason="issue 11 item 5 (and issue 9): Retry-After is not honoured (503: not retried; 429: retried at once)")
 @pytest.mark.parametrize("code", [503, 429])
 def test_retry_after_is_honoured(fault_builds, code):
     case = f"{code} with Retry-After"
-    assert _only(fault_builds["shared"][case])["status"] == "ok"
+    assert _status(fault_builds["shared"][case]) == "ok"
     refused, *later = fault_builds["log"][case]
     assert refused.status == code and later, "never asked again"
     assert later[0].t - refused.t >= RETRY_AFTER_S - 0.05, f"asked again after {later[0].t - refused.t:.2f} s"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 6: servers without Range support mislabel valid media")
-@pytest.mark.parametrize("kind", list(NO_RANGE_MEDIA))
+_ITEM_6 = "issue 11 item 6: servers without Range support mislabel valid media"
+
+
+def _item_6(kind: str):
+    if kind in ("webm", "mkv"):
+        # Not strict: today ffmpeg resyncs at random after the server refuses its seek, so about one
+        # try in four still yields the window. After the fix it must pass every time: drop the mark.
+        return pytest.param(kind, marks=pytest.mark.xfail(strict=False, reason=_ITEM_6 + " (outcome varies today)"))
+    return pytest.param(kind, marks=pytest.mark.xfail(strict=True, reason=_ITEM_6))
+
+
+@pytest.mark.parametrize("kind", [_item_6(kind) for kind in NO_RANGE_MEDIA])
 def test_valid_media_builds_from_a_server_without_range(fault_builds, kind):
-    assert _only(fault_builds["shared"][f"no Range: {kind}"])["status"] == "ok"
+    assert _status(fault_builds["shared"][f"no Range: {kind}"]) == "ok"
     name, index, _ = NO_RANGE_MEDIA[kind]
     dataset = load_from_disk(str(fault_builds["shared_out"])).cast_column("audio", Audio(decode=False))
     rows = [row for split in dataset.values() for row in split if row["source_url"].endswith("/" + name)]
@@ -263,9 +279,9 @@ def test_valid_media_builds_from_a_server_without_range(fault_builds, kind):
 
 @pytest.mark.xfail(strict=True, reason="issue 11 item 8: ffprobe opens file:// media of a page, and the status tells whether it exists")
 def test_file_urls_of_a_page_are_refused_without_a_hint(fault_builds):
-    assert not fault_builds["fifo_opened"], "a local file named by a remote page was opened"
     local = _only(fault_builds["shared"]["page with file:// to a local file"])
     absent = _only(fault_builds["shared"]["page with file:// to nothing"])
+    assert not fault_builds["fifo_opened"], f"a local file named by a remote page was opened: {local} / {absent}"
     assert local["status"] == absent["status"] != "ok"
     assert local["error"].replace("private", "X") == absent["error"].replace("absent", "X"), "the status tells the files apart"
     assert "scheme" in local["error"].lower(), local["error"]
