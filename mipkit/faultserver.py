@@ -5,7 +5,7 @@ matches a request path. Tests use it to prove how the fetch path (yt-dlp, its ff
 mipkit's ffprobe) handles a hostile or broken host::
 
     with FaultServer(media_dir, max_stall_s=10) as server:
-        cut = server.url("src0.mp4", CloseMidBody(after_bytes=64_000))      # a fresh alias path
+        cut = server.url("src0.mp4", CloseMidBody(after_bytes=64_000))      # a new alias path: its own source id
         server.set_fault("*", HttpError(429, retry_after=2))                # every path
         ...
         server.clear_faults("*")                                            # the storm ends

@@ -138,7 +138,7 @@ def test_throttle_limits_range_answers_only(server):
     assert _get(url, {"Range": "bytes=0-49999"})[2] == BODY[:50_000]
     assert time.monotonic() - started >= 0.4
     started = time.monotonic()
-    assert _get(url)[2] == BODY and time.monotonic() - started < 0.4  # a plain GET is not throttled
+    assert _get(url)[2] == BODY and time.monotonic() - started < 1.5  # a plain GET is not throttled (it would take 2.6 s)
 
 
 def test_ignore_range_answers_the_whole_body_without_accept_ranges(server):
