@@ -52,7 +52,8 @@ SKIP = 2                      # extraction and the duration probe come first; th
 # Item 6: valid media of kinds that need seeking, 20 s long; start of the window asked of each.
 NO_RANGE_MEDIA = {
     "ogg": ("media.ogg", 31, ["-c:v", "libtheora", "-q:v", "5", "-c:a", "libvorbis"]),
-    "webm": ("media.webm", 32, ["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-c:a", "libopus", "-b:a", "256k"]),
+    "webm": ("media.webm", 32, ["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-lag-in-frames", "0", "-b:v", "50k",
+             "-c:a", "libopus", "-b:a", "256k"]),
     "mkv": ("media.mkv", 33, ["-c:v", "libx264", "-preset", "ultrafast", "-g", "20", "-c:a", "libopus", "-b:a", "256k"]),
     "mp4-moov-at-end": ("end.mp4", 34, ["-c:v", "libx264", "-preset", "ultrafast", "-g", "20", "-c:a", "aac"]),
 }
