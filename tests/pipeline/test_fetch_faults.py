@@ -1,4 +1,4 @@
-"""Issue 11 items 4, 5, 6 and 8: builds against a hostile host (``mipkit.faultserver``) on 127.0.0.1.
+"""Issue 11 items 4, 5, 6 and 8: builds against a hostile host (``mipkit.demo.faultserver``) on 127.0.0.1.
 
 Written against the code before the fixes: each test is a strict xfail naming its item, so the fix
 flips it to a plain test. Two real builds (``python -m mipkit build mipnet``) run at once, so the
@@ -29,8 +29,8 @@ import soundfile as sf
 from datasets import Audio, load_from_disk
 from typer.testing import CliRunner
 
-from mipkit.cli import app
-from mipkit.faultserver import (
+from mipkit.cli.app import app
+from mipkit.demo.faultserver import (
     CloseMidBody,
     FaultServer,
     HttpError,
@@ -40,21 +40,43 @@ from mipkit.faultserver import (
     StallMidBody,
     file_scheme_page,
 )
-from mipkit.synthetic_media import LUMA_BASE, LUMA_PER_S, make_video, spec_for_index
+from mipkit.demo.synthetic_media import LUMA_BASE, LUMA_PER_S, make_video, spec_for_index
 
 CLIP_S = 3.0
 SOCKET_TIMEOUT_S = 2.0
-STALL_CAP_S = 45.0            # the stall build must end by then (its stalls last 120 s)
+STALL_CAP_S = 45.0  # the stall build must end by then (its stalls last 120 s)
 RETRY_AFTER_S = 5.0
-CUT_AT = 64 * 1024            # past what extraction and the probe read of one answer
-SKIP = 2                      # extraction and the duration probe come first; the section download is the 3rd request
+CUT_AT = 64 * 1024  # past what extraction and the probe read of one answer
+SKIP = 2  # extraction and the duration probe come first; the section download is the 3rd request
 
 # Item 6: valid media of kinds that need seeking, 20 s long; start of the window asked of each.
 NO_RANGE_MEDIA = {
     "ogg": ("media.ogg", 31, ["-c:v", "libtheora", "-q:v", "5", "-c:a", "libvorbis"]),
-    "webm": ("media.webm", 32, ["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-lag-in-frames", "0", "-b:v", "50k",
-             "-c:a", "libopus", "-b:a", "256k"]),
-    "mkv": ("media.mkv", 33, ["-c:v", "libx264", "-preset", "ultrafast", "-g", "20", "-c:a", "libopus", "-b:a", "256k"]),
+    "webm": (
+        "media.webm",
+        32,
+        [
+            "-c:v",
+            "libvpx",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-lag-in-frames",
+            "0",
+            "-b:v",
+            "50k",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "256k",
+        ],
+    ),
+    "mkv": (
+        "media.mkv",
+        33,
+        ["-c:v", "libx264", "-preset", "ultrafast", "-g", "20", "-c:a", "libopus", "-b:a", "256k"],
+    ),
     "mp4-moov-at-end": ("end.mp4", 34, ["-c:v", "libx264", "-preset", "ultrafast", "-g", "20", "-c:a", "aac"]),
 }
 NO_RANGE_START = 12.0
@@ -66,11 +88,31 @@ def _encode(path: Path, index: int, codec: list[str], seconds: float = 20.0) -> 
     """The synthetic_media picture and chirp in another container (no +faststart: an mp4 keeps moov at the end)."""
     spec = spec_for_index(index, seconds)
     chirp = f"{spec.amplitude}*sin(2*PI*({spec.f0}*t+{spec.sweep}*t*t/2))"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y",
-                    "-f", "lavfi", "-i", f"color=c=black:s=160x120:r=10:d={seconds}",
-                    "-f", "lavfi", "-i", f"aevalsrc=exprs={chirp}:s=44100:d={seconds}",
-                    "-vf", f"format=yuv420p,geq=lum='min(255,{LUMA_BASE}+{LUMA_PER_S}*T)':cb={spec.cb}:cr={spec.cr}",
-                    "-pix_fmt", "yuv420p", *codec, "-shortest", str(path)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"color=c=black:s=160x120:r=10:d={seconds}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"aevalsrc=exprs={chirp}:s=44100:d={seconds}",
+            "-vf",
+            f"format=yuv420p,geq=lum='min(255,{LUMA_BASE}+{LUMA_PER_S}*T)':cb={spec.cb}:cr={spec.cr}",
+            "-pix_fmt",
+            "yuv420p",
+            *codec,
+            "-shortest",
+            str(path),
+        ],
+        check=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +148,23 @@ def _start_build(cases: dict[str, tuple[str, float]], folder: Path) -> tuple[sub
         writer.writerow(["url", "start_s", "emotion"])
         writer.writerows([url, start, "happy"] for url, start in cases.values())
     out = folder / "out"
-    command = [sys.executable, "-m", "mipkit", "build", "mipnet", "-m", str(manifest), "-o", str(out), "--recipe", str(_recipe(folder))]
+    command = [
+        sys.executable,
+        "-m",
+        "mipkit",
+        "build",
+        "mipnet",
+        "-m",
+        str(manifest),
+        "-o",
+        str(out),
+        "--recipe",
+        str(_recipe(folder)),
+    ]
     # Its own session, so a hung build is killed with its ffmpeg children.
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     return process, out
 
 
@@ -168,22 +224,42 @@ def fault_builds(fault_media, tmp_path_factory):
     with FaultServer(fault_media, max_stall_s=120) as server:
         stall_cases = {
             "clean": (server.url("a.mp4", fresh=True), 1.0),
-            "stall mid-body": (server.url("a.mp4", StallMidBody(after_bytes=CUT_AT, seconds=120, skip_requests=SKIP)), 1.0),
+            "stall mid-body": (
+                server.url("a.mp4", StallMidBody(after_bytes=CUT_AT, seconds=120, skip_requests=SKIP)),
+                1.0,
+            ),
             "stall before headers": (server.url("a.mp4", StallBeforeHeaders(seconds=120, skip_requests=SKIP)), 1.0),
         }
         shared_cases = {
             "clean": (server.url("a.mp4", fresh=True), 1.0),
-            "stall then close": (server.url("a.mp4", StallMidBody(after_bytes=CUT_AT, seconds=4, then_close=True, skip_requests=SKIP)), 1.0),
+            "stall then close": (
+                server.url("a.mp4", StallMidBody(after_bytes=CUT_AT, seconds=4, then_close=True, skip_requests=SKIP)),
+                1.0,
+            ),
             "cut mid-body": (server.url("a.mp4", CloseMidBody(after_bytes=CUT_AT, skip_requests=SKIP)), 1.0),
             # Every answer declares half its length: the window at 8-11 s of 12 lies in the half never sent.
             "short Content-Length": (server.url("a.mp4", ShortContentLength(fraction=0.5)), 8.0),
             "intermittent 500": (server.url("a.mp4", HttpError(500, every=3)), 1.0),
             **{f"HTTP {code}": (server.url("a.mp4", HttpError(code)), 1.0) for code in (502, 503, 504)},
-            **{f"{code} with Retry-After": (server.url("a.mp4", HttpError(code, times=1, retry_after=RETRY_AFTER_S)), 1.0)
-               for code in (503, 429)},
-            **{f"no Range: {kind}": (server.url(name, IgnoreRange()), NO_RANGE_START) for kind, (name, _, _) in NO_RANGE_MEDIA.items()},
-            "page with file:// to a local file": (server.add_page("local.html", file_scheme_page(str(watch.path))), 1.0),
-            "page with file:// to nothing": (server.add_page("nothing.html", file_scheme_page(str(secret / "absent.mp4"))), 1.0),
+            **{
+                f"{code} with Retry-After": (
+                    server.url("a.mp4", HttpError(code, times=1, retry_after=RETRY_AFTER_S)),
+                    1.0,
+                )
+                for code in (503, 429)
+            },
+            **{
+                f"no Range: {kind}": (server.url(name, IgnoreRange()), NO_RANGE_START)
+                for kind, (name, _, _) in NO_RANGE_MEDIA.items()
+            },
+            "page with file:// to a local file": (
+                server.add_page("local.html", file_scheme_page(str(watch.path))),
+                1.0,
+            ),
+            "page with file:// to nothing": (
+                server.add_page("nothing.html", file_scheme_page(str(secret / "absent.mp4"))),
+                1.0,
+            ),
         }
         stall_folder, shared_folder = tmp_path_factory.mktemp("stall-build"), tmp_path_factory.mktemp("shared-build")
         stall_started = time.monotonic()
@@ -196,9 +272,14 @@ def fault_builds(fault_media, tmp_path_factory):
     watch.close()
     assert shared_code == 0, shared_output[-2000:]
     return {
-        "shared": _statuses(shared_out, shared_cases), "shared_out": shared_out, "log": log, "fifo_opened": watch.opened,
-        "stall": _statuses(stall_out, stall_cases) if stall_code is not None else None, "stall_code": stall_code,
-        "stall_seconds": stall_seconds, "secret": secret,
+        "shared": _statuses(shared_out, shared_cases),
+        "shared_out": shared_out,
+        "log": log,
+        "fifo_opened": watch.opened,
+        "stall": _statuses(stall_out, stall_cases) if stall_code is not None else None,
+        "stall_code": stall_code,
+        "stall_seconds": stall_seconds,
+        "secret": secret,
     }
 
 
@@ -217,7 +298,10 @@ def test_the_clean_sources_build(fault_builds):
     assert _status(fault_builds["shared"]["clean"]) == "ok"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 4: ffmpeg's HTTP input has no read timeout; a stalled section waits as long as the server")
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 11 item 4: ffmpeg's HTTP input has no read timeout; a stalled section waits as long as the server",
+)
 def test_a_stall_during_the_section_download_is_bounded(fault_builds):
     assert fault_builds["stall_code"] == 0, f"the build was still running after {STALL_CAP_S:g} s"
     statuses = fault_builds["stall"]
@@ -245,7 +329,10 @@ def test_an_intermittent_500_is_retried_to_success(fault_builds):
     assert _status(fault_builds["shared"]["intermittent 500"]) == "ok"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 5 (and issue 9): Retry-After is not honoured (503: not retried; 429: retried at once)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 11 item 5 (and issue 9): Retry-After is not honoured (503: not retried; 429: retried at once)",
+)
 @pytest.mark.parametrize("code", [503, 429])
 def test_retry_after_is_honoured(fault_builds, code):
     case = f"{code} with Retry-After"
@@ -275,16 +362,20 @@ def test_valid_media_builds_from_a_server_without_range(fault_builds, kind):
     assert len(rows) == 1
     pcm, rate = sf.read(io.BytesIO(rows[0]["audio"]["bytes"]), dtype="float32")
     expected = spec_for_index(index, 20.0).expected_audio(NO_RANGE_START, CLIP_S, rate)
-    assert np.corrcoef(pcm[:len(expected)], expected)[0, 1] > 0.9, "the clip is not the window asked for"
+    assert np.corrcoef(pcm[: len(expected)], expected)[0, 1] > 0.9, "the clip is not the window asked for"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 8: ffprobe opens file:// media of a page, and the status tells whether it exists")
+@pytest.mark.xfail(
+    strict=True, reason="issue 11 item 8: ffprobe opens file:// media of a page, and the status tells whether it exists"
+)
 def test_file_urls_of_a_page_are_refused_without_a_hint(fault_builds):
     local = _only(fault_builds["shared"]["page with file:// to a local file"])
     absent = _only(fault_builds["shared"]["page with file:// to nothing"])
     assert not fault_builds["fifo_opened"], f"a local file named by a remote page was opened: {local} / {absent}"
     assert local["status"] == absent["status"] != "ok"
-    assert local["error"].replace("private", "X") == absent["error"].replace("absent", "X"), "the status tells the files apart"
+    assert local["error"].replace("private", "X") == absent["error"].replace("absent", "X"), (
+        "the status tells the files apart"
+    )
     assert "scheme" in local["error"].lower(), local["error"]
     for entry in (local, absent):
         assert str(fault_builds["secret"]) not in entry["error"]

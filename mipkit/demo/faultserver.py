@@ -29,7 +29,7 @@ from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mipkit.mediaserver import _RANGE, MediaServer, _Handler
+from mipkit.demo.mediaserver import _RANGE, MediaServer, _Handler
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,9 +37,9 @@ class Fault:
     """When a fault fires, counted over the requests its rule matched (1-based); keyword-only, so
     ``HttpError(503)`` or ``CloseMidBody(64_000)`` name their own first field."""
 
-    skip_requests: int = 0       # the first N requests are served cleanly
-    every: int = 1               # then fire on every k-th request (2 = every other one)
-    times: int | None = None     # and at most this many times (None = always)
+    skip_requests: int = 0  # the first N requests are served cleanly
+    every: int = 1  # then fire on every k-th request (2 = every other one)
+    times: int | None = None  # and at most this many times (None = always)
 
     def fires(self, request_number: int, fired_so_far: int) -> bool:
         n = request_number - self.skip_requests
@@ -53,14 +53,14 @@ class StallBeforeHeaders(Fault):
 
 @dataclass(frozen=True)
 class StallMidBody(Fault):
-    after_bytes: int = 65536     # of this response's body
+    after_bytes: int = 65536  # of this response's body
     seconds: float = 10.0
-    then_close: bool = False     # False: resume sending after the stall; True: close the connection
+    then_close: bool = False  # False: resume sending after the stall; True: close the connection
 
 
 @dataclass(frozen=True)
 class CloseMidBody(Fault):
-    after_bytes: int = 65536     # only responses the client reads this far are cut
+    after_bytes: int = 65536  # only responses the client reads this far are cut
 
 
 @dataclass(frozen=True)
@@ -68,20 +68,20 @@ class ShortContentLength(Fault):
     """Declare a Content-Length this fraction of the body (Content-Range still names the whole range)."""
 
     fraction: float = 0.5
-    send_all: bool = False       # False: send just the declared bytes, a silently truncated answer;
-                                 # True: send the whole body anyway, then close
+    send_all: bool = False  # False: send just the declared bytes, a silently truncated answer;
+    # True: send the whole body anyway, then close
 
 
 @dataclass(frozen=True)
 class HttpError(Fault):
     status: int = 500
-    retry_after: float | None = None   # seconds, sent as Retry-After
+    retry_after: float | None = None  # seconds, sent as Retry-After
 
 
 @dataclass(frozen=True)
 class Throttle(Fault):
     bytes_per_s: int = 32 * 1024
-    range_only: bool = True      # throttle only 206 answers (sections), as YouTube does
+    range_only: bool = True  # throttle only 206 answers (sections), as YouTube does
 
 
 @dataclass(frozen=True)
@@ -93,24 +93,26 @@ class IgnoreRange(Fault):
 class RequestRecord:
     """One request, logged when it arrives and completed as it is answered."""
 
-    t: float                     # time.monotonic() when the request line arrived (system-wide on Linux)
+    t: float  # time.monotonic() when the request line arrived (system-wide on Linux)
     method: str
-    path: str                    # as requested, alias prefix included
-    range: str                   # the Range header, "" if none
-    client: str                  # "host:port" of the connection
+    path: str  # as requested, alias prefix included
+    range: str  # the Range header, "" if none
+    client: str  # "host:port" of the connection
     user_agent: str
-    status: int | None = None    # None: no status line (yet, or the connection closed before one)
-    body_bytes: int = 0          # bytes of body written to the client
-    faults: tuple[str, ...] = () # names of the faults that fired
+    status: int | None = None  # None: no status line (yet, or the connection closed before one)
+    body_bytes: int = 0  # bytes of body written to the client
+    faults: tuple[str, ...] = ()  # names of the faults that fired
 
 
 def file_scheme_page(target: str, title: str = "local media") -> str:
     """An HTML page whose ``<video src>`` and ``og:video`` point at ``file://target`` (an absolute path)."""
     url = "file://" + target
-    return (f"<!DOCTYPE html><html><head><title>{title}</title>"
-            f'<meta property="og:video" content="{url}"><meta property="og:video:type" content="video/mp4">'
-            f'<meta property="og:title" content="{title}"></head>'
-            f'<body><video src="{url}" controls></video></body></html>')
+    return (
+        f"<!DOCTYPE html><html><head><title>{title}</title>"
+        f'<meta property="og:video" content="{url}"><meta property="og:video:type" content="video/mp4">'
+        f'<meta property="og:title" content="{title}"></head>'
+        f'<body><video src="{url}" controls></video></body></html>'
+    )
 
 
 class _Rule:
@@ -146,14 +148,21 @@ class _FaultHandler(_Handler):
 
     def _serve(self, body: bool) -> None:
         requested = self.path
-        self._record = RequestRecord(t=time.monotonic(), method=self.command, path=requested, range=self.headers.get("Range", ""),
-                                     client=f"{self.client_address[0]}:{self.client_address[1]}",
-                                     user_agent=self.headers.get("User-Agent", ""))
+        self._record = RequestRecord(
+            t=time.monotonic(),
+            method=self.command,
+            path=requested,
+            range=self.headers.get("Range", ""),
+            client=f"{self.client_address[0]}:{self.client_address[1]}",
+            user_agent=self.headers.get("User-Agent", ""),
+        )
         self.server._log_request(self._record)
         self._sent = 0
         try:
             path, self._rule, faults = self.server._resolve(urlsplit(requested).path)
-            self._active = {type(f): f for f in faults if body or not isinstance(f, Throttle | StallMidBody | CloseMidBody)}
+            self._active = {
+                type(f): f for f in faults if body or not isinstance(f, Throttle | StallMidBody | CloseMidBody)
+            }
             stall = self._active.get(StallBeforeHeaders)
             self._fire(stall)
             if stall and not self.server._sleep(stall.seconds):
@@ -283,7 +292,7 @@ class FaultServer(MediaServer):
         self.max_stall_s = max_stall_s
         self.pages: dict[str, bytes] = {}
         self.log: list[RequestRecord] = []
-        self._rules: list[_Rule] = []      # newest first; the first match wins
+        self._rules: list[_Rule] = []  # newest first; the first match wins
         self._aliases: dict[str, str] = {}
         self._alias_ids = itertools.count(1)
         self._stopping = threading.Event()
@@ -353,7 +362,9 @@ class FaultServer(MediaServer):
         with self._lock:
             for connection in list(self._connections):
                 try:
-                    connection.shutdown(socket.SHUT_RDWR)  # unblocks handlers stuck writing to a client that stopped reading
+                    connection.shutdown(
+                        socket.SHUT_RDWR
+                    )  # unblocks handlers stuck writing to a client that stopped reading
                 except OSError:
                     pass
         super().stop()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mipkit.faultserver import (
+from mipkit.demo.faultserver import (
     CloseMidBody,
     FaultServer,
     HttpError,
@@ -50,7 +50,12 @@ def _get(url: str, headers: dict | None = None, timeout: float = 10.0):
 
 def test_default_behaviour_is_the_media_server(server):
     status, headers, body, error = _get(server.url("blob.bin"), {"Range": "bytes=1000-1999"})
-    assert (status, headers["Content-Range"], body, error) == (206, f"bytes 1000-1999/{len(BODY)}", BODY[1000:2000], None)
+    assert (status, headers["Content-Range"], body, error) == (
+        206,
+        f"bytes 1000-1999/{len(BODY)}",
+        BODY[1000:2000],
+        None,
+    )
     assert headers["Accept-Ranges"] == "bytes"
     status, _, body, _ = _get(server.url("blob.bin"))
     assert status == 200 and body == BODY
@@ -71,14 +76,16 @@ def test_an_alias_url_carries_its_faults_and_the_plain_url_stays_clean(server):
     assert [r.faults for r in server.log] == [("CloseMidBody",), ()]
     assert len(server.requests_for(cut)) == 1
     fresh = server.url("blob.bin", fresh=True)
-    assert fresh not in (cut, server.url("blob.bin")) and _get(fresh)[2] == BODY and len(server.requests_for(fresh)) == 1
+    assert (
+        fresh not in (cut, server.url("blob.bin")) and _get(fresh)[2] == BODY and len(server.requests_for(fresh)) == 1
+    )
 
 
 def test_a_cut_past_the_end_of_a_short_answer_does_not_count_as_fired(server):
     cut = server.url("blob.bin", CloseMidBody(after_bytes=10_000, times=1))
-    assert _get(cut, {"Range": "bytes=0-99"})[3] is None        # shorter than the cut point: untouched
-    assert _get(cut)[3] is not None                              # the one cut
-    assert _get(cut)[2] == BODY                                  # times=1: then clean
+    assert _get(cut, {"Range": "bytes=0-99"})[3] is None  # shorter than the cut point: untouched
+    assert _get(cut)[3] is not None  # the one cut
+    assert _get(cut)[2] == BODY  # times=1: then clean
 
 
 def test_stall_before_headers_holds_the_status_line(server):
@@ -101,12 +108,14 @@ def test_stall_mid_body_then_resume_or_close(server, then_close):
     else:
         assert body == BODY and error is None
     # a reader with a read timeout notices the stall
-    assert isinstance(_get(server.url("blob.bin", StallMidBody(after_bytes=1000, seconds=3)), timeout=0.3)[3], socket.timeout)
+    assert isinstance(
+        _get(server.url("blob.bin", StallMidBody(after_bytes=1000, seconds=3)), timeout=0.3)[3], socket.timeout
+    )
 
 
 def test_short_content_length_truncates_what_a_client_reads(server):
     status, headers, body, _ = _get(server.url("blob.bin", ShortContentLength(fraction=0.25)), {"Range": "bytes=0-"})
-    assert status == 206 and int(headers["Content-Length"]) == len(BODY) // 4 and body == BODY[:len(BODY) // 4]
+    assert status == 206 and int(headers["Content-Length"]) == len(BODY) // 4 and body == BODY[: len(BODY) // 4]
     assert headers["Content-Range"] == f"bytes 0-{len(BODY) - 1}/{len(BODY)}"
     assert server.log[-1].body_bytes == len(BODY) // 4  # the answer is silently truncated
     _get(server.url("blob.bin", ShortContentLength(fraction=0.25, send_all=True)))
@@ -138,7 +147,9 @@ def test_throttle_limits_range_answers_only(server):
     assert _get(url, {"Range": "bytes=0-49999"})[2] == BODY[:50_000]
     assert time.monotonic() - started >= 0.4
     started = time.monotonic()
-    assert _get(url)[2] == BODY and time.monotonic() - started < 1.5  # a plain GET is not throttled (it would take 2.6 s)
+    assert (
+        _get(url)[2] == BODY and time.monotonic() - started < 1.5
+    )  # a plain GET is not throttled (it would take 2.6 s)
 
 
 def test_ignore_range_answers_the_whole_body_without_accept_ranges(server):
