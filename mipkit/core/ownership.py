@@ -111,7 +111,7 @@ def claim(out: Path, flag: str = "--out", create: bool = True) -> str:
         raise MipkitError(f"{flag} {out.name!r} is a file; pass a folder (new or from an earlier run)")
     owner = read_marker(out)
     if owner is None and _entries(out):
-        owner = _adopt_legacy_build(out)
+        owner = _adopt_legacy_build(out) if create else None  # only a build resumes a build; no one else adopts it
         if owner is None:
             raise foreign(out, flag)
     if owner is None:

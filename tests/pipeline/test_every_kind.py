@@ -12,7 +12,7 @@ from datasets import load_from_disk
 from typer.testing import CliRunner
 
 from mipkit.cli.app import app, build_app
-from tests.pipeline.test_writers import REPO_ID, _manifest, _segments, _yt8m_release
+from tests.helpers.inputs import REPO_ID, manifest_of, segments_csv, yt8m_args_with_an_empty_split
 
 runner = CliRunner()
 # Outputs of `mipkit build <kind>` and of `mipkit hydrate` (which builds through the same driver).
@@ -24,14 +24,14 @@ def outputs(tmp_path_factory, media_server) -> dict[str, Path]:
     from mipkit.release.publish import export_to_folder
 
     root = tmp_path_factory.mktemp("kinds")
-    yt8m = _yt8m_release(root / "yt8m")
+    yt8m = yt8m_args_with_an_empty_split(root / "yt8m")
     commands = {
-        "mipnet": ["build", "mipnet", "--manifest", str(_manifest(root, media_server))],
+        "mipnet": ["build", "mipnet", "--manifest", str(manifest_of(root, media_server))],
         "audioset-mood": [
             "build",
             "audioset-mood",
             "--segments",
-            str(_segments(root, ["src0"])),
+            str(segments_csv(root, ["src0"])),
             "--url-template",
             media_server.url("{id}.mp4"),
         ],

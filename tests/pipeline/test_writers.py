@@ -3,7 +3,6 @@ run's leftovers go, and Ctrl-C always says how to resume (issue 11, items 1, 2, 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -14,15 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_manifest
 from datasets import load_from_disk
 from typer.testing import CliRunner
 
 from mipkit.cli.app import app
 from mipkit.core.errors import MipkitError
+from tests.helpers.inputs import REPO_ID, manifest_of, segments_csv, yt8m_args_with_an_empty_split
 
 runner = CliRunner()
-REPO_ID = "someorg/mipnet-tiny"
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -42,46 +40,6 @@ def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mipkit", *args], capture_output=True, text=True, timeout=timeout)
 
 
-def _manifest(tmp_path: Path, server, sources: int = 1) -> Path:
-    rows = [{"url": server.url(f"src{i}.mp4"), "start_s": 2, "emotion": "happy"} for i in range(sources)]
-    return write_manifest(tmp_path / "m.csv", rows)
-
-
-def _yt8m_release(root: Path) -> list[str]:
-    from tests.helpers.yt8m_fixtures import TRAIN, write_release
-
-    paths = write_release(root)
-    only_train = root / "train-only.jsonl"  # no validate* video has metadata: the test split is empty
-    only_train.write_text(
-        "".join(json.dumps({"id": v.id, "youtube_id": v.youtube_id, **v.jsonl}) + "\n" for v in TRAIN if v.jsonl)
-    )
-    return [
-        "--tfrecords",
-        str(paths["frames"]),
-        "--vocabulary",
-        str(paths["vocabulary"]),
-        "--metadata",
-        str(only_train),
-        "--no-fetch",
-        "--lookup-base",
-        "http://127.0.0.1:9",
-        "--cache-dir",
-        str(root / "cache"),
-    ]
-
-
-def _segments(tmp_path: Path, ytids: list[str]) -> Path:
-    from mipkit.config.taxonomy import load_taxonomy
-
-    happy = next(c.mid for c in load_taxonomy("audioset_moods").classes if c.name == "happy")
-    path = tmp_path / "segments.csv"
-    path.write_text(
-        "# YTID, start_seconds, end_seconds, positive_labels\n"
-        + "".join(f'{ytid}, 2.000, 12.000, "{happy}"\n' for ytid in ytids)
-    )
-    return path
-
-
 # --- item 1: a folder mipkit did not write is refused, whatever the command -------------------------------------------
 
 
@@ -93,7 +51,7 @@ def _writing_command(command: str, tmp_path: Path, server, built: Path, target: 
             "build",
             "mipnet",
             "--manifest",
-            str(_manifest(tmp_path, server)),
+            str(manifest_of(tmp_path, server)),
             "--out",
             str(target),
             *command.split()[2:],
@@ -103,14 +61,21 @@ def _writing_command(command: str, tmp_path: Path, server, built: Path, target: 
             "build",
             "audioset-mood",
             "--segments",
-            str(_segments(tmp_path, ["src0"])),
+            str(segments_csv(tmp_path, ["src0"])),
             "--out",
             str(target),
             "--url-template",
             server.url("{id}.mp4"),
         ]
     if command == "build yt8m-title":
-        return ["build", "yt8m-title", *_yt8m_release(tmp_path / "yt8m"), "--out", str(target), "--overwrite"]
+        return [
+            "build",
+            "yt8m-title",
+            *yt8m_args_with_an_empty_split(tmp_path / "yt8m"),
+            "--out",
+            str(target),
+            "--overwrite",
+        ]
     if command == "hydrate":
         export_to_folder(built, tmp_path / "release", REPO_ID, metadata_only=True)
         return ["hydrate", str(tmp_path / "release"), "--out", str(target), "--overwrite"]
@@ -155,7 +120,7 @@ def test_the_refusal_is_one_line_from_the_real_cli(tmp_path, media_server):
     target = tmp_path / "mine"
     before = _foreign_folder(target)
     result = _cli(
-        "build", "mipnet", "--manifest", str(_manifest(tmp_path, media_server)), "--out", str(target), "--overwrite"
+        "build", "mipnet", "--manifest", str(manifest_of(tmp_path, media_server)), "--out", str(target), "--overwrite"
     )
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "choose a new or empty --out" in result.stderr and str(tmp_path) not in result.stderr
@@ -169,7 +134,7 @@ def test_a_split_folder_a_user_added_to_a_build_is_not_replaced(tmp_path, media_
     from mipkit.pipeline.driver import BuildOptions, build
 
     out = tmp_path / "ds"
-    options = BuildOptions(manifest=_manifest(tmp_path, media_server), out=out, recipe=small_recipe())
+    options = BuildOptions(manifest=manifest_of(tmp_path, media_server), out=out, recipe=small_recipe())
     build(options)
     (out / "validation").rename(tmp_path / "taken")
     (out / "validation").mkdir()
@@ -179,11 +144,34 @@ def test_a_split_folder_a_user_added_to_a_build_is_not_replaced(tmp_path, media_
     assert (out / "validation" / "mine.txt").read_text() == "keep"
 
 
+def test_a_build_from_before_the_markers_resumes_but_nothing_else_takes_it(
+    tmp_path, built_dataset, standard_manifest, media_server
+):
+    import shutil
+
+    from conftest import standard_build_options
+
+    from mipkit.core.ownership import MARKER, ForeignFolderError
+    from mipkit.pipeline.driver import build
+    from mipkit.release.publish import export_to_folder
+
+    legacy = tmp_path / "ds"
+    shutil.copytree(built_dataset[0], legacy)
+    for marker in legacy.rglob(MARKER):
+        marker.unlink()
+    before = _snapshot(legacy)
+    with pytest.raises(ForeignFolderError):
+        export_to_folder(built_dataset[0], legacy, REPO_ID)  # a release may not replace a build
+    assert _snapshot(legacy) == before
+    summary = build(standard_build_options(standard_manifest, media_server, legacy))
+    assert summary["shards"]["done"] == summary["shards"]["total"] and (legacy / "train" / MARKER).is_file()
+
+
 # --- item 2: one writer per output folder -------------------------------------------------------------------------------
 
 
 def test_a_second_run_is_refused_naming_the_holder_and_a_killed_holders_lock_is_taken_over(tmp_path, media_server):
-    manifest = _manifest(tmp_path, media_server, sources=2)
+    manifest = manifest_of(tmp_path, media_server, sources=2)
     out = tmp_path / "ds"
     args = [
         "build",
@@ -234,7 +222,7 @@ def test_a_shard_that_hits_an_internal_error_is_not_committed(tmp_path, media_se
 
     monkeypatch.setattr(mipkit.pipeline.shard, "build_source", flaky)
     options = BuildOptions(
-        manifest=_manifest(tmp_path, media_server, sources=3),
+        manifest=manifest_of(tmp_path, media_server, sources=3),
         out=tmp_path / "ds",
         recipe=small_recipe(**{"shards.sources_per_shard": 1}),
     )
