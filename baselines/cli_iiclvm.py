@@ -50,7 +50,8 @@ def sequence_command(
     text: Optional[str] = typer.Option(None, "--text", help="iiclvtm: title | keyword (keywords joined with ', ')"),
     text_weights: Optional[str] = typer.Option(None, "--text-weights", help="iiclvtm, full preset: local sentence-transformers / Hugging Face text model folder (frozen)"),
     raw_text: str = typer.Option("unit", "--raw-text", help="iiclvtm raw query feature for the intra loss: unit (concat of L2-normalised text and mean video) | plain (choice)"),
-    text_fusion: str = typer.Option("h0+add", "--text-fusion", help="iiclvtm biLSTM: h0 (text = initial hidden state, the paper) | h0+add (also added to the pooled state) (choice)"),
+    text_fusion: str = typer.Option("h0+add", "--text-fusion", help="iiclvtm biLSTM: h0 (text = initial hidden state, the paper) | h0+c0 (initial hidden and cell state) | h0+add (also added to the pooled state) (choice)"),
+    lstm_forget_bias: float = typer.Option(0.0, "--lstm-forget-bias", help="biLSTM initial forget-gate bias (0 = PyTorch's init; 1 is common practice)"),
     # loss
     w_inter: float = typer.Option(1.0, "--w-inter", help="weight of the inter-modal loss"),
     w_intra: Optional[float] = typer.Option(None, "--w-intra", help="weight of the intra-modal loss (default 3, choice; clvm: 0)"),

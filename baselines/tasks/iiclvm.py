@@ -21,8 +21,8 @@ from baselines.evaluate import pools, validation_metrics, write_eval
 from baselines.frames import check_yt8m_split, load_frames, place
 from baselines.losses import InterIntraLoss, IntraModalLoss
 from baselines.metrics import instance_metrics
-from baselines.models.sequence import (DEFAULT_LAYERS, ENCODERS, SAMPLINGS, SequenceConfig, build_sequence_model,
-                                       sample_positions)
+from baselines.models.sequence import (DEFAULT_LAYERS, ENCODERS, SAMPLINGS, TEXT_FUSIONS, SequenceConfig,
+                                       build_sequence_model, sample_positions)
 from baselines.models.text import TEXT_FIELDS, build_text_encoder, check_text_weights, text_features
 from baselines.runtime import RESUME_MAY_CHANGE, InterIntraOptions, RunConfig, TrainError, barrier, check_common_options, rank_batch, render_card
 from baselines.tasks import Task
@@ -49,7 +49,8 @@ class IICLVMConfig(InterIntraOptions, RunConfig):
     text: str | None = None          # II-CLVTM: title | keyword
     text_weights: str | None = None
     raw_text: str = "unit"
-    text_fusion: str = "h0+add"      # biLSTM: h0 | h0+add (choice: see baselines.models.sequence)
+    text_fusion: str = "h0+add"      # biLSTM: h0 | h0+c0 | h0+add (choice: see baselines.models.sequence)
+    lstm_forget_bias: float = 0.0    # biLSTM: initial forget-gate bias (0 = PyTorch's init)
     # loss
     w_inter: float = 1.0
     w_intra: float = 3.0
@@ -80,7 +81,8 @@ def model_name(cfg: IICLVMConfig) -> str:
 def sequence_config(cfg: IICLVMConfig, text_dim: int = 0) -> SequenceConfig:
     return SequenceConfig(encoder=cfg.encoder, hidden=cfg.hidden, layers=cfg.layers, bilstm_output=cfg.bilstm_output,
                           heads=cfg.heads, gcn_radius=cfg.gcn_radius, dropout=cfg.dropout, segments=cfg.segments,
-                          text_dim=text_dim, raw_text=cfg.raw_text, text_fusion=cfg.text_fusion)
+                          text_dim=text_dim, raw_text=cfg.raw_text, text_fusion=cfg.text_fusion,
+                          forget_bias=cfg.lstm_forget_bias)
 
 
 def check_options(cfg: IICLVMConfig) -> None:
@@ -89,7 +91,7 @@ def check_options(cfg: IICLVMConfig) -> None:
                "--bilstm-output": (cfg.bilstm_output, ("final", "mean")), "--raw-text": (cfg.raw_text, ("unit", "plain")),
                "--intra-distance": (cfg.intra_distance, IntraModalLoss.DISTANCES),
                "--frames-on": (cfg.frames_on, ("auto", "device", "cpu")), "--preset": (cfg.preset, ("full", "tiny")),
-               "--text-fusion": (cfg.text_fusion, ("h0", "h0+add"))}
+               "--text-fusion": (cfg.text_fusion, TEXT_FUSIONS)}
     for flag, (value, allowed) in choices.items():
         if value not in allowed:
             raise TrainError(f"{flag}: unknown value '{value}'; choose one of {', '.join(allowed)}")
