@@ -19,6 +19,7 @@ std over ``--seeds``. The paper's order is coarse < coarse+intra < coarse+inter 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -119,9 +120,10 @@ def verdict(mrr: dict[str, list[float]]) -> list[str]:
     means = {v: statistics.fmean(mrr[v]) for v in PAPER_ORDER}
     ordered = sorted(PAPER_ORDER, key=lambda v: means[v])
     holds = tuple(ordered) == PAPER_ORDER
-    lines = [f"- Paper order coarse < coarse+intra < coarse+inter < hgclim (I→M MRR): "
-             f"{'holds' if holds else 'does not hold'} in the means; measured order {' < '.join(ordered)}."]
-    for a, b in zip(PAPER_ORDER, PAPER_ORDER[1:]):
+    first = (f"- Paper order coarse < coarse+intra < coarse+inter < hgclim (I→M MRR): "
+             f"{'holds' if holds else 'does not hold'} in the means; measured order {' < '.join(ordered)}.")
+    lines = [first]
+    for a, b in itertools.pairwise(PAPER_ORDER):
         diffs = [y - x for x, y in zip(mrr[a], mrr[b])]
         sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
         wins = sum(d > 0 for d in diffs)
@@ -142,7 +144,7 @@ def run(args) -> tuple[str, dict]:
         print(f"seed {seed} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     header = ("| --loss | MRR I→M | MRR M→I | R@10 I→M | R@10 M→I | P@1 I→M | P@1 M→I | emotion P@1 I→M | "
               "emotion P@1 M→I | emotion MAP I→M | emotion MAP M→I |")
-    lines = [header, "| --- " * (len(COLUMNS) + 1) + "|"]
+    lines = [header, ("| --- " * (len(COLUMNS) + 1)) + "|"]
     for variant in args.losses:
         lines.append(f"| {variant} | " + " | ".join(fmt(scores[(variant, d, k)]) for d, k in COLUMNS) + " |")
     mrr = {v: scores[(v, "i2m", "mrr")] for v in args.losses}

@@ -125,13 +125,14 @@ def run(args) -> str:
                     scores.setdefault((variant, text, key), []).append(metrics[key])
     lines = ["| variant | R@1 right | R@1 shuffled | R@1 zero | R@10 right | R@10 shuffled | MRR right | MRR shuffled |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for variant in args.variants:
-        def cell(text: str, key: str) -> str:
-            values = scores.get((variant, text, key))
-            return fmt(values) if values else "—"
-        lines.append(f"| {variant} | {cell('right', 'r@1')} | {cell('shuffled', 'r@1')} | {cell('zero', 'r@1')} | "
-                     f"{cell('right', 'r@10')} | {cell('shuffled', 'r@10')} | {cell('right', 'mrr')} | "
-                     f"{cell('shuffled', 'mrr')} |")
+    def cell(variant: str, text: str, key: str) -> str:
+        values = scores.get((variant, text, key))
+        return fmt(values) if values else "—"
+
+    for v in args.variants:
+        lines.append(f"| {v} | {cell(v, 'right', 'r@1')} | {cell(v, 'shuffled', 'r@1')} | {cell(v, 'zero', 'r@1')} | "
+                     f"{cell(v, 'right', 'r@10')} | {cell(v, 'shuffled', 'r@10')} | {cell(v, 'right', 'mrr')} | "
+                     f"{cell(v, 'shuffled', 'mrr')} |")
     return "\n".join(lines)
 
 
