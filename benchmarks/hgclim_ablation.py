@@ -32,14 +32,24 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from baselines.eval.metrics import retrieval_report  # noqa: E402
 from baselines.losses import LOSS_VARIANTS, HGCLIMLoss, LearnableTemperature  # noqa: E402
-from baselines.metrics import retrieval_report  # noqa: E402
 from baselines.models.hgclim import ProjectionHead  # noqa: E402
 
 PAPER_ORDER = ("coarse", "coarse+intra", "coarse+inter", "hgclim")
 PAPER_MRR_I2M = {"coarse": 0.316, "coarse+intra": 0.327, "coarse+inter": 0.479, "hgclim": 0.512}
-COLUMNS = (("i2m", "mrr"), ("m2i", "mrr"), ("i2m", "r@10"), ("m2i", "r@10"), ("i2m", "p@1"), ("m2i", "p@1"),
-           ("i2m", "label_p@1"), ("m2i", "label_p@1"), ("i2m", "label_map"), ("m2i", "label_map"))
+COLUMNS = (
+    ("i2m", "mrr"),
+    ("m2i", "mrr"),
+    ("i2m", "r@10"),
+    ("m2i", "r@10"),
+    ("i2m", "p@1"),
+    ("m2i", "p@1"),
+    ("i2m", "label_p@1"),
+    ("m2i", "label_p@1"),
+    ("i2m", "label_map"),
+    ("m2i", "label_map"),
+)
 
 
 def make_world(args, seed: int) -> dict:
@@ -49,7 +59,7 @@ def make_world(args, seed: int) -> dict:
     dz = args.class_dim + args.instance_dim
 
     def encoder(dim: int):
-        w1 = torch.randn(dz, 2 * dim, generator=g) / dz ** 0.5
+        w1 = torch.randn(dz, 2 * dim, generator=g) / dz**0.5
         w2 = torch.randn(2 * dim, dim, generator=g) / (2 * dim) ** 0.5
         return lambda z: torch.tanh(z @ w1) @ w2
 
@@ -89,13 +99,17 @@ def train_and_test(world: dict, variant: str, seed: int, args) -> dict[str, dict
         model.temperature.requires_grad_(False)  # as the training loop does: only InfoNCE uses it
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     rest = [p for n, p in model.named_parameters() if p.ndim < 2 and p.requires_grad]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
     g = torch.Generator().manual_seed(seed * 7919 + 1)  # the same batches for every variant at one seed
     n = train["raw_v"].shape[0]
     model.train()
     for _ in range(args.steps):
-        idx = torch.randperm(n, generator=g)[:args.batch_size]
+        idx = torch.randperm(n, generator=g)[: args.batch_size]
         raw_v, raw_m, labels = train["raw_v"][idx], train["raw_m"][idx], train["labels"][idx]
         v, m = model(raw_v, raw_m)
         out = loss_fn(v, m, raw_v, raw_m, labels=labels, scale=model.temperature())
@@ -120,15 +134,19 @@ def verdict(mrr: dict[str, list[float]]) -> list[str]:
     means = {v: statistics.fmean(mrr[v]) for v in PAPER_ORDER}
     ordered = sorted(PAPER_ORDER, key=lambda v: means[v])
     holds = tuple(ordered) == PAPER_ORDER
-    first = (f"- Paper order coarse < coarse+intra < coarse+inter < hgclim (I→M MRR): "
-             f"{'holds' if holds else 'does not hold'} in the means; measured order {' < '.join(ordered)}.")
+    first = (
+        f"- Paper order coarse < coarse+intra < coarse+inter < hgclim (I→M MRR): "
+        f"{'holds' if holds else 'does not hold'} in the means; measured order {' < '.join(ordered)}."
+    )
     lines = [first]
     for a, b in itertools.pairwise(PAPER_ORDER):
         diffs = [y - x for x, y in zip(mrr[a], mrr[b])]
         sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
         wins = sum(d > 0 for d in diffs)
-        lines.append(f"  - {a} → {b}: {statistics.fmean(diffs):+.3f} ± {sd:.3f} paired over seeds, higher in "
-                     f"{wins}/{len(diffs)} seeds; paper {PAPER_MRR_I2M[b] - PAPER_MRR_I2M[a]:+.3f}")
+        lines.append(
+            f"  - {a} → {b}: {statistics.fmean(diffs):+.3f} ± {sd:.3f} paired over seeds, higher in "
+            f"{wins}/{len(diffs)} seeds; paper {PAPER_MRR_I2M[b] - PAPER_MRR_I2M[a]:+.3f}"
+        )
     return lines
 
 
@@ -142,33 +160,41 @@ def run(args) -> tuple[str, dict]:
             for direction, key in COLUMNS:
                 scores.setdefault((variant, direction, key), []).append(report[direction][key])
         print(f"seed {seed} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    header = ("| --loss | MRR I→M | MRR M→I | R@10 I→M | R@10 M→I | P@1 I→M | P@1 M→I | emotion P@1 I→M | "
-              "emotion P@1 M→I | emotion MAP I→M | emotion MAP M→I |")
+    header = (
+        "| --loss | MRR I→M | MRR M→I | R@10 I→M | R@10 M→I | P@1 I→M | P@1 M→I | emotion P@1 I→M | "
+        "emotion P@1 M→I | emotion MAP I→M | emotion MAP M→I |"
+    )
     lines = [header, ("| --- " * (len(COLUMNS) + 1)) + "|"]
     for variant in args.losses:
         lines.append(f"| {variant} | " + " | ".join(fmt(scores[(variant, d, k)]) for d, k in COLUMNS) + " |")
     mrr = {v: scores[(v, "i2m", "mrr")] for v in args.losses}
     means = {v: statistics.fmean(values) for v, values in mrr.items()}
-    setup = (f"{args.classes} emotion classes, latent = {args.class_scale:g} x class centre ({args.class_dim}-d) + "
-             f"{args.instance_scale:g} x "
-             f"instance ({args.instance_dim}-d); random tanh-MLP encoders to {args.image_dim}-d (image) and "
-             f"{args.music_dim}-d (music) features, observation noise {args.noise:g}; {args.train} training and "
-             f"{args.test} test pairs; heads {args.proj_hidden} -> {args.embed_dim}, batch {args.batch_size}, "
-             f"{args.steps} steps, lr {args.lr:g}; seeds {', '.join(map(str, args.seeds))}; mean ± std. "
-             f"Emotion metrics: label-aligned retrieval among the test pairs (relevant = same class, class-macro). "
-             f"Total {time.perf_counter() - t0:.0f} s.")
+    setup = (
+        f"{args.classes} emotion classes, latent = {args.class_scale:g} x class centre ({args.class_dim}-d) + "
+        f"{args.instance_scale:g} x "
+        f"instance ({args.instance_dim}-d); random tanh-MLP encoders to {args.image_dim}-d (image) and "
+        f"{args.music_dim}-d (music) features, observation noise {args.noise:g}; {args.train} training and "
+        f"{args.test} test pairs; heads {args.proj_hidden} -> {args.embed_dim}, batch {args.batch_size}, "
+        f"{args.steps} steps, lr {args.lr:g}; seeds {', '.join(map(str, args.seeds))}; mean ± std. "
+        f"Emotion metrics: label-aligned retrieval among the test pairs (relevant = same class, class-macro). "
+        f"Total {time.perf_counter() - t0:.0f} s."
+    )
     notes = verdict(mrr) if all(v in args.losses for v in PAPER_ORDER) else []
     body = setup + "\n\n" + "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "")
     return body, {"scores": scores, "means": means}
 
 
 def parse(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--classes", type=int, default=8)
     ap.add_argument("--class-dim", type=int, default=8)
     ap.add_argument("--instance-dim", type=int, default=16)
     ap.add_argument("--class-scale", type=float, default=0.7, help="spread of the class centres")
-    ap.add_argument("--instance-scale", type=float, default=0.7, help="size of the instance part against the class part")
+    ap.add_argument(
+        "--instance-scale", type=float, default=0.7, help="size of the instance part against the class part"
+    )
     ap.add_argument("--image-dim", type=int, default=128)
     ap.add_argument("--music-dim", type=int, default=96)
     ap.add_argument("--noise", type=float, default=1.0, help="observation noise, relative to the feature scale")

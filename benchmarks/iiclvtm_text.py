@@ -29,10 +29,10 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from baselines.eval.metrics import instance_metrics  # noqa: E402
 from baselines.losses import InterIntraLoss  # noqa: E402
-from baselines.metrics import instance_metrics  # noqa: E402
 from baselines.models.sequence import SequenceConfig, build_sequence_model, sample_positions  # noqa: E402
-from mipkit.yt8m.tfrecords import dequantize  # noqa: E402
+from mipkit.kinds.yt8m.tfrecords import dequantize  # noqa: E402
 
 # name -> (text_fusion, forget_bias, bilstm_output); "none" trains without text
 VARIANTS = {
@@ -80,16 +80,23 @@ def sampled(split: dict, idx: torch.Tensor, k: int, train: bool, g: torch.Genera
 
 def train_and_test(world: dict, variant: str, seed: int, args) -> dict[str, dict[str, float]]:
     fusion, forget_bias, output = VARIANTS[variant]
-    cfg = SequenceConfig(encoder="bilstm", hidden=args.hidden, segments=args.segments, dropout=0.0,
-                         text_dim=0 if fusion is None else 64, text_fusion=fusion or "h0+add",
-                         forget_bias=forget_bias, bilstm_output=output)
+    cfg = SequenceConfig(
+        encoder="bilstm",
+        hidden=args.hidden,
+        segments=args.segments,
+        dropout=0.0,
+        text_dim=0 if fusion is None else 64,
+        text_fusion=fusion or "h0+add",
+        forget_bias=forget_bias,
+        bilstm_output=output,
+    )
     model = build_sequence_model(cfg, seed=seed)
     loss_fn = InterIntraLoss(w_inter=1.0, w_intra=3.0)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed * 7919 + 1)  # the same batches for every variant at one seed
     n_train = world["train"]["video"].shape[0]
     for _ in range(args.steps):
-        idx = torch.randperm(n_train, generator=g)[:args.batch_size]
+        idx = torch.randperm(n_train, generator=g)[: args.batch_size]
         video, audio, text = sampled(world["train"], idx, args.segments, True, g)
         v, m, raw_v, raw_m = model(video, audio, None if fusion is None else text)
         out = loss_fn(v, m, raw_v, raw_m, model.temperature())
@@ -100,7 +107,11 @@ def train_and_test(world: dict, variant: str, seed: int, args) -> dict[str, dict
     model.eval()
     test = world["test"]
     video, audio, text = sampled(test, torch.arange(test["video"].shape[0]), args.segments, False, None)
-    texts = {"right": text, "shuffled": text[torch.randperm(text.shape[0], generator=g)], "zero": torch.zeros_like(text)}
+    texts = {
+        "right": text,
+        "shuffled": text[torch.randperm(text.shape[0], generator=g)],
+        "zero": torch.zeros_like(text),
+    }
     results = {}
     with torch.no_grad():
         m = model.encode_music(audio)
@@ -123,16 +134,21 @@ def run(args) -> str:
             for text, metrics in train_and_test(world, variant, seed, args).items():
                 for key in ("r@1", "r@10", "mrr"):
                     scores.setdefault((variant, text, key), []).append(metrics[key])
-    lines = ["| variant | R@1 right | R@1 shuffled | R@1 zero | R@10 right | R@10 shuffled | MRR right | MRR shuffled |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| variant | R@1 right | R@1 shuffled | R@1 zero | R@10 right | R@10 shuffled | MRR right | MRR shuffled |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
     def cell(variant: str, text: str, key: str) -> str:
         values = scores.get((variant, text, key))
         return fmt(values) if values else "—"
 
     for v in args.variants:
-        lines.append(f"| {v} | {cell(v, 'right', 'r@1')} | {cell(v, 'shuffled', 'r@1')} | {cell(v, 'zero', 'r@1')} | "
-                     f"{cell(v, 'right', 'r@10')} | {cell(v, 'shuffled', 'r@10')} | {cell(v, 'right', 'mrr')} | "
-                     f"{cell(v, 'shuffled', 'mrr')} |")
+        lines.append(
+            f"| {v} | {cell(v, 'right', 'r@1')} | {cell(v, 'shuffled', 'r@1')} | {cell(v, 'zero', 'r@1')} | "
+            f"{cell(v, 'right', 'r@10')} | {cell(v, 'shuffled', 'r@10')} | {cell(v, 'right', 'mrr')} | "
+            f"{cell(v, 'shuffled', 'mrr')} |"
+        )
     return "\n".join(lines)
 
 
@@ -172,9 +188,11 @@ def write_doc(table: str, args, seconds: float) -> None:
 
     doc = REPO / "docs" / "iiclvm.md"
     text = doc.read_text(encoding="utf-8")
-    block = (f"{MARK}\n`{command()}` ({time.strftime('%Y-%m-%d', time.gmtime())}; {machine()}; {seconds:.0f} s): "
-             f"{args.train} training / {args.test} test pairs, {args.steps} steps of {args.batch_size}, hidden "
-             f"{args.hidden}, seeds {', '.join(map(str, args.seeds))}; video→music, %, mean ± std.\n\n{table}\n{MARK}")
+    block = (
+        f"{MARK}\n`{command()}` ({time.strftime('%Y-%m-%d', time.gmtime())}; {machine()}; {seconds:.0f} s): "
+        f"{args.train} training / {args.test} test pairs, {args.steps} steps of {args.batch_size}, hidden "
+        f"{args.hidden}, seeds {', '.join(map(str, args.seeds))}; video→music, %, mean ± std.\n\n{table}\n{MARK}"
+    )
     parts = text.split(MARK)
     text = parts[0] + block + parts[2] if len(parts) == 3 else text.rstrip() + "\n\n" + block + "\n"
     doc.write_text(text, encoding="utf-8")

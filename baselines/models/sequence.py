@@ -35,8 +35,14 @@ DEFAULT_LAYERS = {"bilstm": 1, "fc": 2, "att": 2, "gcn": 2}
 TEXT_FUSIONS = ("h0", "h0+c0", "h0+add")
 
 
-def sample_positions(lengths: torch.Tensor, k: int, sampling: str = "gs", train: bool = False,
-                     generator: torch.Generator | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+def sample_positions(
+    lengths: torch.Tensor,
+    k: int,
+    sampling: str = "gs",
+    train: bool = False,
+    generator: torch.Generator | None = None,
+    u: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Frame indices ``[B, K]`` (int64, on ``lengths.device``) for sequences of ``lengths`` frames.
 
     ``gs``: ``floor((k + u) * T / K)``, ``u ~ U[0, 1)`` per (sample, segment) when training (or the
@@ -68,17 +74,17 @@ def sample_positions(lengths: torch.Tensor, k: int, sampling: str = "gs", train:
 @dataclass
 class SequenceConfig:
     encoder: str = "bilstm"
-    hidden: int = 256             # hidden and shared output dimension (choice)
-    layers: int = 1               # LSTM layers / MLP depth / transformer layers / graph-conv layers
+    hidden: int = 256  # hidden and shared output dimension (choice)
+    layers: int = 1  # LSTM layers / MLP depth / transformer layers / graph-conv layers
     bilstm_output: str = "final"  # final = concatenated last states of both directions | mean over time (choice)
-    heads: int = 4                # att
-    gcn_radius: int = 1           # gcn: frames i and j are neighbours when |i - j| <= radius (choice)
+    heads: int = 4  # att
+    gcn_radius: int = 1  # gcn: frames i and j are neighbours when |i - j| <= radius (choice)
     dropout: float = 0.1
-    segments: int = 30            # K
-    text_dim: int = 0             # > 0: II-CLVTM (text feature of this size conditions the video encoder)
-    raw_text: str = "unit"        # II-CLVTM raw query feature: unit = concat of L2-normalised parts | plain
-    text_fusion: str = "h0+add"   # II-CLVTM biLSTM: h0 | h0+c0 (initial hidden and cell state) | h0+add (TEXT_FUSIONS)
-    forget_bias: float = 0.0      # biLSTM: initial forget-gate bias (b_ih + b_hh of the f gate); 0 = PyTorch's init
+    segments: int = 30  # K
+    text_dim: int = 0  # > 0: II-CLVTM (text feature of this size conditions the video encoder)
+    raw_text: str = "unit"  # II-CLVTM raw query feature: unit = concat of L2-normalised parts | plain
+    text_fusion: str = "h0+add"  # II-CLVTM biLSTM: h0 | h0+c0 (initial hidden and cell state) | h0+add (TEXT_FUSIONS)
+    forget_bias: float = 0.0  # biLSTM: initial forget-gate bias (b_ih + b_hh of the f gate); 0 = PyTorch's init
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,21 +96,32 @@ class BiLSTMEncoder(nn.Module):
     def __init__(self, in_dim: int, hidden: int, layers: int, output: str, dropout: float, forget_bias: float = 0.0):
         super().__init__()
         self.hidden, self.layers, self.output = hidden, layers, output
-        self.lstm = nn.LSTM(in_dim, hidden, num_layers=layers, batch_first=True, bidirectional=True,
-                            dropout=dropout if layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            in_dim,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         if forget_bias:
             with torch.no_grad():  # gate order i, f, g, o; the f gate's total bias b_ih + b_hh = forget_bias
                 for name, bias in self.lstm.named_parameters():
                     if name.startswith("bias_"):
-                        bias[hidden:2 * hidden] = forget_bias if name.startswith("bias_ih") else 0.0
+                        bias[hidden : 2 * hidden] = forget_bias if name.startswith("bias_ih") else 0.0
         self.out = nn.Linear(2 * hidden, hidden)
 
     def _state(self, value: torch.Tensor) -> torch.Tensor:
         """[B, 2 * hidden] -> [layers * 2, B, hidden], the same for every layer."""
         return value.view(value.shape[0], 2, self.hidden).transpose(0, 1).repeat(self.layers, 1, 1).contiguous()
 
-    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None, add: torch.Tensor | None = None,
-                c0: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        h0: torch.Tensor | None = None,
+        add: torch.Tensor | None = None,
+        c0: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         state = None
         if h0 is not None:
             h = self._state(h0)
@@ -141,13 +158,14 @@ class AttEncoder(nn.Module):
         self.inp = nn.Linear(in_dim, hidden)
         self.pos_embed = nn.Parameter(torch.zeros(1, max_len, hidden))
         nn.init.normal_(self.pos_embed, std=0.02)
-        layer = nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=2 * hidden, dropout=dropout,
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            hidden, heads, dim_feedforward=2 * hidden, dropout=dropout, batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.Linear(hidden, hidden)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.inp(x) + self.pos_embed[:, :x.shape[1]]
+        h = self.inp(x) + self.pos_embed[:, : x.shape[1]]
         if cond is not None:
             h = h + cond[:, None, :]
         return self.out(self.encoder(h).mean(dim=1))
@@ -237,7 +255,9 @@ class SequenceModel(nn.Module):
             out = self.video_encoder(video)
         elif self.cfg.encoder == "bilstm":
             fusion = self.cfg.text_fusion
-            out = self.video_encoder(video, cond, cond if fusion == "h0+add" else None, cond if fusion == "h0+c0" else None)
+            out = self.video_encoder(
+                video, cond, cond if fusion == "h0+add" else None, cond if fusion == "h0+c0" else None
+            )
         else:
             out = self.video_encoder(video, cond)
         return F.normalize(out.float(), dim=-1)
@@ -263,10 +283,16 @@ class SequenceModel(nn.Module):
         def count(module):
             return sum(p.numel() for p in module.parameters()) if module is not None else 0
 
-        return {"encoder": self.cfg.encoder, "hidden": self.cfg.hidden, "layers": self.cfg.layers,
-                "video_params": count(self.video_encoder), "music_params": count(self.music_encoder),
-                "text_params": count(self.text_proj), "text_fusion": self.text_fusion,
-                "params": count(self)}
+        return {
+            "encoder": self.cfg.encoder,
+            "hidden": self.cfg.hidden,
+            "layers": self.cfg.layers,
+            "video_params": count(self.video_encoder),
+            "music_params": count(self.music_encoder),
+            "text_params": count(self.text_proj),
+            "text_fusion": self.text_fusion,
+            "params": count(self),
+        }
 
 
 def build_sequence_model(cfg: SequenceConfig, seed: int = 0) -> SequenceModel:
