@@ -22,7 +22,7 @@ from mipkit.engines import ENGINES, run_shards
 from mipkit.fetch import check_format, youtube_support_problems
 from mipkit.ids import youtube_id
 from mipkit.errors import MipkitError, NothingBuiltError
-from mipkit.manifest import read_manifest
+from mipkit.manifest import merged_spellings, read_manifest
 from mipkit.media import require_ffmpeg
 from mipkit.recipe import Recipe
 from mipkit.records import TRANSIENT_STATUSES, SampleStatus, SourceRequest
@@ -32,6 +32,8 @@ from mipkit.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_re
 from mipkit.taxonomy import Taxonomy, load_taxonomy
 
 
+
+MERGED_SOURCES_FILE = "merged_sources.jsonl"  # spellings of one source merged into one id, so into one split
 
 # A reader turns the build's input into per-source requests plus the rows it rejected.
 Reader = Callable[[Taxonomy], tuple[list[SourceRequest], list[SampleStatus]]]
@@ -147,6 +149,11 @@ def build(opts: BuildOptions) -> dict:
     opts.out.mkdir(parents=True, exist_ok=True)
     _prepare(opts, len(tasks))
     write_json_lines(build_dir(opts.out) / MANIFEST_STATUS_FILE, [p.to_dict() for p in problems])
+    merged = merged_spellings(sources)
+    write_json_lines(build_dir(opts.out) / MERGED_SOURCES_FILE, merged)
+    if merged:
+        ui.console.print(f"{len(merged)} source(s) appear under several URL spellings and are built once each "
+                         f"(see build/{MERGED_SOURCES_FILE})")
 
     if opts.retry_failed:
         reopened = reopen_transient_shards(opts.out)
