@@ -45,22 +45,22 @@ def build_mipnet(
 ) -> None:
     """Build MIPNet-style image-music pairs from public media."""
     from mipkit.pipeline import BuildOptions, build
-    from mipkit.recipe import load_recipe
+    from mipkit.recipe import check_cookies_file, load_recipe
 
-    labeller = None
-    if label_with:
-        from mipkit.labeling import make_labeller
-
-        labeller = make_labeller(label_with, weights)  # before the build: a bad --weights fails in seconds
-
-    if cookies is not None and not cookies.is_file():
-        raise MipkitError(f"--cookies file {cookies.name!r} does not exist; export cookies in Netscape format and pass that file")
+    # Configuration first: a bad value is a one-line error before any work.
+    if cookies is not None:
+        check_cookies_file(cookies)
     config = load_recipe(recipe).with_overrides({
         "clip.clips_per_source": clips_per_source, "clip.seconds": clip_seconds, "clip.sample_rate": sample_rate,
         "shards.sources_per_shard": shard_size, "shards.fetch_threads": fetch_threads,
         "ytdlp.format": format, "ytdlp.cookiefile": str(cookies) if cookies else None, "ytdlp.proxy": proxy,
         "ytdlp.sleep_interval": sleep, "splits.seed": seed,
     })
+    labeller = None
+    if label_with:
+        from mipkit.labeling import make_labeller
+
+        labeller = make_labeller(label_with, weights)  # before the build: a bad --weights fails in seconds
     summary = build(BuildOptions(manifest=manifest, out=out, recipe=config, workers=workers, engine=engine, overwrite=overwrite, retry_failed=retry_failed))
     print_build_summary(out, summary)
     if labeller is not None:

@@ -60,13 +60,12 @@ def build_audioset_mood(
     """Build AudioSet music-mood clips (one mood per segment) with their AudioSet labels."""
     from mipkit.audioset import SELECTION_FILE, default_labels_file, fetch_csv, read_class_labels, select_segments, write_selection
     from mipkit.cli import print_build_summary
-    from mipkit.errors import MipkitError
     from mipkit.pipeline import BuildOptions, build
-    from mipkit.recipe import load_recipe
+    from mipkit.recipe import check_cookies_file, load_recipe
     from mipkit.taxonomy import load_taxonomy
 
-    if cookies is not None and not cookies.is_file():
-        raise MipkitError(f"--cookies file {cookies.name!r} does not exist; export cookies in Netscape format and pass that file")
+    if cookies is not None:
+        check_cookies_file(cookies)
     config = load_recipe(recipe).with_overrides({
         "shards.sources_per_shard": shard_size, "shards.fetch_threads": fetch_threads,
         "ytdlp.cookiefile": str(cookies) if cookies else None, "ytdlp.proxy": proxy, "ytdlp.sleep_interval": sleep, "splits.seed": seed,
