@@ -242,3 +242,19 @@ def test_every_row_of_a_hostile_manifest_ends_with_exactly_one_status(tmp_path):
     rows = sorted([p.row for p in problems] + [w.row for s in sources for w in s.windows])
     assert rows == list(range(1, len(CORPUS) + 1))
     assert {p.status for p in problems} == {"bad_row", "duplicate"}
+
+
+# --------------------------------------------------------------------------- YouTube-8M inputs
+
+def test_yt8m_inputs_that_are_not_utf8_are_one_line_errors(tmp_path):
+    from mipkit.yt8m.metadata import load_metadata_file
+    from mipkit.yt8m.tfrecords import music_label_index
+
+    metadata = tmp_path / "metadata.jsonl"
+    metadata.write_bytes('{"id": "ab12", "youtube_id": "dQw4w9WgXcQ", "title": "Caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(MipkitError, match="metadata.jsonl' is not UTF-8"):
+        load_metadata_file(metadata)
+    vocabulary = tmp_path / "vocabulary.csv"
+    vocabulary.write_bytes("Index,TrainVideoCount,KnowledgeGraphId,Name\n14,1,/m/0mdxd,Music vid\xe9o\n".encode("latin-1"))
+    with pytest.raises(MipkitError, match="vocabulary.csv' is not UTF-8"):
+        music_label_index(vocabulary)
