@@ -214,6 +214,7 @@ class Recipe:
     def with_overrides(self, overrides: dict[str, Any]) -> "Recipe":
         """Return a copy with ``section.key`` values replaced (``None`` values are ignored), validated by the schema."""
         recipe = self
+        by_section: dict[str, dict[str, Any]] = {}
         for dotted, value in overrides.items():
             if value is None:
                 continue
@@ -221,11 +222,13 @@ class Recipe:
             if not key:
                 recipe = dataclasses.replace(recipe, **{section: value})
                 continue
-            current = getattr(recipe, section)
+            by_section.setdefault(section, {})[key] = value
+        # One section at a time, all its keys at once: split ratios are checked together, not one by one.
+        for section, values in by_section.items():
             try:
-                recipe = dataclasses.replace(recipe, **{section: dataclasses.replace(current, **{key: value})})
+                recipe = dataclasses.replace(recipe, **{section: dataclasses.replace(getattr(recipe, section), **values)})
             except ValidationError as exc:
-                raise _override_error(exc, self.name, section, key, value) from None
+                raise _override_error(exc, self.name, section, values) from None
         return recipe
 
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
@@ -240,9 +243,10 @@ class Recipe:
         return data
 
 
-def _override_error(exc: ValidationError, name: str, section: str, key: str, value: Any) -> MipkitError:
+def _override_error(exc: ValidationError, name: str, section: str, values: dict[str, Any]) -> MipkitError:
     first = exc.errors()[0]
-    shown = "" if key in SECRET_KEYS else f" (got {value!r:.60})"
+    key = str(first["loc"][0]) if first["loc"] else next(iter(values))  # a whole-section check has no key
+    shown = "" if key in SECRET_KEYS or key not in values else f" (got {values[key]!r:.60})"
     return MipkitError(f"recipe {name!r}: {section}.{key}: {first['msg'].removeprefix('Value error, ')}{shown}; "
                        "fix the command-line flag or the recipe")
 

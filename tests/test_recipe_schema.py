@@ -205,3 +205,10 @@ def test_the_command_line_refuses_bad_configuration_before_any_work(tmp_path):
         assert words in message and message.startswith("error:") and len(message.splitlines()) == 1, (extra, message)
         assert "secret-value" not in message
         assert not (tmp_path / f"out{i}").exists(), f"{extra} started work before the configuration was checked"
+
+
+def test_overrides_of_one_section_are_checked_together():
+    recipe = load_recipe("mipnet").with_overrides({"splits.train": 0.6, "splits.validation": 0.2, "splits.test": 0.2})
+    assert recipe.splits.ratios() == {"train": 0.6, "validation": 0.2, "test": 0.2}
+    with pytest.raises(MipkitError, match="splits.train: split ratios .* sum to 1"):
+        recipe.with_overrides({"splits.train": 0.7})
