@@ -21,7 +21,17 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass
 
 from mipkit.errors import MipkitError
@@ -211,7 +221,7 @@ class Recipe:
     ytdlp: YtdlpConfig = dataclasses.field(default_factory=YtdlpConfig)
     yt8m: Yt8mConfig | None = None  # only the yt8m recipes have it
 
-    def with_overrides(self, overrides: dict[str, Any]) -> "Recipe":
+    def with_overrides(self, overrides: dict[str, Any]) -> Recipe:
         """Return a copy with ``section.key`` values replaced (``None`` values are ignored), validated by the schema."""
         recipe = self
         by_section: dict[str, dict[str, Any]] = {}

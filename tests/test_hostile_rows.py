@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mipkit.audioset import read_class_labels, default_labels_file, select_segments
+from mipkit.audioset import default_labels_file, read_class_labels, select_segments
 from mipkit.errors import MipkitError
 from mipkit.ids import pair_id_for, source_id_for
 from mipkit.manifest import merged_spellings, read_manifest
@@ -210,7 +210,7 @@ def test_a_duplicate_parquet_column_is_a_one_line_error(tmp_path):
 def test_a_jsonl_object_with_a_key_twice_is_a_bad_row(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text(f'{{"url": "{GOOD}"}}\n{{"url": "{GOOD}", "start_s": 1, "start_s": 2}}\n')
-    sources, problems = read_manifest(path, MOODS)
+    _, problems = read_manifest(path, MOODS)
     assert [(p.row, p.status) for p in problems] == [(2, "bad_row")] and "start_s" in problems[0].error
 
 

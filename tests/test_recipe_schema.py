@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -186,16 +185,20 @@ def test_the_command_line_refuses_bad_configuration_before_any_work(tmp_path):
         (["--recipe", str(latin)], "not UTF-8"),
     ]
     # One process checks every case: each start of the CLI costs seconds on a shared machine.
-    script = "\n".join([
-        "import sys", "from mipkit.cli import main",
-        "for args in sys.argv[1:]:",
-        "    sys.argv = ['mipkit'] + args.split('\\x1f')",
-        "    try:", "        main()", "    except SystemExit as exc:", "        print('EXIT', exc.code, flush=True)",
-    ])
+    script = (
+        "import sys\n"
+        "from mipkit.cli import main\n"
+        "for args in sys.argv[1:]:\n"
+        "    sys.argv = ['mipkit'] + args.split('\\x1f')\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit as exc:\n"
+        "        print('EXIT', exc.code, flush=True)\n"
+    )
     argv = ["\x1f".join(["build", "mipnet", "--manifest", str(manifest), "--out", str(tmp_path / f"out{i}"), *extra])
             for i, (extra, _) in enumerate(cases)]
     result = subprocess.run([sys.executable, "-c", script, *argv], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, timeout=180)
+                            text=True, timeout=180, check=False)
     output = result.stdout
     blocks = re.split(r"EXIT (\S+)\n", output)
     assert len(blocks) == 2 * len(cases) + 1, output
