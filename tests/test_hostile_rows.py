@@ -258,3 +258,32 @@ def test_yt8m_inputs_that_are_not_utf8_are_one_line_errors(tmp_path):
     vocabulary.write_bytes("Index,TrainVideoCount,KnowledgeGraphId,Name\n14,1,/m/0mdxd,Music vid\xe9o\n".encode("latin-1"))
     with pytest.raises(MipkitError, match="vocabulary.csv' is not UTF-8"):
         music_label_index(vocabulary)
+
+
+# --------------------------------------------------------------------------- end to end
+
+def test_a_build_merges_spellings_into_one_split_and_records_every_row(tmp_path, media_server):
+    from datasets import load_from_disk
+
+    from conftest import small_recipe, write_manifest
+    from mipkit.pipeline import MERGED_SOURCES_FILE, BuildOptions, build
+
+    plain0, plain1 = media_server.url("src0.mp4"), media_server.url("src1.mp4")
+    rows = [{"url": plain0, "start_s": 3.0}, {"url": plain0 + "?utm_source=mail#t=3", "start_s": 17.25},
+            {"url": plain1, "start_s": 0.0}, {"url": plain1.replace("http://", "HTTP://") + "\n", "start_s": 12.5},
+            {"url": plain1, "start_s": 12.5004},                       # the same window again: duplicate
+            {"url": plain0.replace(".mp4", "\x00.mp4"), "start_s": 0},   # control character: bad_row
+            {"url": "http:///src0.mp4", "start_s": 0},                   # no host: bad_row
+            {"url": plain0, "start_s": 1e306}]                           # absurd time: bad_row
+    out = tmp_path / "ds"
+    recipe = small_recipe(**{"splits.train": 0.5, "splits.validation": 0.0, "splits.test": 0.5})
+    summary = build(BuildOptions(manifest=write_manifest(tmp_path / "m.csv", rows), out=out, recipe=recipe))
+    assert summary["counts"] == {"ok": 4, "duplicate": 1, "bad_row": 3}
+    dataset = load_from_disk(str(out))
+    split_of_source = {}
+    for split in dataset:
+        for source_id in dataset[split]["source_id"]:
+            assert split_of_source.setdefault(source_id, split) == split
+    assert len(split_of_source) == 2
+    merged = [json.loads(line) for line in (out / "build" / MERGED_SOURCES_FILE).read_text().splitlines()]
+    assert sorted(len(m["spellings"]) for m in merged) == [2, 2]
