@@ -263,9 +263,9 @@ def test_yt8m_inputs_that_are_not_utf8_are_one_line_errors(tmp_path):
 # --------------------------------------------------------------------------- end to end
 
 def test_a_build_merges_spellings_into_one_split_and_records_every_row(tmp_path, media_server):
+    from conftest import small_recipe, write_manifest
     from datasets import load_from_disk
 
-    from conftest import small_recipe, write_manifest
     from mipkit.pipeline import MERGED_SOURCES_FILE, BuildOptions, build
 
     plain0, plain1 = media_server.url("src0.mp4"), media_server.url("src1.mp4")
