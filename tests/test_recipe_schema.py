@@ -177,12 +177,22 @@ def test_the_command_line_refuses_bad_configuration_before_any_work(tmp_path):
     json_cookies.write_text('[{"name": "SID", "value": "secret-value"}]')
     latin = tmp_path / "latin.toml"
     latin.write_bytes(b"[clip]\nseconds = 10 # caf\xe9\n")
+    segments = tmp_path / "segments.csv"
+    segments.write_text('--PJHxphWEs, 30.000, 40.000, "/m/t_h"\n')
+    mipnet = ["build", "mipnet", "--manifest", str(manifest)]
+    audioset = ["build", "audioset-mood", "--segments", str(segments)]
+    yt8m = ["build", "yt8m-title", "--tfrecords", str(tmp_path / "train00.tfrecord")]
     cases = [
-        (["--clip-seconds", "nan"], "clip.seconds"),
-        (["--sample-rate", "1000000000"], "clip.sample_rate"),
-        (["--cookies", str(json_cookies)], "Netscape"),
-        (["--proxy", "not a url"], "ytdlp.proxy"),
-        (["--recipe", str(latin)], "not UTF-8"),
+        (mipnet + ["--clip-seconds", "nan"], "clip.seconds"),
+        (mipnet + ["--sample-rate", "1000000000"], "clip.sample_rate"),
+        (mipnet + ["--cookies", str(json_cookies)], "Netscape"),
+        (mipnet + ["--proxy", "not a url"], "ytdlp.proxy"),
+        (mipnet + ["--recipe", str(latin)], "not UTF-8"),
+        (audioset + ["--cookies", str(json_cookies)], "Netscape"),
+        (audioset + ["--proxy", "socks5://"], "ytdlp.proxy"),
+        (yt8m + ["--lookup-rate", "-1"], "yt8m.lookup_rate"),
+        (yt8m + ["--lookup-base", "ftp://data.yt8m.org/2/j/i"], "yt8m.lookup_base"),
+        (yt8m + ["--split-by", "random"], "yt8m.split_by"),
     ]
     # One process checks every case: each start of the CLI costs seconds on a shared machine.
     script = (
@@ -195,8 +205,7 @@ def test_the_command_line_refuses_bad_configuration_before_any_work(tmp_path):
         "    except SystemExit as exc:\n"
         "        print('EXIT', exc.code, flush=True)\n"
     )
-    argv = ["\x1f".join(["build", "mipnet", "--manifest", str(manifest), "--out", str(tmp_path / f"out{i}"), *extra])
-            for i, (extra, _) in enumerate(cases)]
+    argv = ["\x1f".join([*command, "--out", str(tmp_path / f"out{i}")]) for i, (command, _) in enumerate(cases)]
     result = subprocess.run([sys.executable, "-c", script, *argv], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, timeout=180, check=False)
     output = result.stdout
