@@ -183,23 +183,24 @@ def _keys_of(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def schema_error(exc: ValidationError, where: str, section_cls=RecipeFile, prefix: tuple[str, ...] = ()) -> MipkitError:
-    """One line for a schema failure: where, which key, why, and the value (never a secret's)."""
+def schema_error(exc: ValidationError, where: str) -> MipkitError:
+    """One line for a schema failure of a recipe file: which table and key, why, and the value (never a secret's)."""
     errors = exc.errors()
     first = errors[0]
-    loc = prefix + tuple(str(p) for p in first["loc"])
+    loc = tuple(str(p) for p in first["loc"])
+    table, key = loc[:-1], loc[-1] if loc else ""
     if first["type"] == "unexpected_keyword_argument":
-        unknown = [str(e["loc"][-1]) for e in errors if e["type"] == "unexpected_keyword_argument" and prefix + tuple(map(str, e["loc"][:-1])) == loc[:-1]]
-        if len(loc) == 1:
-            return MipkitError(f"recipe {where}: unknown table [{loc[0]}]; known tables: {', '.join(_keys_of(RecipeFile))}")
-        owner = _section_class(loc[:-1])
-        return MipkitError(f"recipe {where} [{'.'.join(loc[:-1])}]: unknown keys {unknown}; known keys: {sorted(_keys_of(owner))}")
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] in ("dataclass_type", "dataclass_args_type", "dict_type") and len(loc) == 1:
-        return MipkitError(f"recipe {where}: [{loc[0]}] must be a table of keys")
-    shown = "" if (set(loc) & SECRET_KEYS) or "input" not in first or isinstance(first["input"], dict) else f" (got {first['input']!r:.60})"
-    key = f"[{'.'.join(loc[:-1])}] {loc[-1]}" if len(loc) > 1 else f"[{loc[0]}]" if loc else ""
-    return MipkitError(f"recipe {where} {key}: {message}{shown}".replace("  ", " "))
+        if not table:
+            return MipkitError(f"recipe {where}: unknown table [{key}]; known tables: {', '.join(_keys_of(RecipeFile))}")
+        unknown = [str(e["loc"][-1]) for e in errors if e["type"] == first["type"] and tuple(map(str, e["loc"][:-1])) == table]
+        known = sorted(_keys_of(_section_class(table)))
+        return MipkitError(f"recipe {where} [{'.'.join(table)}]: unknown keys {unknown}; known keys: {known}")
+    if not table and first["type"] in ("dataclass_type", "dataclass_args_type"):  # e.g. `clip = 3`
+        return MipkitError(f"recipe {where}: [{key}] must be a table of keys")
+    secret = bool(set(loc) & SECRET_KEYS) or isinstance(first.get("input"), dict)
+    shown = "" if secret or "input" not in first else f" (got {first['input']!r:.60})"
+    name = f"[{'.'.join(table)}] {key}" if table else f"[{key}]"
+    return MipkitError(f"recipe {where} {name}: {first['msg'].removeprefix('Value error, ')}{shown}")
 
 
 def _section_class(path: tuple[str, ...]):
@@ -308,8 +309,6 @@ def load_recipe(name_or_path: str) -> Recipe:
         parsed = RecipeFile(**raw)
     except ValidationError as exc:
         raise schema_error(exc, path.name) from None
-    except TypeError as exc:  # a table name that is not an identifier
-        raise MipkitError(f"recipe {path.name}: {exc}; known tables: {', '.join(_keys_of(RecipeFile))}") from None
     if parsed.ytdlp.cookiefile:
         check_cookies_file(parsed.ytdlp.cookiefile, where=f"recipe {path.name} [ytdlp] cookiefile:")
     dataset = dict(raw.get("dataset", {}))
