@@ -40,6 +40,8 @@ from mipkit.pipeline.plan import plan_splits
 from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, ShardTask, is_done, plan_shards, run_shard, shards_root
 from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
 
+MERGED_SOURCES_FILE = "merged_sources.jsonl"  # spellings of one source merged into one id, so into one split
+
 # A reader turns the build's input into per-source requests plus the rows it rejected.
 Reader = Callable[[Taxonomy], tuple[list[SourceRequest], list[SampleStatus]]]
 
@@ -106,9 +108,8 @@ class Kind:
     shard_fn: ShardFn  # builds and commits one shard: ``(task, *shard_args, on_event=...) -> stats``
     shard_args: tuple
     fingerprint: str  # what decides shard contents: a resumed build must match it
-    assemble: Callable[
-        [Path], dict[str, int]
-    ]  # committed shards -> OUT's DatasetDict (assemble.save_splits); rows per split
+    # committed shards -> OUT's DatasetDict (through assemble.save_splits); returns rows per split
+    assemble: Callable[[Path], dict[str, int]]
     record: dict = field(default_factory=dict)  # more build.json fields (recipe, inputs, ...)
     problems: list[dict] = field(default_factory=list)  # input rows rejected before sharding
     expected: Callable[[Any], int] | None = None  # samples a task reports; None: its shard sends ("total", n) itself
@@ -116,6 +117,7 @@ class Kind:
     task_name: str = "shard"  # what one task is called in messages
     describe: Callable[[Any], str] = lambda task: f"shard {task.index}"
     finish: Callable[[Path, dict[str, int]], dict] | None = None  # more summary fields, once assembled
+    on_prepared: Callable[[Path], None] | None = None  # writes more into OUT/build once it is claimed
     changed: str = "a different manifest or recipe"  # what another fingerprint means, in the refusal
     nothing_built: str = "no pair could be built"
 
@@ -194,6 +196,8 @@ def run_build(
     with writing(out) as owner:
         _prepare(out, kind, owner, overwrite)
         write_json_lines(build_dir(out) / MANIFEST_STATUS_FILE, kind.problems)
+        if kind.on_prepared is not None:
+            kind.on_prepared(out)
         if retry_failed:
             reopened = reopen_transient_shards(out)
             ui.console.print(
@@ -285,6 +289,15 @@ def build(opts: BuildOptions) -> dict:
     splits = opts.recipe.splits
     split_of = plan_splits(sources, splits.ratios(), splits.seed, splits.stratify_by, opts.split_of)
 
+    def record_merged_spellings(out: Path) -> None:
+        merged = merged_spellings(sources)
+        write_json_lines(build_dir(out) / MERGED_SOURCES_FILE, merged)
+        if merged:
+            ui.console.print(
+                f"{len(merged)} source(s) appear under several URL spellings and are built once each "
+                f"(see build/{MERGED_SOURCES_FILE})"
+            )
+
     def finish(out: Path, rows: dict[str, int]) -> dict:
         if not sum(rows.values()):
             return {}
@@ -308,6 +321,7 @@ def build(opts: BuildOptions) -> dict:
         record={"recipe": opts.recipe.to_dict(), "inputs": [p.name for p in opts.input_files]},
         problems=[p.to_dict() for p in problems],
         expected=lambda task: _expected_samples(task, opts.recipe),
+        on_prepared=record_merged_spellings,
         finish=finish,
         nothing_built=f"no pair could be built from {opts.input_name}",
     )
@@ -319,6 +333,11 @@ def build(opts: BuildOptions) -> dict:
         overwrite=opts.overwrite,
         retry_failed=opts.retry_failed,
     )
+
+
+def merged_spellings(sources: list[SourceRequest]) -> list[dict]:
+    """The sources whose input named them in several spellings: what was merged into one id (and one split)."""
+    return [{"source_id": s.source_id, "url": s.url, "spellings": s.spellings} for s in sources if len(s.spellings) > 1]
 
 
 def write_json_lines(path: Path, rows: list[dict]) -> None:
