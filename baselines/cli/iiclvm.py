@@ -1,4 +1,4 @@
-"""``mipkit train baseline iiclvm | clvm | iiclvtm``: the sequence-encoder models of seed 004.
+"""``mipkit train baseline iiclvm | clvm | iiclvtm``: the sequence-encoder models of the II loss paper (docs/methods.md).
 
 One command body registered under three names (``baselines.cli.app`` calls :func:`register`):
 

@@ -97,7 +97,7 @@ def check_common_options(cfg: RunConfig) -> None:
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class InterIntraOptions:
-    """Options of the inter- and intra-modal loss terms (methods.md), shared by every model family."""
+    """Options of the inter- and intra-modal loss terms (docs/methods.md), shared by every model family."""
 
     gamma_v: float = 1.0
     gamma_m: float = 1.0

@@ -55,7 +55,7 @@ class TrainConfig(InterIntraOptions, RunConfig):
     proj_hidden: int = 512
     dropout: float = 0.1
     finetune_last: int = 0
-    # loss (methods.md; every *(choice)* is an option)
+    # loss (docs/methods.md; every *(choice)* is an option)
     loss: str = "hgclim"
     lambda_inter: float = 1.0
     lambda_intra: float = 1.0

@@ -1,4 +1,4 @@
-"""II-CLVM / CLVM / II-CLVTM (seed 004) as a task of the training loop.
+"""II-CLVM / CLVM / II-CLVTM (docs/methods.md) as a task of the training loop.
 
 * data: a ``mipkit build yt8m-title|yt8m-keyword`` dataset; ``rgb`` / ``audio`` frames held as uint8
   (``baselines.data.frames``: on the device when they fit), batches drawn by index, frames sampled
@@ -50,7 +50,7 @@ class IICLVMConfig(InterIntraOptions, RunConfig):
     task: str = "iiclvm"
     batch_size: int = 128
     weight_decay: float = 0.01
-    # model (methods.md; every *(choice)* is an option)
+    # model (docs/methods.md; every *(choice)* is an option)
     preset: str = "full"  # tiny: random hashed-n-gram text encoder, hidden 32 (CPU runs, tests)
     encoder: str = "bilstm"
     sampling: str = "gs"
