@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from baselines.runtime.checkpoint import CheckpointError, rng_state
+from mipkit.core.devices import resolve_device as resolve_any_device
 from mipkit.core.errors import MipkitError
 
 # Options that may differ between the run that wrote a checkpoint and the run resuming from it
@@ -134,15 +135,8 @@ class DistEnv:
 
 
 def resolve_device(option: str, local_rank: int = 0) -> torch.device:
-    if option == "auto":
-        option = "cuda" if torch.cuda.is_available() else "cpu"
-    if option == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainError("--device cuda: no CUDA device is visible; use --device cpu or auto")
-        return torch.device("cuda", local_rank)
-    if option == "cpu":
-        return torch.device("cpu")
-    raise TrainError(f"--device: unknown device '{option}'; choose auto, cpu or cuda")
+    """``--device`` of training and evaluation: ``cuda`` is this process's GPU (``LOCAL_RANK`` under torchrun)."""
+    return resolve_any_device(option, local_rank, error=TrainError)
 
 
 def init_distributed(device_option: str) -> DistEnv:

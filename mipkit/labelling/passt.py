@@ -23,6 +23,7 @@ import numpy as np
 
 from mipkit.config.taxonomy import load_taxonomy
 from mipkit.core import ui
+from mipkit.core.devices import resolve_device
 from mipkit.core.errors import MipkitError
 from mipkit.core.paths import BUILD_DIR
 from mipkit.pipeline.assemble import write_model_labels
@@ -39,19 +40,6 @@ CLIP_SAMPLES = 320_000
 
 
 # ---------------------------------------------------------------------------- the labeller
-def resolve_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MipkitError(f"--device {device}: no CUDA device here; use --device cpu or --device auto")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise MipkitError(f"--device {device!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
-
-
 @dataclass
 class PasstMoodLabeller:
     """Waveforms ``[B, 320000]`` at 32 kHz -> probabilities over the taxonomy's moods ``[B, C]``."""
