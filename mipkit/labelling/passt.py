@@ -9,7 +9,6 @@ Mapping tables between label sets live in ``mipkit.config.mapping``.
 
 from __future__ import annotations
 
-import ctypes
 import io
 import json
 import os
@@ -25,6 +24,7 @@ from mipkit.config.taxonomy import load_taxonomy
 from mipkit.core import ui
 from mipkit.core.devices import resolve_device
 from mipkit.core.errors import MipkitError
+from mipkit.core.files import save_dataset_dict, swap_in_folder
 from mipkit.core.paths import BUILD_DIR
 from mipkit.pipeline.assemble import write_model_labels
 
@@ -197,34 +197,7 @@ def _replace_columns(ds, columns: dict, drop: bool):
 
 def _write_dataset(dataset_dict, path: Path) -> None:
     """Write the relabelled dataset (a separate function so tests can make it fail mid-way)."""
-    # datasets writes no data file for an empty split unless asked for one, and then cannot load it.
-    empty = {split: 1 for split, ds in dataset_dict.items() if len(ds) == 0}
-    dataset_dict.save_to_disk(str(path), num_shards=empty or None)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two folders in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def _swap_in(staged: Path, target: Path) -> None:
-    """Put ``staged`` in place of ``target``; ``staged`` then holds the old folder (to delete)."""
-    if _exchange(staged, target):
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)  # fallback: two renames, the only moment ``target`` is absent
-    try:
-        os.replace(staged, target)
-    except OSError:
-        os.replace(old, target)
-        raise
-    os.replace(old, staged)
+    save_dataset_dict(dataset_dict, path)
 
 
 def _link_extras(source: Path, staged: Path, dataset_entries: set[str]) -> None:
@@ -373,7 +346,7 @@ def label_dataset(
             _link_extras(source, staged, {"dataset_dict.json", *dataset.keys(), LABELLING_FILE, CHART_FILE})
             if (staged / BUILD_DIR).is_dir():  # a build folder: re-assembling it (resume, re-run) keeps these labels
                 write_model_labels(staged / BUILD_DIR, overlay_rows)
-            _swap_in(staged, target)
+            swap_in_folder(staged, target)
         else:
             if target.exists():
                 target.rmdir()  # checked empty above
