@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from mipkit.config.recipe import Recipe
 from mipkit.config.taxonomy import Taxonomy
-from mipkit.core.files import swap_in_dataset
+from mipkit.core.files import save_dataset_dict, swap_in_dataset
 from mipkit.core.paths import BUILD_DIR
 from mipkit.core.records import SPLITS
 from mipkit.pipeline.shard import PAIRS_FILE, STATS_FILE, shards_root
@@ -169,9 +169,7 @@ def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[s
         else:
             splits[split] = Dataset.from_dict({c: [] for c in columns}, features=features)
     staged = work / "dataset"
-    # An empty split must still get one (empty) shard file: with zero files, datasets 5.2 saves a
-    # split that load_from_disk cannot read back.
-    DatasetDict(splits).save_to_disk(str(staged), num_shards={s: 1 for s in SPLITS if not rows[s]} or None)
+    save_dataset_dict(DatasetDict(splits), staged)  # an empty split still gets a loadable (empty) shard
 
     swap_in_dataset(staged, out_dir, SPLITS)
     shutil.rmtree(work, ignore_errors=True)
