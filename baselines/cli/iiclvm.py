@@ -13,6 +13,27 @@ from typing import Optional
 
 import typer
 
+from baselines.cli.common import (
+    Compile,
+    Device,
+    Epochs,
+    EvalSplit,
+    GammaM,
+    GradClip,
+    IntraKlTemperature,
+    IntraWC,
+    IntraWR,
+    KeepCheckpoints,
+    LogEvery,
+    Lr,
+    Quiet,
+    Resume,
+    SaveEverySteps,
+    Seed,
+    StopAtStep,
+    Tensorboard,
+    WarmupSteps,
+)
 from mipkit.core.errors import MipkitError
 
 HELP = {
@@ -87,29 +108,25 @@ def sequence_command(
         None, "--w-intra", help="weight of the intra-modal loss (default 3, choice; clvm: 0)"
     ),
     gamma_v: float = typer.Option(1.0, "--gamma-v", help="intra loss weight of the video (query) modality"),
-    gamma_m: float = typer.Option(1.0, "--gamma-m", help="intra loss weight of the music modality"),
+    gamma_m: GammaM = 1.0,
     inter_alpha: float = typer.Option(0.5, "--inter-alpha", help="weight of CE(S, I) (video->music)"),
     inter_beta: float = typer.Option(0.5, "--inter-beta", help="weight of CE(S^T, I) (music->video)"),
     intra_distance: str = typer.Option("cosine", "--intra-distance", help="cosine | kl (choice)"),
-    intra_w_r: float = typer.Option(0.5, "--intra-w-r", help="row weight w_r of the intra loss"),
-    intra_w_c: float = typer.Option(0.5, "--intra-w-c", help="column weight w_c of the intra loss"),
-    intra_kl_temperature: float = typer.Option(
-        0.1, "--intra-kl-temperature", help="softmax temperature of the kl distance"
-    ),
+    intra_w_r: IntraWR = 0.5,
+    intra_w_c: IntraWC = 0.5,
+    intra_kl_temperature: IntraKlTemperature = 0.1,
     # optimisation
-    epochs: int = typer.Option(30, "--epochs", min=0),
+    epochs: Epochs = 30,
     batch_size: int = typer.Option(
         128, "--batch-size", min=2, help="pairs per process (global batch = this x world size)"
     ),
-    lr: float = typer.Option(1e-3, "--lr", help="peak learning rate (AdamW, cosine schedule)"),
+    lr: Lr = 0.001,
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
-    warmup_steps: Optional[int] = typer.Option(
-        None, "--warmup-steps", help="linear warmup steps (default 5% of all steps)"
-    ),
-    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="clip the gradient norm to this value"),
+    warmup_steps: WarmupSteps = None,
+    grad_clip: GradClip = None,
     # runtime
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    seed: int = typer.Option(0, "--seed"),
+    device: Device = "auto",
+    seed: Seed = 0,
     frames_on: str = typer.Option(
         "auto", "--frames-on", help="auto | device | cpu: where the uint8 frames live (auto: the device when they fit)"
     ),
@@ -117,24 +134,22 @@ def sequence_command(
     cache_dir: Optional[str] = typer.Option(
         None, "--cache-dir", help="text feature cache folder (default RUN/cache); runs may share one"
     ),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the training forward"),
-    log_every: int = typer.Option(10, "--log-every", min=1, help="log every N steps"),
-    save_every_steps: int = typer.Option(0, "--save-every-steps", min=0, help="also checkpoint every N steps"),
-    keep_checkpoints: bool = typer.Option(
-        False, "--keep-checkpoints", help="keep every epoch's checkpoint, not only latest.pt"
-    ),
-    resume: Optional[str] = typer.Option(None, "--resume", help="latest | PATH of a checkpoint"),
-    stop_at_step: Optional[int] = typer.Option(None, "--stop-at-step", help="stop with a checkpoint after this step"),
+    compile: Compile = False,
+    log_every: LogEvery = 10,
+    save_every_steps: SaveEverySteps = 0,
+    keep_checkpoints: KeepCheckpoints = False,
+    resume: Resume = None,
+    stop_at_step: StopAtStep = None,
     val_split: str = typer.Option(
         "validation", "--val-split", help="split of the per-epoch validation (the eval split when absent)"
     ),
-    eval_split: str = typer.Option("test", "--eval-split", help="split of the final evaluation"),
+    eval_split: EvalSplit = "test",
     eval_candidates: str = typer.Option(
         "1000,1024", "--eval-candidates", help="candidate pool sizes of the final evaluation"
     ),
     eval_seeds: str = typer.Option("0,1,2", "--eval-seeds", help="seeds of the random test sets"),
-    tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard"),
-    quiet: bool = typer.Option(False, "--quiet", help="no console log lines"),
+    tensorboard: Tensorboard = True,
+    quiet: Quiet = False,
 ) -> None:
     from baselines.cli.common import fail as _fail
     from baselines.tasks.iiclvm import IICLVMConfig
