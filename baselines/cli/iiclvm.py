@@ -13,27 +13,7 @@ from typing import Optional
 
 import typer
 
-from baselines.cli.common import (
-    Compile,
-    Device,
-    Epochs,
-    EvalSplit,
-    GammaM,
-    GradClip,
-    IntraKlTemperature,
-    IntraWC,
-    IntraWR,
-    KeepCheckpoints,
-    LogEvery,
-    Lr,
-    Quiet,
-    Resume,
-    SaveEverySteps,
-    Seed,
-    StopAtStep,
-    Tensorboard,
-    WarmupSteps,
-)
+from baselines.cli import common
 from mipkit.core.errors import MipkitError
 
 HELP = {
@@ -108,25 +88,25 @@ def sequence_command(
         None, "--w-intra", help="weight of the intra-modal loss (default 3, choice; clvm: 0)"
     ),
     gamma_v: float = typer.Option(1.0, "--gamma-v", help="intra loss weight of the video (query) modality"),
-    gamma_m: GammaM = 1.0,
+    gamma_m: common.GammaM = 1.0,
     inter_alpha: float = typer.Option(0.5, "--inter-alpha", help="weight of CE(S, I) (video->music)"),
     inter_beta: float = typer.Option(0.5, "--inter-beta", help="weight of CE(S^T, I) (music->video)"),
     intra_distance: str = typer.Option("cosine", "--intra-distance", help="cosine | kl (choice)"),
-    intra_w_r: IntraWR = 0.5,
-    intra_w_c: IntraWC = 0.5,
-    intra_kl_temperature: IntraKlTemperature = 0.1,
+    intra_w_r: common.IntraWR = 0.5,
+    intra_w_c: common.IntraWC = 0.5,
+    intra_kl_temperature: common.IntraKlTemperature = 0.1,
     # optimisation
-    epochs: Epochs = 30,
+    epochs: common.Epochs = 30,
     batch_size: int = typer.Option(
         128, "--batch-size", min=2, help="pairs per process (global batch = this x world size)"
     ),
-    lr: Lr = 0.001,
+    lr: common.Lr = 0.001,
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
-    warmup_steps: WarmupSteps = None,
-    grad_clip: GradClip = None,
+    warmup_steps: common.WarmupSteps = None,
+    grad_clip: common.GradClip = None,
     # runtime
-    device: Device = "auto",
-    seed: Seed = 0,
+    device: common.Device = "auto",
+    seed: common.Seed = 0,
     frames_on: str = typer.Option(
         "auto", "--frames-on", help="auto | device | cpu: where the uint8 frames live (auto: the device when they fit)"
     ),
@@ -134,22 +114,22 @@ def sequence_command(
     cache_dir: Optional[str] = typer.Option(
         None, "--cache-dir", help="text feature cache folder (default RUN/cache); runs may share one"
     ),
-    compile: Compile = False,
-    log_every: LogEvery = 10,
-    save_every_steps: SaveEverySteps = 0,
-    keep_checkpoints: KeepCheckpoints = False,
-    resume: Resume = None,
-    stop_at_step: StopAtStep = None,
+    compile: common.Compile = False,
+    log_every: common.LogEvery = 10,
+    save_every_steps: common.SaveEverySteps = 0,
+    keep_checkpoints: common.KeepCheckpoints = False,
+    resume: common.Resume = None,
+    stop_at_step: common.StopAtStep = None,
     val_split: str = typer.Option(
         "validation", "--val-split", help="split of the per-epoch validation (the eval split when absent)"
     ),
-    eval_split: EvalSplit = "test",
+    eval_split: common.EvalSplit = "test",
     eval_candidates: str = typer.Option(
         "1000,1024", "--eval-candidates", help="candidate pool sizes of the final evaluation"
     ),
     eval_seeds: str = typer.Option("0,1,2", "--eval-seeds", help="seeds of the random test sets"),
-    tensorboard: Tensorboard = True,
-    quiet: Quiet = False,
+    tensorboard: common.Tensorboard = True,
+    quiet: common.Quiet = False,
 ) -> None:
     from baselines.cli.common import fail as _fail
     from baselines.tasks.iiclvm import IICLVMConfig

@@ -7,19 +7,8 @@ from typing import Optional
 
 import typer
 
-from mipkit.cli.options import (
-    BuildOut,
-    Cookies,
-    Engine,
-    FetchThreads,
-    Overwrite,
-    Proxy,
-    ShardSize,
-    Sleep,
-    SplitSeed,
-    Workers,
-    check_cookies,
-)
+from mipkit.cli import options
+from mipkit.cli.options import check_cookies
 from mipkit.core import ui
 
 
@@ -30,21 +19,21 @@ def build_mipnet(
         "-m",
         help="CSV, JSONL or Parquet with a 'url' column (and optional start_s, emotion, title, license).",
     ),
-    out: BuildOut = ...,
+    out: options.BuildOut = ...,
     recipe: str = typer.Option("mipnet", help="Recipe name in recipes/ or a .toml path."),
-    workers: Workers = 1,
-    engine: Engine = "local",
+    workers: options.Workers = 1,
+    engine: options.Engine = "local",
     clips_per_source: Optional[int] = typer.Option(None, min=1, help="Evenly spaced windows for rows without start_s."),
     clip_seconds: Optional[float] = typer.Option(None, help="Clip length in seconds (recipe: 10)."),
     sample_rate: Optional[int] = typer.Option(None, help="Audio sample rate (recipe: 32000)."),
-    shard_size: ShardSize = None,
-    fetch_threads: FetchThreads = None,
+    shard_size: options.ShardSize = None,
+    fetch_threads: options.FetchThreads = None,
     format: Optional[str] = typer.Option(None, "--format", help="yt-dlp format selector."),
-    cookies: Cookies = None,
-    proxy: Proxy = None,
-    sleep: Sleep = None,
-    seed: SplitSeed = None,
-    overwrite: Overwrite = False,
+    cookies: options.Cookies = None,
+    proxy: options.Proxy = None,
+    sleep: options.Sleep = None,
+    seed: options.SplitSeed = None,
+    overwrite: options.Overwrite = False,
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Fetch again the shards whose samples were rate-limited or hit network errors."
     ),

@@ -7,19 +7,8 @@ from typing import Optional
 
 import typer
 
-from mipkit.cli.options import (
-    BuildOut,
-    Cookies,
-    Engine,
-    FetchThreads,
-    Overwrite,
-    Proxy,
-    ShardSize,
-    Sleep,
-    SplitSeed,
-    Workers,
-    check_cookies,
-)
+from mipkit.cli import options
+from mipkit.cli.options import check_cookies
 from mipkit.core import ui
 
 
@@ -84,7 +73,7 @@ def build_audioset_mood(
     segments: list[str] = typer.Option(
         ..., "--segments", "-s", help="AudioSet segment CSV, local file or http(s) URL (repeat for several)."
     ),
-    out: BuildOut = ...,
+    out: options.BuildOut = ...,
     labels: Optional[Path] = typer.Option(
         None, help="AudioSet class_labels_indices.csv (index,mid,display_name); default: the seven shipped mood rows."
     ),
@@ -95,15 +84,15 @@ def build_audioset_mood(
         "https://www.youtube.com/watch?v={id}", help="Where a YTID is fetched from; {id} is replaced (for mirrors)."
     ),
     recipe: str = typer.Option("audioset-mood", help="Recipe name in recipes/ or a .toml path."),
-    workers: Workers = 1,
-    engine: Engine = "local",
-    shard_size: ShardSize = None,
-    fetch_threads: FetchThreads = None,
-    cookies: Cookies = None,
-    proxy: Proxy = None,
-    sleep: Sleep = None,
-    seed: SplitSeed = None,
-    overwrite: Overwrite = False,
+    workers: options.Workers = 1,
+    engine: options.Engine = "local",
+    shard_size: options.ShardSize = None,
+    fetch_threads: options.FetchThreads = None,
+    cookies: options.Cookies = None,
+    proxy: options.Proxy = None,
+    sleep: options.Sleep = None,
+    seed: options.SplitSeed = None,
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Build AudioSet music-mood clips (one mood per segment) with their AudioSet labels."""
     from mipkit.cli.build import print_build_summary

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mipkit.cli.options import BuildOut, Engine, Overwrite, Workers
+from mipkit.cli import options
 from mipkit.core import ui
 
 
@@ -96,13 +96,13 @@ def hydrate_command(
         metavar="REPO_ID_OR_DIR",
         help="A metadata-only release: Hub id 'owner/name', or a folder written by `push-to-hub --to-folder`.",
     ),
-    out: BuildOut = ...,
+    out: options.BuildOut = ...,
     recipe: str = typer.Option(
         "mipnet", help="Recipe name in recipes/ or a .toml path (clip length is taken from the release)."
     ),
-    workers: Workers = 1,
-    engine: Engine = "local",
-    overwrite: Overwrite = False,
+    workers: options.Workers = 1,
+    engine: options.Engine = "local",
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Rebuild the images and audio of a metadata-only release through the normal build pipeline.
 

@@ -11,7 +11,8 @@ from typing import Optional
 
 import typer
 
-from mipkit.cli.options import Cookies, Engine, Overwrite, Proxy, check_cookies
+from mipkit.cli import options
+from mipkit.cli.options import check_cookies
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError
 from mipkit.core.paths import recipe_dir
@@ -193,7 +194,7 @@ def yt8m_command(kind: str, what: str):
         workers: int = typer.Option(
             1, min=1, help="TFRecord files built in parallel (processes, or Ray tasks). Rate limits are shared out."
         ),
-        engine: Engine = "local",
+        engine: options.Engine = "local",
         threads: Optional[int] = typer.Option(
             None, min=1, help="Videos resolved concurrently inside one file (recipe: 4)."
         ),
@@ -211,9 +212,9 @@ def yt8m_command(kind: str, what: str):
             None,
             help="Cache of downloaded TFRecords, id lookups and yt-dlp answers (default ~/.cache/mipkit/yt8m, or $MIPKIT_CACHE/yt8m).",
         ),
-        cookies: Cookies = None,
-        proxy: Proxy = None,
-        overwrite: Overwrite = False,
+        cookies: options.Cookies = None,
+        proxy: options.Proxy = None,
+        overwrite: options.Overwrite = False,
         retry_failed: bool = typer.Option(
             False, "--retry-failed", help="Redo the files whose videos hit rate limits or network errors."
         ),
