@@ -1,5 +1,5 @@
 """What the training and evaluation commands share: one-line failures and the options every model family
-declares the same way (typer ``Annotated`` aliases: ``epochs: Epochs = 30``)."""
+declares the same way (typer ``Annotated`` aliases: ``epochs: common.Epochs = 30``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """What several command groups declare or check the same way: shared typer options (``Annotated`` aliases:
-``workers: Workers = 1``) and the ``--cookies`` check."""
+``workers: options.Workers = 1``) and the ``--cookies`` check."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mipkit.core.errors import MipkitError
+from mipkit.config.recipe import check_cookies_file
 
 BuildOut = Annotated[
     Path,
@@ -30,8 +30,6 @@ SplitSeed = Annotated[Optional[int], typer.Option(help="Seed of the split assign
 
 
 def check_cookies(cookies: Path | None) -> None:
-    """``--cookies`` must name an existing file (its path is never printed: only its name)."""
-    if cookies is not None and not cookies.is_file():
-        raise MipkitError(
-            f"--cookies file {cookies.name!r} does not exist; export cookies in Netscape format and pass that file"
-        )
+    """``--cookies`` must name an existing Netscape cookies file (only its name is ever printed, never its values)."""
+    if cookies is not None:
+        check_cookies_file(cookies)
