@@ -300,29 +300,11 @@ def release_reader(release: Release):
             pair_id = pair_id_for(source_id, window.start_s)
             request = sources.setdefault(source_id, SourceRequest(source_id=source_id, url=url))
             if request.url != url:
-                problems.append(
-                    SampleStatus(
-                        status=BAD_ROW,
-                        error=f"row {number}: source_id {source_id} has two URLs in the release",
-                        pair_id=pair_id,
-                        source_id=source_id,
-                        url=url,
-                        start_s=window.start_s,
-                        row=number,
-                    )
-                )
+                error = f"row {number}: source_id {source_id} has two URLs in the release"
+                problems.append(SampleStatus.of_window(BAD_ROW, error, source_id, url, window.start_s, number))
             elif pair_id in seen:
-                problems.append(
-                    SampleStatus(
-                        status=DUPLICATE,
-                        error=f"row {number}: pair {pair_id} appears twice in the release",
-                        pair_id=pair_id,
-                        source_id=source_id,
-                        url=url,
-                        start_s=window.start_s,
-                        row=number,
-                    )
-                )
+                error = f"row {number}: pair {pair_id} appears twice in the release"
+                problems.append(SampleStatus.of_window(DUPLICATE, error, source_id, url, window.start_s, number))
             else:
                 seen.add(pair_id)
                 request.windows.append(window)
