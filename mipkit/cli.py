@@ -136,6 +136,7 @@ _mount_baselines()
 from mipkit.yt8m_cli import register as _register_yt8m; _register_yt8m(app, build_app)  # noqa: E402,E702
 from mipkit.labels_cli import register; register(app, build_app)  # noqa: E402,E702 - label, build audioset-mood
 from mipkit.publish_cli import register as register_publishing; register_publishing(app, build_app)  # noqa: E402,E702 - push-to-hub, hydrate
+from mipkit.browse_cli import register as register_browse; register_browse(app, build_app)  # noqa: E402,E702 - browse
 # --- end of command modules ---
 
 

@@ -2,12 +2,17 @@
 
 Audio is a linear chirp, so any 10-s window has a unique waveform (a wrong start time shows up as a
 collapsed correlation). Video luma rises with time (``luma = LUMA_PER_S * t``), so a frame's
-brightness tells when it was taken; chroma and base pitch differ per source, so image and music of
-one source belong together (a learnable pairing for the demo training).
+brightness tells when it was taken; chroma and base pitch differ per source.
+
+Demo sources (:func:`demo_spec_for_index`) are cut into *scenes* instead: each scene's hidden factor
+(a hue and a pattern) drives the picture (colour, number of stripes) and the music together (pitch;
+beats per second and number of harmonics), so the image and the clip of one window belong together
+and differ from every other window: a pairing the demo's tiny model can learn.
 """
 
 from __future__ import annotations
 
+import colorsys
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +27,36 @@ CHROMA = 16
 
 
 @dataclass(frozen=True)
+class Scene:
+    """A stretch of a demo source from ``start_s`` on, with the hidden factor picture and music share."""
+
+    start_s: float
+    hue: float         # 0..1: colour of the picture, pitch of the music
+    pattern: int       # 1..4: stripes in the picture, beats per second and harmonics in the music
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(self.hue, 0.85, 0.95))
+
+    @property
+    def frequency(self) -> float:
+        return 110.0 * 2 ** (2 * self.hue)   # two octaves, 110..440 Hz
+
+    @property
+    def harmonics(self) -> int:
+        # Many harmonics: their spacing shows the pitch even to a small random PaSST, which mostly sees
+        # which spectro-temporal patches are lit, not where they are; their count is the timbre.
+        return 2 + 2 * self.pattern
+
+    def audio_expression(self, amplitude: float) -> str:
+        """ffmpeg ``aevalsrc`` expression of this scene's music (variable ``t``): ``pattern`` beats per second."""
+        count = self.harmonics
+        tones = "+".join(f"{1 / h:.3f}*sin(2*PI*{h * self.frequency:.3f}*t)" for h in range(1, count + 1))
+        norm = sum(1 / h for h in range(1, count + 1))
+        return f"{amplitude / norm:.4f}*(0.55+0.45*sin(2*PI*{self.pattern}*t))*({tones})"
+
+
+@dataclass(frozen=True)
 class SourceSpec:
     """What a generated source contains; ``expected_audio`` recomputes any window of it."""
 
@@ -31,6 +66,10 @@ class SourceSpec:
     cb: int = 128              # chroma of the picture (per-source colour)
     cr: int = 128
     amplitude: float = 0.5
+    scenes: tuple[Scene, ...] = ()   # demo sources: scene colours and tones replace the luma ramp and the chirp
+
+    def scene_at(self, at_s: float) -> Scene:
+        return [scene for scene in self.scenes if scene.start_s <= at_s][-1]
 
     def expected_audio(self, start_s: float, seconds: float, sample_rate: int) -> np.ndarray:
         t = start_s + np.arange(int(round(seconds * sample_rate))) / sample_rate
@@ -53,17 +92,50 @@ def spec_for_index(index: int, seconds: float) -> SourceSpec:
                       cb=int(128 + CHROMA * np.cos(angle)), cr=int(128 + CHROMA * np.sin(angle)))
 
 
+def demo_spec_for_index(index: int, seconds: float, scene_starts: tuple[float, ...] = (0.0, 13.0, 26.0, 39.0)) -> SourceSpec:
+    """A demo source: its scenes' hues walk the colour circle by the golden ratio, so that every window of
+    every source gets its own colour (and pitch), and the patterns cycle through 1..4."""
+    scenes = []
+    for k, start in enumerate(scene_starts):
+        window = index * len(scene_starts) + k
+        scenes.append(Scene(start_s=start, hue=(window * 0.618034) % 1.0, pattern=1 + (window * 3 + index) % 4))
+    return SourceSpec(seconds=seconds, scenes=tuple(scenes))
+
+
+def _piecewise(variable: str, scenes: tuple[Scene, ...], value) -> str:
+    """Nested ``if(lt(variable, start), ..)`` picking ``value(scene)`` of the scene playing at ``variable``."""
+    expr = value(scenes[-1])
+    for scene, following in zip(reversed(scenes[:-1]), reversed(scenes[1:])):
+        expr = f"if(lt({variable},{following.start_s}),{value(scene)},{expr})"
+    return expr
+
+
+def _scene_filters(spec: SourceSpec) -> tuple[str, str]:
+    """(video filter, audio expression) of a source cut into scenes: striped colour pictures, harmonic beats."""
+    channels = []
+    for c in range(3):
+        def pixel(scene: Scene, c=c) -> str:
+            bright, dark = scene.rgb[c], int(0.3 * (255 - scene.rgb[c]))
+            return f"if(mod(floor(Y*{2 * scene.pattern}/H),2),{dark},{bright})"
+        channels.append(_piecewise("T", spec.scenes, pixel))
+    video = f"format=rgb24,geq=r='{channels[0]}':g='{channels[1]}':b='{channels[2]}',format=yuv420p"
+    return video, _piecewise("t", spec.scenes, lambda scene: scene.audio_expression(spec.amplitude))
+
+
 def make_video(path: str | Path, spec: SourceSpec, size: str = "160x120", fps: int = 10, gop: int = 20) -> Path:
     """Write an H.264 + AAC mp4 (moov atom first, so readers can seek over HTTP)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     luma = f"min(255,{LUMA_BASE}+{LUMA_PER_S}*T)"
     chirp = f"{spec.amplitude}*sin(2*PI*({spec.f0}*t+{spec.sweep}*t*t/2))"
+    video_filter = f"format=yuv420p,geq=lum='{luma}':cb={spec.cb}:cr={spec.cr}"
+    if spec.scenes:
+        video_filter, chirp = _scene_filters(spec)
     cmd = [
         "ffmpeg", "-nostdin", "-v", "error", "-y",
         "-f", "lavfi", "-i", f"color=c=black:s={size}:r={fps}:d={spec.seconds}",
-        "-f", "lavfi", "-i", f"aevalsrc=exprs={chirp}:s=44100:d={spec.seconds}",
-        "-vf", f"format=yuv420p,geq=lum='{luma}':cb={spec.cb}:cr={spec.cr}",
+        "-f", "lavfi", "-i", f"aevalsrc=exprs='{chirp}':s=44100:d={spec.seconds}",
+        "-vf", video_filter,
         "-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop), "-pix_fmt", "yuv420p",
         "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", "-shortest", str(path),
     ]
