@@ -128,6 +128,9 @@ def _mount_baselines() -> None:
         return
     train_app.add_typer(baseline_app, name="baseline")
     app.command("eval")(eval_command)
+    from baselines.search_cli import search_command
+
+    app.command("search")(search_command)
 
 
 _mount_baselines()

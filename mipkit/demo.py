@@ -105,4 +105,4 @@ def run_demo(out: Path, sources: int = 16, workers: int = 2, train: bool = True)
         ui.console.print("[yellow]baselines not installed: skipping the training step[/yellow]")
         return
     ui.console.print("[bold]3/3[/bold] training a tiny HG-CLIM on the demo pairs and evaluating it")
-    train_and_evaluate(dataset_dir, out / "runs" / "hgclim-tiny")
+    train_and_evaluate(dataset_dir, out / "runs" / "hgclim-tiny", epochs=30)
