@@ -137,6 +137,7 @@ def eval_command(
     image_split: Optional[str] = typer.Option(None, "--image-split", help="--emotion-aligned: split of the image set (default --split)"),
     music_split: Optional[str] = typer.Option(None, "--music-split", help="--emotion-aligned: split of the music set (default --split)"),
     image_label_column: str = typer.Option("emotion", "--image-label-column", help="--emotion-aligned: label column of the image set (ClassLabel or string)"),
+    html: bool = typer.Option(False, "--html", help="also write a retrieval gallery RUN/gallery/index.html (top-5 both ways for a seeded sample of queries)"),
     mapping: str = typer.Option("none", "--mapping", help="--emotion-aligned: image->music label map in recipes/taxonomies/ (e.g. emoclim_image_to_music), a .toml path, or none (same names)"),
 ) -> None:
     """Evaluate a trained run: instance retrieval both ways (HG-CLIM: i2m, m2i and emotion-aligned retrieval;
@@ -160,12 +161,14 @@ def eval_command(
         result = evaluate_run(run, dataset, split, checkpoint=checkpoint, candidates=candidates, seeds=seed_list,
                               device=device, batch_size=batch_size, workers=workers,
                               log=lambda msg: err.print(f"[dim]{msg}[/dim]"),
-                              image_weights=image_weights, music_weights=music_weights, text_weights=text_weights)
+                              image_weights=image_weights, music_weights=music_weights, text_weights=text_weights,
+                              html=html)
     except MipkitError as e:
         _fail(e)
         return
+    gallery = f" and {result['gallery']}" if result.get("gallery") else ""
     _report(result, json_out, lambda: render_table(result, title=f"{result['run']} · {result['dataset']} · {split}"),
-            f"{Path(run).name}/eval_{split}.json and eval_{split}.png", err)
+            f"{Path(run).name}/eval_{split}.json, eval_{split}.png{gallery}", err)
 
 
 def _report(result: dict, json_out: bool, table, wrote: str, err) -> None:

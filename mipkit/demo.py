@@ -14,12 +14,19 @@ import csv
 from pathlib import Path
 
 from mipkit import ui
+from mipkit.errors import NothingBuiltError
 from mipkit.media import require_ffmpeg
 from mipkit.mediaserver import MediaServer
 from mipkit.synthetic_media import demo_spec_for_index, make_corrupt, make_video, spec_for_index
 from mipkit.taxonomy import load_taxonomy
 
 SOURCE_SECONDS = 52.0
+
+
+class DemoDidNotLearn(NothingBuiltError):
+    """The demo ran but its model did not learn (exit code 1, like a build that built nothing)."""
+
+
 WINDOW_STARTS = (1.5, 14.5, 27.5, 40.5)  # one window inside each of the four scenes (0, 13, 26 and 39 s on)
 
 
@@ -80,6 +87,7 @@ def demo_split_of(server: MediaServer, sources: int) -> dict[str, str]:
 
 
 def run_demo(out: Path, sources: int = 16, workers: int = 2, train: bool = True) -> None:
+    from mipkit.browse import build_site
     from mipkit.cli import print_build_summary
     from mipkit.pipeline import BuildOptions, build
     from mipkit.recipe import load_recipe
@@ -97,7 +105,9 @@ def run_demo(out: Path, sources: int = 16, workers: int = 2, train: bool = True)
         summary = build(BuildOptions(manifest=manifest, out=dataset_dir, recipe=recipe, workers=workers, overwrite=True,
                                      split_of=demo_split_of(server, sources)))
     print_build_summary(dataset_dir, summary)
+    index = build_site(dataset_dir)
     if not train:
+        ui.stdout.print(f"dataset browser: {index.resolve()}")
         return
     try:
         from baselines.train import train_and_evaluate
@@ -105,4 +115,9 @@ def run_demo(out: Path, sources: int = 16, workers: int = 2, train: bool = True)
         ui.console.print("[yellow]baselines not installed: skipping the training step[/yellow]")
         return
     ui.console.print("[bold]3/3[/bold] training a tiny HG-CLIM on the demo pairs and evaluating it")
-    train_and_evaluate(dataset_dir, out / "runs" / "hgclim-tiny", epochs=30)
+    run_dir = out / "runs" / "hgclim-tiny"
+    summary = train_and_evaluate(dataset_dir, run_dir, epochs=30)
+    ui.stdout.print(f"retrieval gallery: {(run_dir / 'gallery' / 'index.html').resolve()}")
+    ui.stdout.print(f"dataset browser: {index.resolve()}")
+    if not summary.get("learned"):
+        raise DemoDidNotLearn("the demo's tiny HG-CLIM stayed below 3x chance on the test split; see the table above")

@@ -34,8 +34,8 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .tag.failed { background: #fde2e2; }
 .query { display: flex; gap: 16px; align-items: flex-start; border-top: 1px solid #ccc; padding: 1em 0; }
 .query > .card { flex: none; }
-.results { display: flex; gap: 10px; flex-wrap: wrap; }
-.results .card { width: 200px; } .results .card img { height: 130px; }
+.results { display: flex; gap: 10px; overflow-x: auto; }
+.results .card { width: 180px; flex: none; } .results .card img { height: 120px; }
 .score { font-weight: bold; }
 .hidden { display: none !important; }
 svg.spark { vertical-align: middle; }

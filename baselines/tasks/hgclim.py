@@ -210,8 +210,9 @@ def write_model_card(run_dir: Path, cfg: TrainConfig, model, dataset_dict, resul
 
 def evaluate_run(run_dir: Path, config: dict, dataset: str, split: str, checkpoint: str, device: torch.device,
                  candidates=None, seeds=(0, 1, 2), batch_size: int = 64, workers: int = 0, log=print,
-                 image_weights: str | None = None, music_weights: str | None = None, **_ignored) -> dict:
-    """``mipkit eval`` of an HG-CLIM run: rebuild the model from ``config`` + a checkpoint."""
+                 image_weights: str | None = None, music_weights: str | None = None, html: bool = False,
+                 **_ignored) -> dict:
+    """``mipkit eval`` of an HG-CLIM run: rebuild the model from ``config`` + a checkpoint (``html``: and a gallery)."""
     model, step = load_run_model(run_dir, config, checkpoint, device, image_weights, music_weights)
     cache_dir = run_cache_dir(run_dir, config)
     dd = load_pair_dataset(dataset)
@@ -222,6 +223,10 @@ def evaluate_run(run_dir: Path, config: dict, dataset: str, split: str, checkpoi
     result = {"run": run_dir.name, "dataset": dataset_display_name(dataset), "split": split,
               "checkpoint_step": step, **result}
     write_eval(run_dir, split, result, v, m)
+    if html:
+        from baselines.gallery import write_gallery
+
+        result["gallery"] = write_gallery(run_dir, dd[split], v, m, split, result).relative_to(run_dir).as_posix()
     return result
 
 

@@ -140,8 +140,11 @@ def embed(model, stores: tuple, text: torch.Tensor | None, cfg: IICLVMConfig, de
 
 
 def sequence_retrieval(v: torch.Tensor, m: torch.Tensor, candidates, seeds) -> dict:
+    from baselines.chance import instance_chance
+
     sim = v.float() @ m.float().T
     return {"n_pairs": int(sim.shape[0]), DIRECTIONS[0]: instance_metrics(sim), DIRECTIONS[1]: instance_metrics(sim.T),
+            "chance": {"instance": instance_chance(int(sim.shape[0]))},
             "pools": pools(sim, candidates, seeds, DIRECTIONS) if candidates else {}}
 
 
@@ -286,7 +289,7 @@ def evaluate_embeddings(model, stores, text, cfg: IICLVMConfig, device, candidat
 
 def evaluate_run(run_dir: Path, config: dict, dataset: str, split: str, checkpoint: str, device: torch.device,
                  candidates=None, seeds=(0, 1, 2), batch_size: int = 64, workers: int = 0, log=print,
-                 text_weights: str | None = None, **_ignored) -> dict:
+                 text_weights: str | None = None, html: bool = False, **_ignored) -> dict:
     """``mipkit eval`` of an II-CLVM run: rebuild the model from ``config`` + a checkpoint."""
     from baselines.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 
@@ -315,4 +318,8 @@ def evaluate_run(run_dir: Path, config: dict, dataset: str, split: str, checkpoi
     result = {"run": run_dir.name, "dataset": dataset_display_name(dataset), "split": split,
               "checkpoint_step": int(state.get("step", -1)), **result}
     write_eval(run_dir, split, result, v, m)
+    if html:
+        from baselines.gallery import write_gallery
+
+        result["gallery"] = write_gallery(run_dir, ds, v, m, split, result).relative_to(run_dir).as_posix()
     return result
