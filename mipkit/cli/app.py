@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mipkit.cli import browse, build, demo, inspect, label, publish, search, yt8m
+from mipkit.cli import browse, build, demo, inspect, label, publish, search, weights, yt8m
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError, NothingBuiltError
 
@@ -18,6 +18,7 @@ build_app = typer.Typer(no_args_is_help=True, help="Build a dataset from a recip
 train_app = typer.Typer(no_args_is_help=True, help="Train a model.")
 app.add_typer(build_app, name="build")
 app.add_typer(train_app, name="train")
+app.add_typer(weights.weights_app, name="weights")
 
 build_app.command("mipnet")(build.build_mipnet)
 app.command("status")(inspect.status)

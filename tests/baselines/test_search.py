@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from baselines.eval.search import flat_index, normalised, search_run
+from mipkit.cli.search import music_window
 from tests.helpers.synthetic import make_scene_dataset
 from tests.helpers.yt8m_synthetic import make_yt8m_dataset
 
@@ -72,7 +73,8 @@ def test_images_find_their_own_music_at_rank_1_for_most_queries(scenes, run, tmp
     assert sum(top1) > len(top1) / 2, f"true pair at rank 1 for {sum(top1)} of {len(top1)} images"
     assert sum("building" in line for line in logs if "search index" in line) == 1  # indexed once, then reused
     clips = [
-        search_run(run, music=clip, k=5, device="cpu", log=logs.append)["results"][0]["pair_id"] == pair_id
+        search_run(run, music=music_window(clip, None), k=5, device="cpu", log=logs.append)["results"][0]["pair_id"]
+        == pair_id
         for pair_id, _, clip in queries
     ]
     assert sum(clips) > len(clips) / 2, f"true pair at rank 1 for {sum(clips)} of {len(clips)} clips"
