@@ -97,7 +97,7 @@ def test_the_index_is_rebuilt_when_the_checkpoint_changes(scenes, run, tmp_path)
     import shutil
 
     copy = tmp_path / "copy"
-    shutil.copytree(run, copy)
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("search"))  # an index of its own
     image = query_files(scenes, tmp_path / "q")[0][1]
     logs: list[str] = []
     first = search_run(copy, image=image, k=3, device="cpu", log=logs.append)
