@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mipkit.core.ids import redact_url, youtube_id
 
@@ -142,20 +141,15 @@ def audio_suffix(data: bytes) -> str:
 
 
 def source_link(url: str | None, start_s: float | None) -> str | None:
-    """The source opened at ``start_s``: YouTube ``&t=START``, any other URL a media fragment ``#t=START``."""
+    """The source opened at ``start_s``: YouTube's watch page with ``&t=START``, any other URL a media fragment."""
     url = redact_url(url)
     if not url:
         return None
-    if start_s is None:
-        return url
-    start = max(0, int(start_s))
-    if youtube_id(url) and not urlsplit(url).netloc.endswith("youtu.be"):
-        parts = urlsplit(url)
-        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "t"] + [("t", f"{start}s")]
-        return urlunsplit(parts._replace(query=urlencode(query)))
-    if youtube_id(url):
-        return f"{url.split('?')[0]}?t={start}"
-    return f"{url.split('#')[0]}#t={start}"
+    start = max(0, int(start_s or 0))
+    video = youtube_id(url)
+    if video:
+        return f"https://www.youtube.com/watch?v={video}" + (f"&t={start}s" if start_s is not None else "")
+    return url if start_s is None else f"{url.split('#')[0]}#t={start}"
 
 
 def audio_tag(src: str) -> str:

@@ -83,7 +83,7 @@ def test_source_links_open_at_the_start_of_the_window():
         source_link("https://www.youtube.com/watch?v=abcdefghijk", 75.5)
         == "https://www.youtube.com/watch?v=abcdefghijk&t=75s"
     )
-    assert source_link("https://youtu.be/abcdefghijk", 3.0) == "https://youtu.be/abcdefghijk?t=3"
+    assert source_link("https://youtu.be/abcdefghijk", 3.0) == "https://www.youtube.com/watch?v=abcdefghijk&t=3s"
     assert source_link("http://user:secret@127.0.0.1:8000/a.mp4", 2.0) == "http://127.0.0.1:8000/a.mp4#t=2"
 
 
