@@ -174,11 +174,14 @@ def embed(
 
 
 def sequence_retrieval(v: torch.Tensor, m: torch.Tensor, candidates, seeds) -> dict:
+    from baselines.eval.chance import instance_chance
+
     sim = v.float() @ m.float().T
     return {
         "n_pairs": int(sim.shape[0]),
         DIRECTIONS[0]: instance_metrics(sim),
         DIRECTIONS[1]: instance_metrics(sim.T),
+        "chance": {"instance": instance_chance(int(sim.shape[0]))},
         "pools": pools(sim, candidates, seeds, DIRECTIONS) if candidates else {},
     }
 
@@ -368,9 +371,10 @@ def evaluate_run(
     workers: int = 0,
     log=print,
     text_weights: str | None = None,
+    html: bool = False,
     **_ignored,
 ) -> dict:
-    """``mipkit eval`` of an II-CLVM run: rebuild the model from ``config`` + a checkpoint."""
+    """``mipkit eval`` of an II-CLVM run: rebuild the model from ``config`` + a checkpoint (``html``: and a gallery)."""
     from baselines.runtime.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 
     if text_weights:
@@ -395,4 +399,9 @@ def evaluate_run(
     elif isinstance(candidates, int):
         candidates = (candidates,)
     result, v, m = evaluate_embeddings(model, stores, text, cfg, device, candidates, seeds)
-    return write_run_eval(run_dir, dataset, split, int(state.get("step", -1)), result, v, m)
+    result = write_run_eval(run_dir, dataset, split, int(state.get("step", -1)), result, v, m)
+    if html:
+        from baselines.eval.gallery import write_gallery
+
+        result["gallery"] = write_gallery(run_dir, ds, v, m, split, result).relative_to(run_dir).as_posix()
+    return result
