@@ -53,20 +53,45 @@ def spec_for_index(index: int, seconds: float) -> SourceSpec:
                       cb=int(128 + CHROMA * np.cos(angle)), cr=int(128 + CHROMA * np.sin(angle)))
 
 
-def make_video(path: str | Path, spec: SourceSpec, size: str = "160x120", fps: int = 10, gop: int = 20) -> Path:
-    """Write an H.264 + AAC mp4 (moov atom first, so readers can seek over HTTP)."""
+# Codecs per container: what real hosts serve (mp4/mkv H.264 + AAC, webm VP9 + Opus, ogg/m4a audio only).
+_CODECS = {
+    ".mp4": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "128k"],
+    ".mkv": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "128k"],
+    ".webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k", "-c:a", "libopus"],
+    ".ogg": ["-vn", "-c:a", "libvorbis"],
+    ".m4a": ["-vn", "-c:a", "aac", "-b:a", "128k"],
+}
+
+
+def make_video(path: str | Path, spec: SourceSpec, size: str = "160x120", fps: int = 10, gop: int = 20,
+               faststart: bool = True, noise: int = 0, video_kbps: int = 0) -> Path:
+    """Write a source in the container named by the suffix (default H.264 + AAC mp4, moov atom first).
+
+    Pictures larger than 160x120 are drawn at 160x120 and scaled (the per-pixel expression is slow);
+    ``noise`` adds temporal grain so that a large picture costs what a real one does to encode and decode.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     luma = f"min(255,{LUMA_BASE}+{LUMA_PER_S}*T)"
     chirp = f"{spec.amplitude}*sin(2*PI*({spec.f0}*t+{spec.sweep}*t*t/2))"
-    cmd = [
-        "ffmpeg", "-nostdin", "-v", "error", "-y",
-        "-f", "lavfi", "-i", f"color=c=black:s={size}:r={fps}:d={spec.seconds}",
-        "-f", "lavfi", "-i", f"aevalsrc=exprs={chirp}:s=44100:d={spec.seconds}",
-        "-vf", f"format=yuv420p,geq=lum='{luma}':cb={spec.cb}:cr={spec.cr}",
-        "-c:v", "libx264", "-preset", "ultrafast", "-g", str(gop), "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", "-shortest", str(path),
-    ]
+    picture = f"format=yuv420p,geq=lum='{luma}':cb={spec.cb}:cr={spec.cr}"
+    if size != "160x120":
+        picture += f",scale={size.replace('x', ':')}"
+    if noise:
+        picture += f",noise=alls={noise}:allf=t"
+    codecs = list(_CODECS[path.suffix.lower()])
+    if video_kbps and "-vn" not in codecs:
+        codecs += ["-b:v", f"{video_kbps}k"]
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y",
+           "-f", "lavfi", "-i", f"color=c=black:s=160x120:r={fps}:d={spec.seconds}",
+           "-f", "lavfi", "-i", f"aevalsrc=exprs={chirp}:s=44100:d={spec.seconds}"]
+    if "-vn" in codecs:
+        cmd += codecs
+    else:
+        cmd += ["-vf", picture, *codecs, "-g", str(gop), "-pix_fmt", "yuv420p"]
+    if path.suffix.lower() in (".mp4", ".m4a") and faststart:
+        cmd += ["-movflags", "+faststart"]
+    cmd += ["-shortest", str(path)]
     subprocess.run(cmd, check=True)
     return path
 
