@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["160x120", "854x480"])
     parser.add_argument("--layouts", nargs="+", default=["32x1", "8x6"], help="SOURCESxWINDOWS")
     parser.add_argument("--source-seconds", type=float, default=60.0)
-    parser.add_argument("--parallel", type=int, default=0, help="concurrent windows/sources for both sides (0 = mipkit's default)")
+    parser.add_argument("--parallel", type=int, default=4, help="concurrent jobs on both sides: floor windows, mipkit sources in flight")
     parser.add_argument("--distinct", type=int, default=4, help="distinct generated files behind the served names")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides, e.g. ytdlp.force_keyframes_at_cuts=true")
     parser.add_argument("--label", default="", help="what this run measures (goes into the report)")
@@ -171,7 +171,7 @@ def main() -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = {"true": True, "false": False}.get(value.lower(), value)
-    parallel = args.parallel or load_recipe("mipnet").with_overrides(overrides).shards.fetch_threads
+    parallel = args.parallel
 
     work = Path(tempfile.mkdtemp(prefix="mipkit-bench-"))
     rows = []

@@ -1,7 +1,6 @@
-"""Stage 2, fetch: one ``extract_info`` per source, then only the needed sections through yt-dlp.
-
-yt-dlp's ``download_ranges`` makes ffmpeg read just the windows (HTTP range requests), and
-``force_keyframes_at_cuts`` makes each section start exactly at its ``start_s``.
+"""Stage 2, fetch: one ``extract_info`` per source; the windows are then read by the fast path
+(``window_fetch``: one ffmpeg per window on the resolved URLs) or, for formats that are not plain
+http(s) files or with ``force_keyframes_at_cuts``, as yt-dlp sections (``download_sections``).
 """
 
 from __future__ import annotations
@@ -9,19 +8,20 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import secrets
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import yt_dlp
 from yt_dlp.utils import download_range_func
 
 from mipkit import records
 from mipkit.errors import MipkitError
-from mipkit.media import MediaError, duration_of, probe
+from mipkit.media import MediaError
 from mipkit.recipe import YtdlpConfig
 
 # Ordered: the first pattern that matches a yt-dlp/ffmpeg message decides the status.
@@ -31,8 +31,8 @@ _ERROR_KINDS = [
                                      r"not available|no longer available|account .* terminated|copyright|age.restricted|"
                                      r"Sign in to confirm your age|members.only|Unsupported URL|No video formats found", re.I)),
     (records.DECODE_ERROR, re.compile(r"Invalid data found|moov atom not found|could not find codec|Error while decoding|"
-                                      r"no decodable|could not read the media|Invalid argument", re.I)),
-    (records.NETWORK_ERROR, re.compile(r"timed out|Connection refused|Connection reset|Temporary failure in name resolution|"
+                                      r"no decodable|could not read the media|Invalid argument|matches no streams", re.I)),
+    (records.NETWORK_ERROR, re.compile(r"HTTP Error 5\d\d|timed out|Connection refused|Connection reset|Temporary failure in name resolution|"
                                        r"Network is unreachable|Remote end closed|IncompleteRead|EOF occurred|Failed to resolve|"
                                        r"Name or service not known|getaddrinfo failed|No address associated", re.I)),
 ]
@@ -72,7 +72,7 @@ def check_format(selector: str) -> None:
 
 def redact(text: str, cfg: YtdlpConfig) -> str:
     """Remove the proxy URL (it may hold a password) and the cookies file name from a message."""
-    secrets = [(cfg.proxy, "<proxy>"), (cfg.cookiefile, "<cookies>"), (os.path.basename(cfg.cookiefile), "<cookies>")]
+    secrets = [(effective_proxy(cfg), "<proxy>"), (cfg.cookiefile, "<cookies>"), (os.path.basename(cfg.cookiefile), "<cookies>")]
     for secret, label in secrets:
         if secret:
             text = text.replace(secret, label)
@@ -155,6 +155,16 @@ def youtube_support_problems() -> list[str]:
     return problems
 
 
+PROXY_ENV = ("MIPKIT_PROXY", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+
+
+def effective_proxy(cfg: YtdlpConfig) -> str:
+    """The recipe's proxy, else ``MIPKIT_PROXY``, else the standard variables: so it need not be on a command line."""
+    if cfg.proxy:
+        return cfg.proxy
+    return next((os.environ[name] for name in PROXY_ENV if os.environ.get(name)), "")
+
+
 def ytdlp_params(cfg: YtdlpConfig, logger: _CollectingLogger) -> dict:
     params = {
         "format": cfg.format,
@@ -172,8 +182,9 @@ def ytdlp_params(cfg: YtdlpConfig, logger: _CollectingLogger) -> dict:
     }
     if cfg.cookiefile:
         params["cookiefile"] = cfg.cookiefile
-    if cfg.proxy:
-        params["proxy"] = cfg.proxy
+    proxy = effective_proxy(cfg)
+    if proxy:
+        params["proxy"] = proxy
     if cfg.sleep_interval > 0:
         params["sleep_interval"] = cfg.sleep_interval
     runtime = available_js_runtime()
@@ -183,65 +194,58 @@ def ytdlp_params(cfg: YtdlpConfig, logger: _CollectingLogger) -> dict:
 
 
 @contextmanager
-def open_ytdlp(params: dict):
+def open_ytdlp(params: dict, private_dir: Path):
     """A ``YoutubeDL`` for ``params`` that cannot touch the user's cookies file.
 
     yt-dlp writes its cookie jar back to ``cookiefile`` whenever an instance closes; with several
     threads and processes that would rewrite (and could truncate) the user's file concurrently.
-    Each instance gets a private copy (mode 0600), deleted afterwards.
+    Each instance gets a private copy (mode 0600) in ``private_dir``, a folder of the locked build
+    (never the shared temp folder, where a kill would leave it), deleted afterwards.
     """
     params = dict(params)
     private = None
     if params.get("cookiefile"):
-        fd, private = tempfile.mkstemp(prefix="mipkit-cookies-", suffix=".txt")
-        os.close(fd)
-        os.chmod(private, 0o600)
-        shutil.copyfile(params["cookiefile"], private)
-        params["cookiefile"] = private
+        private_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private = private_dir / f"cookies-{secrets.token_hex(8)}.txt"
+        with open(private, "xb", opener=lambda path, flags: os.open(path, flags, 0o600)) as copy, \
+                open(params["cookiefile"], "rb") as original:
+            shutil.copyfileobj(original, copy)
+        params["cookiefile"] = str(private)
     try:
         with yt_dlp.YoutubeDL(params) as ydl:
             yield ydl
     finally:
         if private:
-            os.unlink(private)
-
-
-def _media_url(info: dict) -> tuple[str, dict[str, str]] | None:
-    formats = info.get("requested_formats") or [info]
-    first = formats[0]
-    if first.get("url"):
-        return first["url"], first.get("http_headers") or {}
-    return None
+            private.unlink(missing_ok=True)
 
 
 class Fetcher:
     """Fetches the sections of one source; one instance per source (yt-dlp objects are not thread-safe)."""
 
-    def __init__(self, cfg: YtdlpConfig):
+    def __init__(self, cfg: YtdlpConfig, private_dir: Path):
         self.cfg = cfg
+        self.private_dir = private_dir
 
     def extract(self, url: str) -> SourceInfo:
         """Resolve the source once; its info dict is reused for metadata and every section."""
 
         def action(logger):
-            with open_ytdlp(ytdlp_params(self.cfg, logger)) as ydl:
-                return ydl.extract_info(url, download=False)
+            with open_ytdlp(ytdlp_params(self.cfg, logger), self.private_dir) as ydl:
+                info = ydl.extract_info(url, download=False)
+                if info is not None:
+                    # The cookies each media URL needs, for the relay (ffmpeg never sees them).
+                    for fmt in info.get("requested_formats") or [info]:
+                        if fmt.get("url") and urlparse(fmt["url"]).scheme in ("http", "https"):
+                            fmt["_mipkit_cookie"] = ydl.cookiejar.get_cookie_header(fmt["url"]) or ""
+                return info
 
         info = with_retries(action, self.cfg, "extract_info failed")
         if info is None:
             raise FetchError(records.UNAVAILABLE, "extract_info returned nothing")
         if info.get("_type") == "playlist":
             raise FetchError(records.BAD_ROW, "the URL is a playlist; list its videos one per row")
+        # Direct media links (generic extractor) carry no duration; the fast path reads it only if needed.
         duration = info.get("duration")
-        if duration is None:
-            # Direct media links (generic extractor) carry no duration: read it from the container.
-            target = _media_url(info)
-            if target is None:
-                raise FetchError(records.DOWNLOAD_ERROR, "no media URL in the extracted info")
-            try:
-                duration = duration_of(probe(target[0], target[1], timeout=self.cfg.socket_timeout * 2))
-            except MediaError as exc:
-                raise FetchError(records.DECODE_ERROR, one_line(redact(str(exc), self.cfg))) from None
         return SourceInfo(
             info=info,
             duration=float(duration) if duration is not None else None,
@@ -264,7 +268,7 @@ class Fetcher:
                 "overwrites": True,
                 "continuedl": False,
             })
-            with open_ytdlp(params) as ydl:
+            with open_ytdlp(params, self.private_dir) as ydl:
                 ydl.process_ie_result(dict(source.info), download=True)
 
         with_retries(action, self.cfg, "download failed")

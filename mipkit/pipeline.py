@@ -24,6 +24,7 @@ from mipkit.ids import youtube_id
 from mipkit.errors import MipkitError, NothingBuiltError
 from mipkit.manifest import read_manifest
 from mipkit.media import require_ffmpeg
+from mipkit.parallelism import describe as describe_parallelism
 from mipkit.recipe import Recipe
 from mipkit.records import TRANSIENT_STATUSES, SampleStatus, SourceRequest
 from mipkit.shards import STATS_FILE, STATUS_FILE, ShardTask, is_done, plan_shards, run_shard, shards_root
@@ -158,6 +159,7 @@ def build(opts: BuildOptions) -> dict:
     began = time.time()
     errors: list[str] = []
     if pending:
+        ui.console.print(describe_parallelism(opts.workers, opts.recipe.shards.fetch_threads))
         with ui.progress_bar("samples") as progress:
             bar = progress.add_task("building", total=sum(_expected_samples(t, opts.recipe) for t in pending), failed=0)
             def advance(statuses: list[str]) -> None:

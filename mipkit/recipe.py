@@ -46,7 +46,7 @@ class SplitConfig:
 @dataclass(frozen=True)
 class ShardConfig:
     sources_per_shard: int = 32
-    fetch_threads: int = 4
+    fetch_threads: int = 0  # sources fetched concurrently in a shard; 0 = sized to the machine (see parallelism.py)
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,9 @@ class YtdlpConfig:
     retry_backoff_s: float = 5.0
     sleep_interval: float = 0.0
     socket_timeout: float = 30.0
-    force_keyframes_at_cuts: bool = True
+    window_timeout_s: float = 120.0  # wall-clock cap of one window's ffmpeg
+    max_retry_after_s: float = 300.0  # a server's Retry-After is honoured up to this
+    force_keyframes_at_cuts: bool = False  # True: yt-dlp sections re-encoded at the cuts instead of the fast path
     cookiefile: str = ""
     proxy: str = ""
 
@@ -97,8 +99,10 @@ class Recipe:
             raise MipkitError(f"recipe {self.name!r}: clip.clips_per_source must be >= 1")
         if not 0.0 <= self.clip.image_position <= 1.0:
             raise MipkitError(f"recipe {self.name!r}: clip.image_position must be in [0, 1]")
-        if self.shards.sources_per_shard < 1 or self.shards.fetch_threads < 1:
-            raise MipkitError(f"recipe {self.name!r}: shards.sources_per_shard and fetch_threads must be >= 1")
+        if self.shards.sources_per_shard < 1 or self.shards.fetch_threads < 0:
+            raise MipkitError(f"recipe {self.name!r}: shards.sources_per_shard must be >= 1 and fetch_threads >= 0 (0 = automatic)")
+        if self.ytdlp.window_timeout_s <= 0 or self.ytdlp.socket_timeout <= 0:
+            raise MipkitError(f"recipe {self.name!r}: ytdlp.window_timeout_s and socket_timeout must be positive")
 
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
         """Plain dict of the recipe; secrets (cookies file, proxy) are redacted by default."""

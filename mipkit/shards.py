@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mipkit.fetch import one_line
+from mipkit.parallelism import fetch_threads
 from mipkit.process import build_source, fail_all
 from mipkit.recipe import Recipe
 from mipkit.records import INTERNAL_ERROR, Pair, SampleStatus, SourceRequest
@@ -112,7 +113,7 @@ def run_shard(task: ShardTask, recipe: Recipe, out_dir: Path,
             reason = f"internal error ({type(exc).__name__}: {one_line(str(exc))}); please report it"
             return [], fail_all(request, INTERNAL_ERROR, reason, recipe.clip.clips_per_source)
 
-    pool = ThreadPoolExecutor(max_workers=recipe.shards.fetch_threads, thread_name_prefix=f"shard{task.index}")
+    pool = ThreadPoolExecutor(max_workers=fetch_threads(recipe.shards.fetch_threads), thread_name_prefix=f"shard{task.index}")
     try:
         for source_pairs, source_statuses in pool.map(one, task.sources):
             pairs.extend(source_pairs)

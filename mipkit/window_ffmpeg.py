@@ -80,7 +80,7 @@ def window_command(job: WindowJob, rw_timeout_s: float) -> list[str]:
     cmd += ["-map", "0:a:0", "-ac", str(job.channels), "-af", audio_filter,
             "-c:a", "flac", "-sample_fmt", "s16", "-f", "flac", str(job.out_flac)]
     if job.video_url:
-        cmd += ["-map", "1:v:0", "-frames:v", "1", "-vf", _scale_filter(job.image_max_side), "-f", "image2pipe",
+        cmd += ["-map", "1:v:0?", "-frames:v", "1", "-vf", _scale_filter(job.image_max_side), "-f", "image2pipe",
                 "-c:v", "png", "pipe:1"]
     return cmd
 

@@ -123,8 +123,11 @@ def status_of(message: str) -> str:
 class YtdlpMetadata:
     """``extract_info`` without download, rate-limited, retried on transient errors, cached."""
 
-    def __init__(self, cfg: YtdlpConfig, url_template: str = YOUTUBE_URL_TEMPLATE, rate: float = 1.0, cache: DiskCache | None = None):
+    def __init__(self, cfg: YtdlpConfig, url_template: str = YOUTUBE_URL_TEMPLATE, rate: float = 1.0, cache: DiskCache | None = None,
+                 private_dir: Path | None = None):
         self.cfg = cfg
+        # The private cookies copy lives in the build's own folder (beside the cache), never in /tmp.
+        self.private_dir = private_dir or (cache.root.parent / "private" if cache is not None else Path("build") / "private")
         self.url_template = url_template
         self.limiter = RateLimiter(rate)
         self.cache = cache
@@ -142,7 +145,7 @@ class YtdlpMetadata:
 
         def action(logger):
             params = {**ytdlp_params(self.cfg, logger), "skip_download": True, "ignore_no_formats_error": True}
-            with open_ytdlp(params) as ydl:
+            with open_ytdlp(params, self.private_dir) as ydl:
                 return ydl.extract_info(self.url_for(youtube_id), download=False, process=False)
 
         try:
