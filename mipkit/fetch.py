@@ -79,11 +79,35 @@ def redact(text: str, cfg: YtdlpConfig) -> str:
     return text
 
 
-def with_retries(action, cfg: YtdlpConfig, what: str, classify=None, before_try=None):
+def retry_after_of(exc: BaseException, cap: float = 300.0) -> float | None:
+    """The ``Retry-After`` seconds of the HTTP answer behind a yt-dlp error, if it sent one (capped)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        headers = getattr(response, "headers", None)
+        value = headers.get("Retry-After") if headers is not None else None
+        if value:
+            try:
+                return min(max(float(value), 0.0), cap)
+            except ValueError:
+                return None
+        exc_info = getattr(current, "exc_info", None)
+        todo += [getattr(current, "cause", None), current.__cause__, current.__context__,
+                 exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) > 1 else None]
+    return None
+
+
+def with_retries(action, cfg: YtdlpConfig, what: str, classify=None, before_try=None, max_retry_after_s: float = 300.0):
     """Run ``action(logger)``; retry transient failures with back-off; else raise ``FetchError``.
 
     ``classify`` maps the collected yt-dlp messages to a status (default ``classify_error``);
-    ``before_try`` runs before every attempt (a rate limiter).
+    ``before_try`` runs before every attempt (a rate limiter). A server's ``Retry-After`` is
+    honoured, up to ``max_retry_after_s``.
     """
     classify = classify or classify_error
     attempt = 0
@@ -98,7 +122,7 @@ def with_retries(action, cfg: YtdlpConfig, what: str, classify=None, before_try=
             status = classify(text)
             if status in records.TRANSIENT_STATUSES and attempt < cfg.extract_retries:
                 attempt += 1
-                time.sleep(cfg.retry_backoff_s * attempt)
+                time.sleep(max(cfg.retry_backoff_s * attempt, retry_after_of(exc, max_retry_after_s) or 0.0))
                 continue
             raise FetchError(status, f"{what}: {one_line(redact(str(exc) or text, cfg))}") from None
 

@@ -16,6 +16,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+_RANGE_ANSWER = re.compile(r"bytes (\d+)-(\d+)/")
 _CHUNK = 64 * 1024
 ALLOWED_SCHEMES = ("http", "https")
 
@@ -84,10 +86,11 @@ class MediaRelay(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, temp_dir: Path, proxy: str = "", timeout: float = 30.0, max_whole_bytes: int = 2 << 30):
+    def __init__(self, temp_dir: Path, proxy: str = "", timeout: float = 30.0, retries: int = 3, max_whole_bytes: int = 2 << 30):
         super().__init__(("127.0.0.1", 0), _RelayHandler)
         self.temp_dir = Path(temp_dir)
         self.timeout_s = timeout
+        self.retries = retries
         self.max_whole_bytes = max_whole_bytes
         handlers = [_NoOtherSchemes(), urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {})]
         self.opener = urllib.request.build_opener(*handlers)
@@ -111,7 +114,7 @@ class MediaRelay(ThreadingHTTPServer):
         if ticket.whole_file is not None:
             ticket.whole_file.unlink(missing_ok=True)
 
-    def open_upstream(self, ticket: Ticket, range_header: str):
+    def _request(self, ticket: Ticket, range_header: str):
         request = urllib.request.Request(ticket.url, method="GET")
         for key, value in ticket.headers.items():
             if key.lower() == "cookie":
@@ -120,6 +123,30 @@ class MediaRelay(ThreadingHTTPServer):
                 request.add_header(key, value)
         request.add_header("Range", range_header or "bytes=0-")
         return self.opener.open(request, timeout=self.timeout_s)
+
+    def open_upstream(self, ticket: Ticket, range_header: str):
+        """The host's answer; a 5xx or a refused connection is retried here, within one read timeout
+        in all (ffmpeg waits longer), so one bad answer does not cost the whole window."""
+        budget = self.timeout_s
+        attempt = 0
+        while True:
+            try:
+                return self._request(ticket, range_header)
+            except urllib.error.HTTPError as exc:
+                retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+                transient = exc.code >= 500 or exc.code == 429
+                pause = max(0.25 * 2 ** attempt, retry_after or 0.0)
+                if not transient or attempt >= self.retries or pause > budget:
+                    raise
+            except urllib.error.URLError as exc:
+                if not isinstance(exc.reason, ConnectionError) or attempt >= self.retries:
+                    raise
+                pause = 0.25 * 2 ** attempt
+                if pause > budget:
+                    raise
+            budget -= pause
+            attempt += 1
+            time.sleep(pause)
 
     def start(self) -> "MediaRelay":
         self._thread = threading.Thread(target=self.serve_forever, name="mipkit-media-relay", daemon=True)
@@ -186,6 +213,10 @@ class _RelayHandler(BaseHTTPRequestHandler):
 
     def _pass_through(self, ticket: Ticket, upstream) -> None:
         length = upstream.headers.get("Content-Length")
+        span = _RANGE_ANSWER.match(upstream.headers.get("Content-Range") or "")
+        if span and length is not None and int(span.group(2)) - int(span.group(1)) + 1 != int(length):
+            # The answer's Content-Length is shorter than the range it names: a truncated body.
+            ticket.fault(Fault("cut", f"Content-Length {length} does not match Content-Range {span.group(0)}"))
         self.send_response(upstream.status)
         for key in ("Content-Type", "Content-Length", "Content-Range", "Accept-Ranges"):
             if upstream.headers.get(key):

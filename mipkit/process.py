@@ -8,6 +8,7 @@ ffmpeg per window through the relay, ``window_fetch``); other formats, or a reci
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def _fast_path(request: SourceRequest, source: SourceInfo, formats: tuple[dict, 
     cfg = recipe.ytdlp
     audio_format, video_format = formats
     pairs: list[Pair] = []
-    with MediaRelay(source_dir / "relay", proxy=effective_proxy(cfg), timeout=cfg.socket_timeout) as relay:
+    with MediaRelay(source_dir / "relay", proxy=effective_proxy(cfg), timeout=recipe.socket_timeout_s, retries=cfg.retries) as relay:
         def ticket(fmt: dict):
             headers = dict(fmt.get("http_headers") or {})
             if fmt.get("_mipkit_cookie"):
@@ -135,7 +136,7 @@ class _TooShort(Exception):
 def build_source(request: SourceRequest, recipe: Recipe, workdir: Path) -> tuple[list[Pair], list[SampleStatus]]:
     """Fetch and process every window of one source. Temporary files are removed in all cases."""
     source_dir = workdir / request.source_id
-    fetcher = Fetcher(recipe.ytdlp, private_dir=workdir / ".private")
+    fetcher = Fetcher(dataclasses.replace(recipe.ytdlp, socket_timeout=recipe.socket_timeout_s), private_dir=workdir / ".private")
     auto = recipe.clip.clips_per_source
     try:
         source = fetcher.extract(request.url)

@@ -57,11 +57,18 @@ class YtdlpConfig:
     retry_backoff_s: float = 5.0
     sleep_interval: float = 0.0
     socket_timeout: float = 30.0
-    window_timeout_s: float = 120.0  # wall-clock cap of one window's ffmpeg
-    max_retry_after_s: float = 300.0  # a server's Retry-After is honoured up to this
     force_keyframes_at_cuts: bool = False  # True: yt-dlp sections re-encoded at the cuts instead of the fast path
     cookiefile: str = ""
     proxy: str = ""
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    """Bounds of every transfer: yt-dlp's, the media relay's and ffmpeg's."""
+
+    socket_timeout_s: float = 30.0  # any network read that waits longer fails (network_error, retried)
+    window_timeout_s: float = 120.0  # wall-clock cap of one window's ffmpeg
+    max_retry_after_s: float = 300.0  # a server's Retry-After is honoured up to this
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,12 @@ class Recipe:
     splits: SplitConfig = field(default_factory=SplitConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     ytdlp: YtdlpConfig = field(default_factory=YtdlpConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+
+    @property
+    def socket_timeout_s(self) -> float:
+        """The read timeout in force: the tighter of ``fetch.socket_timeout_s`` and ``ytdlp.socket_timeout``."""
+        return min(self.fetch.socket_timeout_s, self.ytdlp.socket_timeout)
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Recipe":
         """Return a copy with ``section.key`` values replaced (``None`` values are ignored)."""
@@ -101,8 +114,8 @@ class Recipe:
             raise MipkitError(f"recipe {self.name!r}: clip.image_position must be in [0, 1]")
         if self.shards.sources_per_shard < 1 or self.shards.fetch_threads < 0:
             raise MipkitError(f"recipe {self.name!r}: shards.sources_per_shard must be >= 1 and fetch_threads >= 0 (0 = automatic)")
-        if self.ytdlp.window_timeout_s <= 0 or self.ytdlp.socket_timeout <= 0:
-            raise MipkitError(f"recipe {self.name!r}: ytdlp.window_timeout_s and socket_timeout must be positive")
+        if min(self.fetch.window_timeout_s, self.fetch.socket_timeout_s, self.ytdlp.socket_timeout) <= 0 or self.fetch.max_retry_after_s < 0:
+            raise MipkitError(f"recipe {self.name!r}: fetch.window_timeout_s, fetch.socket_timeout_s and ytdlp.socket_timeout must be positive")
 
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
         """Plain dict of the recipe; secrets (cookies file, proxy) are redacted by default."""
@@ -142,6 +155,7 @@ def load_recipe(name_or_path: str) -> Recipe:
         splits=_section(SplitConfig, raw.get("splits", {}), f"{path.name} [splits]"),
         shards=_section(ShardConfig, raw.get("shards", {}), f"{path.name} [shards]"),
         ytdlp=_section(YtdlpConfig, raw.get("ytdlp", {}), f"{path.name} [ytdlp]"),
+        fetch=_section(FetchConfig, raw.get("fetch", {}), f"{path.name} [fetch]"),
     )
     recipe.validate()
     return recipe

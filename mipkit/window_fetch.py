@@ -104,9 +104,9 @@ class SourceWindows:
         self.seek_audio = seeks_exactly(container)
         self.workdir = workdir
         self.classify_message = classify_message
-        cfg = recipe.ytdlp
-        self.rw_timeout_s = cfg.socket_timeout + 5.0  # longer than the relay's, so the relay reports the stall
-        self.wall_timeout_s = cfg.window_timeout_s
+        # ffmpeg waits longer than the relay, so a stall is seen (and recorded) by the relay first.
+        self.rw_timeout_s = recipe.socket_timeout_s * 2 + 5.0
+        self.wall_timeout_s = recipe.fetch.window_timeout_s
         self.env = ffmpeg_env()
 
     def duration(self) -> float | None:
@@ -120,7 +120,7 @@ class SourceWindows:
             if outcome.status not in records.TRANSIENT_STATUSES or attempt >= cfg.extract_retries:
                 return outcome
             attempt += 1
-            time.sleep(max(cfg.retry_backoff_s * attempt, min(retry_after or 0.0, cfg.max_retry_after_s)))
+            time.sleep(max(cfg.retry_backoff_s * attempt, min(retry_after or 0.0, self.recipe.fetch.max_retry_after_s)))
 
     def _attempt(self, start: float) -> tuple[WindowOutcome, float | None]:
         clip = self.recipe.clip

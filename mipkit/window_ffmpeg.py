@@ -1,7 +1,8 @@
 """One ffmpeg per window: the clip (FLAC) and the frame (PNG) from the resolved media URL(s).
 
-The audio input is opened with an input seek to ``start_s`` and decoded straight to the output rate,
-then trimmed to exactly ``seconds * rate`` samples; the frame comes from a second input seeked to the
+The audio input is opened with an input seek to just before ``start_s`` (a decoder needs a few frames
+to settle) and decoded straight to the output rate, then trimmed by sample count to exactly
+``seconds * rate`` samples from ``start_s``; the frame comes from a second input seeked to the
 image time (no select filter, no decode of the frames in between). With separate audio and video
 tracks (DASH) those are the two URLs; with one muxed file both inputs read the same URL (the floor's
 two processes make the same two requests). Nothing is re-encoded but the outputs.
@@ -25,6 +26,7 @@ import soundfile as sf
 # ffmpeg speaks only to our relay on 127.0.0.1 (plain http) or reads the build's own temp files.
 PROTOCOLS_REMOTE = "http,tcp"
 PROTOCOLS_LOCAL = "file"
+AUDIO_PREROLL_S = 0.5
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 
 
@@ -68,13 +70,15 @@ def window_command(job: WindowJob, rw_timeout_s: float) -> list[str]:
     if not job.local:
         per_input += ["-rw_timeout", str(int(rw_timeout_s * 1e6))]
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info", "-y"]
-    if job.seek_audio:
-        cmd += [*per_input, "-ss", f"{job.start_s:.6f}", "-i", job.audio_url]
-        audio_filter = f"aresample={job.sample_rate},atrim=end_sample={samples}"
+    # The decoder needs a few frames to settle after a seek (AAC overlap): seek AUDIO_PREROLL_S early and
+    # drop that lead-in by sample count. Matroska is decoded from the start (see the module docstring).
+    lead = min(AUDIO_PREROLL_S, job.start_s) if job.seek_audio else job.start_s
+    if job.seek_audio and job.start_s > lead:
+        cmd += [*per_input, "-ss", f"{job.start_s - lead:.6f}", "-i", job.audio_url]
     else:
         cmd += [*per_input, "-i", job.audio_url]
-        first = int(round(job.start_s * job.sample_rate))  # counted from the first decoded sample, as a whole-file decode does
-        audio_filter = f"aresample={job.sample_rate},atrim=start_sample={first}:end_sample={first + samples}"
+    first = int(round(lead * job.sample_rate))
+    audio_filter = f"aresample={job.sample_rate},atrim=start_sample={first}:end_sample={first + samples}"
     if job.video_url:
         cmd += [*per_input, "-ss", f"{max(job.image_at_s, 0.0):.6f}", "-i", job.video_url]
     cmd += ["-map", "0:a:0", "-ac", str(job.channels), "-af", audio_filter,
