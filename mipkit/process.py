@@ -97,6 +97,14 @@ def _make_pair(request: SourceRequest, source: SourceInfo, start: float, window:
     return _pair(request, source, start, window, encode_flac(pcm, clip.sample_rate), image, recipe)
 
 
+def _register(relay: MediaRelay, fmt: dict):
+    """A relay ticket for one resolved format, with yt-dlp's headers and the cookies for its URL."""
+    headers = dict(fmt.get("http_headers") or {})
+    if fmt.get("_mipkit_cookie"):
+        headers["Cookie"] = fmt["_mipkit_cookie"]
+    return relay.register(fmt["url"], headers)
+
+
 def _fast_path(request: SourceRequest, source: SourceInfo, formats: tuple[dict, dict | None], recipe: Recipe,
                source_dir: Path) -> tuple[list[Pair], list[SampleStatus]]:
     cfg = recipe.ytdlp
@@ -104,10 +112,7 @@ def _fast_path(request: SourceRequest, source: SourceInfo, formats: tuple[dict, 
     pairs: list[Pair] = []
     with MediaRelay(source_dir / "relay", proxy=effective_proxy(cfg), timeout=recipe.socket_timeout_s, retries=cfg.retries) as relay:
         def ticket(fmt: dict):
-            headers = dict(fmt.get("http_headers") or {})
-            if fmt.get("_mipkit_cookie"):
-                headers["Cookie"] = fmt["_mipkit_cookie"]
-            return relay.register(fmt["url"], headers)
+            return _register(relay, fmt)
 
         audio = ticket(audio_format)
         video = None
@@ -158,7 +163,14 @@ def build_source(request: SourceRequest, recipe: Recipe, workdir: Path) -> tuple
 def _section_path(request: SourceRequest, source: SourceInfo, fetcher: Fetcher, recipe: Recipe,
                   source_dir: Path) -> tuple[list[Pair], list[SampleStatus]]:
     """yt-dlp downloads the sections (HLS/DASH-segment formats, or ``force_keyframes_at_cuts``)."""
-    windows, statuses = resolve_windows(request, source.duration, recipe)
+    duration = source.duration
+    direct = fast_path_formats(source.info)
+    if duration is None and direct is not None and any(w.start_s is None for w in request.windows):
+        # Direct media links carry no duration: read it from the container, through the relay like every read.
+        with MediaRelay(source_dir / "relay", proxy=effective_proxy(recipe.ytdlp), timeout=recipe.socket_timeout_s) as relay:
+            ticket = _register(relay, direct[0])
+            duration = SourceWindows(recipe, relay, ticket, None, direct[0].get("ext"), source_dir, classify_error).duration()
+    windows, statuses = resolve_windows(request, duration, recipe)
     if not windows:
         return [], statuses
     pairs: list[Pair] = []
