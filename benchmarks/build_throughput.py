@@ -1,7 +1,8 @@
 """Build throughput side by side: mipkit against the plain-ffmpeg floor, on the same served media.
 
 The floor does exactly the needed work and nothing else, per window:
-``ffmpeg -ss S -t 10 -i URL -ac 1 -ar 32000 out.flac`` plus one frame grab at the window middle.
+``ffmpeg -ss S -t 10 -i URL -vn -ac 1 -ar 32000 out.flac`` plus one frame grab at the window middle
+(``-vn``: without it ffmpeg also encodes the video into the FLAC as PNG cover frames).
 Both run with the same parallelism against one 127.0.0.1 server process, which counts the bytes it
 sends. CPU is ``resource.getrusage`` of the children (ffmpeg) plus, for mipkit, its own process
 (yt-dlp, assembly). Run from the repository root:
@@ -75,7 +76,7 @@ def window_starts(count: int, source_seconds: float) -> list[float]:
 def floor_window(url: str, start: float, out: Path) -> None:
     """The least work a pair needs: one accurate-seek decode of 10 s, one frame grab."""
     base = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
-    subprocess.run(base + ["-ss", str(start), "-t", str(CLIP_SECONDS), "-i", url, "-ac", "1", "-ar", "32000",
+    subprocess.run(base + ["-ss", str(start), "-t", str(CLIP_SECONDS), "-i", url, "-vn", "-ac", "1", "-ar", "32000",
                            str(out.with_suffix(".flac"))], check=True)
     subprocess.run(base + ["-ss", str(start + CLIP_SECONDS / 2), "-i", url, "-frames:v", "1", str(out.with_suffix(".jpg"))],
                    check=True)
@@ -198,7 +199,8 @@ def main() -> None:
         f"{args.label + ': ' if args.label else ''}generated sources of {args.source_seconds:g} s (160x120: H.264 10 fps; "
         "854x480: H.264 25 fps with grain at about 1 Mbit/s; AAC 128k), served by one 127.0.0.1 process; "
         f"{parallel} concurrent jobs on both sides; recipe overrides {overrides or 'none'}. "
-        "Floor per window: `ffmpeg -ss S -t 10 -i URL -ac 1 -ar 32000 out.flac` + `ffmpeg -ss S+5 -i URL -frames:v 1 out.jpg`. "
+        "Floor per window: `ffmpeg -ss S -t 10 -i URL -vn -ac 1 -ar 32000 out.flac` + `ffmpeg -ss S+5 -i URL -frames:v 1 out.jpg` "
+        "(`-vn`: without it ffmpeg also encodes the video into the FLAC as PNG cover frames). "
         "CPU = children (ffmpeg) + mipkit's own process (yt-dlp, assembly).",
         "",
         "| picture | sources x windows | pairs | floor wall (s) | mipkit wall (s) | wall ratio | floor CPU (s) | "
