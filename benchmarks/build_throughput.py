@@ -27,15 +27,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import append_section  # noqa: E402
 
-from mipkit.pipeline import BuildOptions, build  # noqa: E402
-from mipkit.recipe import load_recipe  # noqa: E402
-from mipkit.synthetic_media import make_video, spec_for_index  # noqa: E402
+from mipkit.config.recipe import load_recipe  # noqa: E402
+from mipkit.demo.synthetic_media import make_video, spec_for_index  # noqa: E402
+from mipkit.pipeline.driver import BuildOptions, build  # noqa: E402
 
 CLIP_SECONDS = 10.0
 # A served media root answers "bytes" on stdin with its byte counter (the server runs in its own process).
 _SERVER = """
 import sys
-from mipkit.mediaserver import MediaServer
+from mipkit.demo.mediaserver import MediaServer
 server = MediaServer(sys.argv[1]).start()
 print(server.base_url, flush=True)
 for line in sys.stdin:
@@ -45,8 +45,9 @@ for line in sys.stdin:
 
 class ServedMedia:
     def __init__(self, root: Path):
-        self.process = subprocess.Popen([sys.executable, "-c", _SERVER, str(root)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SERVER, str(root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         self.base_url = self.process.stdout.readline().strip()
 
     def bytes_sent(self) -> int:
@@ -76,10 +77,28 @@ def window_starts(count: int, source_seconds: float) -> list[float]:
 def floor_window(url: str, start: float, out: Path) -> None:
     """The least work a pair needs: one accurate-seek decode of 10 s, one frame grab."""
     base = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
-    subprocess.run(base + ["-ss", str(start), "-t", str(CLIP_SECONDS), "-i", url, "-vn", "-ac", "1", "-ar", "32000",
-                           str(out.with_suffix(".flac"))], check=True)
-    subprocess.run(base + ["-ss", str(start + CLIP_SECONDS / 2), "-i", url, "-frames:v", "1", str(out.with_suffix(".jpg"))],
-                   check=True)
+    subprocess.run(
+        base
+        + [
+            "-ss",
+            str(start),
+            "-t",
+            str(CLIP_SECONDS),
+            "-i",
+            url,
+            "-vn",
+            "-ac",
+            "1",
+            "-ar",
+            "32000",
+            str(out.with_suffix(".flac")),
+        ],
+        check=True,
+    )
+    subprocess.run(
+        base + ["-ss", str(start + CLIP_SECONDS / 2), "-i", url, "-frames:v", "1", str(out.with_suffix(".jpg"))],
+        check=True,
+    )
 
 
 def measure(run) -> dict:
@@ -99,8 +118,15 @@ def make_sources(media: Path, size: str, count: int, seconds: float, distinct: i
         original = media / f"{size}-s{i % distinct:04d}.mp4"
         if i < distinct:
             big = size != "160x120"
-            make_video(original, spec_for_index(i, seconds), size=size, fps=25 if big else 10, gop=50 if big else 20,
-                       noise=10 if big else 0, video_kbps=1000 if big else 0)
+            make_video(
+                original,
+                spec_for_index(i, seconds),
+                size=size,
+                fps=25 if big else 10,
+                gop=50 if big else 20,
+                noise=10 if big else 0,
+                video_kbps=1000 if big else 0,
+            )
         else:
             shutil.copyfile(original, media / name)
         names.append(name)
@@ -117,8 +143,15 @@ def write_manifest(path: Path, urls: list[str], starts: list[float]) -> Path:
     return path
 
 
-def run_case(work: Path, server: ServedMedia, names: list[str], windows: int, source_seconds: float, parallel: int,
-             recipe_overrides: dict) -> dict:
+def run_case(
+    work: Path,
+    server: ServedMedia,
+    names: list[str],
+    windows: int,
+    source_seconds: float,
+    parallel: int,
+    recipe_overrides: dict,
+) -> dict:
     starts = window_starts(windows, source_seconds)
     urls = [f"{server.base_url}/{name}" for name in names]
     jobs = [(url, start) for url in urls for start in starts]
@@ -151,10 +184,12 @@ def table_row(size: str, layout: str, case: dict) -> str:
     floor, ours = case["floor"], case["mipkit"]
     floor_cpu = floor["cpu_children"] + floor["cpu_self"]
     our_cpu = ours["cpu_children"] + ours["cpu_self"]
-    return (f"| {size} | {layout} | {ours['result']}/{case['windows']} | {floor['wall']:.2f} | {ours['wall']:.2f} | "
-            f"**{ours['wall'] / floor['wall']:.2f}x** | {floor_cpu:.2f} | {ours['cpu_children']:.2f} + {ours['cpu_self']:.2f} | "
-            f"**{our_cpu / floor_cpu:.2f}x** | {floor['bytes'] / 1e6:.2f} | {ours['bytes'] / 1e6:.2f} | "
-            f"{ours['bytes'] / floor['bytes']:.2f}x |")
+    return (
+        f"| {size} | {layout} | {ours['result']}/{case['windows']} | {floor['wall']:.2f} | {ours['wall']:.2f} | "
+        f"**{ours['wall'] / floor['wall']:.2f}x** | {floor_cpu:.2f} | {ours['cpu_children']:.2f} + {ours['cpu_self']:.2f} | "
+        f"**{our_cpu / floor_cpu:.2f}x** | {floor['bytes'] / 1e6:.2f} | {ours['bytes'] / 1e6:.2f} | "
+        f"{ours['bytes'] / floor['bytes']:.2f}x |"
+    )
 
 
 def main() -> None:
@@ -162,9 +197,17 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["160x120", "854x480"])
     parser.add_argument("--layouts", nargs="+", default=["32x1", "8x6"], help="SOURCESxWINDOWS")
     parser.add_argument("--source-seconds", type=float, default=60.0)
-    parser.add_argument("--parallel", type=int, default=4, help="concurrent jobs on both sides: floor windows, mipkit sources in flight")
+    parser.add_argument(
+        "--parallel", type=int, default=4, help="concurrent jobs on both sides: floor windows, mipkit sources in flight"
+    )
     parser.add_argument("--distinct", type=int, default=4, help="distinct generated files behind the served names")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides, e.g. ytdlp.force_keyframes_at_cuts=true")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe overrides, e.g. ytdlp.force_keyframes_at_cuts=true",
+    )
     parser.add_argument("--label", default="", help="what this run measures (goes into the report)")
     parser.add_argument("--write", action="store_true", help="append the results to docs/benchmarks.md")
     args = parser.parse_args()
@@ -187,8 +230,15 @@ def main() -> None:
                 print(f"generating {size} sources ...", flush=True)
                 names = make_sources(media, size, most, args.source_seconds, args.distinct)
                 for sources, windows in layouts:
-                    case = run_case(work / f"{size}-{sources}x{windows}", server, names[:sources], windows,
-                                    args.source_seconds, parallel, overrides)
+                    case = run_case(
+                        work / f"{size}-{sources}x{windows}",
+                        server,
+                        names[:sources],
+                        windows,
+                        args.source_seconds,
+                        parallel,
+                        overrides,
+                    )
                     rows.append(table_row(size, f"{sources}x{windows}", case))
                     print(rows[-1], flush=True)
         finally:
