@@ -27,7 +27,7 @@ from mipkit.core.errors import MipkitError
 from mipkit.core.ids import youtube_id as parse_youtube_id
 from mipkit.kinds.yt8m import NO_KEYWORDS, NO_LOOKUP, NO_METADATA, NO_TITLE, PRIVATE
 from mipkit.kinds.yt8m.lookup import DiskCache, LookupClient, RateLimiter
-from mipkit.pipeline.fetch import FetchError, classify_error, open_ytdlp, with_retries, ytdlp_params
+from mipkit.media.ytdlp import FetchError, classify_error, open_ytdlp, with_retries, ytdlp_params
 
 YOUTUBE_URL_TEMPLATE = "https://www.youtube.com/watch?v={youtube_id}"
 # Failures a metadata file may carry forward: asking again would give the same answer.
@@ -127,7 +127,7 @@ def load_metadata_file(path: Path) -> dict[str, dict]:
 
 
 def status_of(message: str) -> str:
-    """A yt-dlp error's status: ``private`` apart, as ``mipkit.pipeline.fetch.classify_error`` says."""
+    """A yt-dlp error's status: ``private`` apart, as ``mipkit.media.ytdlp.classify_error`` says."""
     return PRIVATE if _PRIVATE.search(message) else classify_error(message)
 
 
