@@ -12,6 +12,7 @@ ffmpeg reads ``http://127.0.0.1:PORT/<token>``; the relay makes the real request
 
 from __future__ import annotations
 
+import http.client
 import re
 import secrets
 import socket
@@ -26,7 +27,9 @@ from urllib.parse import urlparse
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 _RANGE_ANSWER = re.compile(r"bytes (\d+)-(\d+)/")
-_CHUNK = 64 * 1024
+_CHUNK = 16 * 1024
+_DOWNSTREAM_BUFFER = 32 * 1024
+UPSTREAM_BUFFER = 128 * 1024  # about 20 Mbit/s in flight at a 50-ms round trip
 ALLOWED_SCHEMES = ("http", "https")
 
 
@@ -67,6 +70,49 @@ class Ticket:
             self.faults.append(fault)
 
 
+def _bounded_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, *args, **kwargs):
+    """``socket.create_connection`` with a bounded receive buffer, set before connecting (window scaling):
+    the kernel would otherwise take megabytes ahead of what ffmpeg reads, and ffmpeg drops them when it seeks."""
+    host, port = address
+    error: OSError | None = None
+    for family, kind, proto, _, where in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UPSTREAM_BUFFER)
+            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(where)
+            return sock
+        except OSError as exc:
+            error = exc
+            sock.close()
+    raise error or OSError(f"cannot resolve {host}")
+
+
+class _BoundedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._create_connection = _bounded_connection
+
+
+class _BoundedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._create_connection = _bounded_connection
+
+
+class _BoundedHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_BoundedHTTPConnection, req)
+
+
+class _BoundedHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_BoundedHTTPSConnection, req, context=self._context)
+
+
 class _NoOtherSchemes(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urlparse(newurl).scheme.lower() not in ALLOWED_SCHEMES:
@@ -94,7 +140,8 @@ class MediaRelay(ThreadingHTTPServer):
         self.timeout_s = timeout
         self.retries = retries
         self.max_whole_bytes = max_whole_bytes
-        handlers = [_NoOtherSchemes(), urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {})]
+        proxies = urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {})
+        handlers = [_NoOtherSchemes(), proxies, _BoundedHTTPHandler(), _BoundedHTTPSHandler()]
         self.opener = urllib.request.build_opener(*handlers)
         self.tickets: dict[str, Ticket] = {}
         self._lock = threading.Lock()
@@ -173,6 +220,12 @@ class _RelayHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):  # noqa: A002 - the relay must never log URLs or headers
         return
+
+    def setup(self):
+        super().setup()
+        # A small send buffer: the relay reads from the host only about as fast as ffmpeg consumes,
+        # instead of filling loopback buffers (megabytes) that ffmpeg drops when it seeks.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _DOWNSTREAM_BUFFER)
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         ticket = self.server.tickets.get(self.path.lstrip("/"))

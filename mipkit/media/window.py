@@ -80,7 +80,9 @@ def window_command(job: WindowJob, rw_timeout_s: float) -> list[str]:
     first = int(round(lead * job.sample_rate))
     audio_filter = f"aresample={job.sample_rate},atrim=start_sample={first}:end_sample={first + samples}"
     if job.video_url:
-        cmd += [*per_input, "-ss", f"{max(job.image_at_s, 0.0):.6f}", "-i", job.video_url]
+        # -t as an input option: stop reading the video input just past the frame (one process runs
+        # both inputs at once, and an unbounded one would read ahead as far as the audio does).
+        cmd += [*per_input, "-ss", f"{max(job.image_at_s, 0.0):.6f}", "-t", "1", "-i", job.video_url]
     cmd += [
         "-map",
         "0:a:0",
