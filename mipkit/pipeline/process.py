@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
+from urllib.parse import urlparse
 
 from mipkit.config.recipe import Recipe
 from mipkit.core import records
@@ -207,7 +208,10 @@ def build_source(request: SourceRequest, recipe: Recipe, workdir: Path) -> tuple
         return [], fail_all(request, exc.status, str(exc), auto)
     except NotHttpError as exc:
         return [], fail_all(request, records.DOWNLOAD_ERROR, f"refused: {exc}", auto)
-    formats = None if recipe.ytdlp.force_keyframes_at_cuts else fast_path_formats(source.info)
+    # The relay speaks to http(s) proxies only; a SOCKS proxy keeps yt-dlp's own downloader (sections).
+    relay_proxy_ok = urlparse(effective_proxy(recipe.ytdlp) or "http://").scheme in ("http", "https")
+    fast = not recipe.ytdlp.force_keyframes_at_cuts and relay_proxy_ok
+    formats = fast_path_formats(source.info) if fast else None
     source_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         if formats is not None:
