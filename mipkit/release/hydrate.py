@@ -19,7 +19,14 @@ from typing import Any
 
 from mipkit.config.taxonomy import Taxonomy
 from mipkit.core.errors import MipkitError
-from mipkit.core.ids import CREDENTIALS_IN_URL, pair_id_for, redact_url, sanitize_id, source_id_for  # noqa: F401 - re-exported
+from mipkit.core.ids import (  # noqa: F401 - CREDENTIALS_IN_URL and redact_url are re-exported
+    CREDENTIALS_IN_URL,
+    canonical_url,
+    pair_id_for,
+    redact_url,
+    sanitize_id,
+    source_id_for,
+)
 from mipkit.core.records import BAD_ROW, DUPLICATE, SPLITS, SampleStatus, SourceRequest, Window
 from mipkit.kinds.mipnet import is_blank, optional_text, parse_start
 from mipkit.pipeline.status import BUILD_FILE, build_dir
@@ -239,6 +246,7 @@ def _parse(row: dict[str, Any], label_names: list[str] | None, taxonomy: Taxonom
     if is_blank(url):
         return "empty source_url"
     try:
+        url = canonical_url(str(url))  # a release is untrusted input: its URLs are checked like manifest rows
         start = parse_start(row.get("start_s"))
     except ValueError as exc:
         return str(exc)
@@ -261,7 +269,7 @@ def _parse(row: dict[str, Any], label_names: list[str] | None, taxonomy: Taxonom
         emotion_source=optional_text(row, "emotion_source") if emotion else None,
         emotion_score=float(score) if emotion and isinstance(score, (int, float)) and math.isfinite(score) else None,
     )
-    return source_id, str(url).strip(), window
+    return source_id, url, window
 
 
 def release_reader(release: Release):
