@@ -36,6 +36,7 @@ from mipkit.media.ffmpeg import require_ffmpeg
 from mipkit.pipeline.assemble import assemble, column_values
 from mipkit.pipeline.engines import ENGINES, ShardFn, run_shards
 from mipkit.pipeline.fetch import check_format, youtube_support_problems
+from mipkit.pipeline.parallelism import describe as describe_parallelism
 from mipkit.pipeline.plan import plan_splits
 from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, ShardTask, is_done, plan_shards, run_shard, shards_root
 from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
@@ -286,6 +287,7 @@ def build(opts: BuildOptions) -> dict:
                 "find no formats and those samples end as download_error",
                 soft_wrap=True,
             )
+    ui.console.print(describe_parallelism(opts.workers, opts.recipe.shards.fetch_threads))
     splits = opts.recipe.splits
     split_of = plan_splits(sources, splits.ratios(), splits.seed, splits.stratify_by, opts.split_of)
 
