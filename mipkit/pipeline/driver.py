@@ -11,7 +11,6 @@ import hashlib
 import json
 import shutil
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,16 +19,25 @@ from mipkit.config.recipe import Recipe
 from mipkit.config.taxonomy import Taxonomy, load_taxonomy
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError, NothingBuiltError
-from mipkit.core.files import write_json
 from mipkit.core.ids import youtube_id
 from mipkit.core.records import SPLITS, TRANSIENT_STATUSES, SampleStatus, SourceRequest
+from mipkit.core.storage import Location, as_location
 from mipkit.kinds.mipnet import read_manifest
 from mipkit.media.ffmpeg import require_ffmpeg
-from mipkit.pipeline.assemble import assemble, column_values
-from mipkit.pipeline.engines import ENGINES, run_shards
+from mipkit.pipeline.assemble import assemble
+from mipkit.pipeline.engines import ENGINES, engine_session, run_shards
 from mipkit.pipeline.fetch import check_format, youtube_support_problems
 from mipkit.pipeline.plan import plan_splits
-from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, ShardTask, is_done, plan_shards, run_shard, shards_root
+from mipkit.pipeline.shard import (
+    STATS_FILE,
+    STATUS_FILE,
+    ShardTask,
+    done_indices,
+    done_shard_dirs,
+    plan_shards,
+    run_shard,
+    scratch_dir,
+)
 from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
 
 # A reader turns the build's input into per-source requests plus the rows it rejected.
@@ -41,7 +49,7 @@ class BuildOptions:
     """One build. ``manifest`` is the usual input; other inputs (AudioSet CSVs, a metadata-only
     release) pass a ``reader`` and the ``inputs`` files whose content identifies the build."""
 
-    out: Path
+    out: Location | Path | str  # a local folder or an fsspec URL (s3://bucket/prefix, gs://..., file://...)
     recipe: Recipe
     manifest: Path | None = None
     reader: Reader | None = None
@@ -52,6 +60,11 @@ class BuildOptions:
     overwrite: bool = False
     retry_failed: bool = False
     split_of: dict[str, str] | None = None  # source id -> split, for sources whose split is given (hydrate)
+    ray_address: str | None = None  # --ray-address; RAY_ADDRESS in the environment does the same
+    shared_fs: bool = False  # a local --out that every node of a cluster sees (NFS, Lustre, ...)
+
+    def __post_init__(self) -> None:
+        self.out = as_location(self.out)
 
     def read(self, taxonomy: Taxonomy) -> tuple[list[SourceRequest], list[SampleStatus]]:
         if self.reader is not None:
@@ -92,21 +105,20 @@ def _expected_samples(task: ShardTask, recipe: Recipe) -> int:
 def _prepare(opts: BuildOptions, shard_count: int) -> None:
     out = opts.out
     if opts.overwrite and out.exists():
-        shutil.rmtree(build_dir(out), ignore_errors=True)
-        (out / "dataset_dict.json").unlink(missing_ok=True)
+        build_dir(out).rmtree()
+        (out / "dataset_dict.json").unlink()
         for split in SPLITS:
-            shutil.rmtree(out / split, ignore_errors=True)
-    build_dir(out).mkdir(parents=True, exist_ok=True)
+            (out / split).rmtree()
+    build_dir(out).mkdir()
     fingerprint = _fingerprint(opts.input_files, opts.recipe)
     record = build_dir(out) / BUILD_FILE
     if record.is_file():
         previous = json.loads(record.read_text())
         if previous.get("fingerprint") != fingerprint:
             raise MipkitError(
-                f"{out.name!r} holds a build of a different manifest or recipe; pass --overwrite to start again, or choose another --out"
+                f"{out.display!r} holds a build of a different manifest or recipe; pass --overwrite to start again, or choose another --out"
             )
-    write_json(
-        record,
+    record.write_json(
         {
             "kind": opts.kind,
             "recipe": opts.recipe.to_dict(),
@@ -118,12 +130,12 @@ def _prepare(opts: BuildOptions, shard_count: int) -> None:
     )
 
 
-def reopen_transient_shards(out: Path) -> int:
+def reopen_transient_shards(out: Location | Path) -> int:
     """Un-commit every done shard holding a transient failure, so the next run fetches it again."""
     reopened = 0
-    for folder in sorted(shards_root(out).glob("[0-9]*")):
+    for folder in done_shard_dirs(out):
         stats, statuses = folder / STATS_FILE, folder / STATUS_FILE
-        if stats.is_file() and statuses.is_file():
+        if statuses.is_file():
             if any(
                 json.loads(line)["status"] in TRANSIENT_STATUSES
                 for line in statuses.read_text().splitlines()
@@ -134,17 +146,26 @@ def reopen_transient_shards(out: Path) -> int:
     return reopened
 
 
-def label_distribution(out: Path, taxonomy_names: list[str]) -> dict[str, dict[str, int]]:
-    """Counts per emotion and split, read from the assembled dataset's Arrow files (no media decode)."""
-    from datasets import load_from_disk
+def check_cluster_can_reach(out: Location, nodes: int, shared_fs: bool) -> None:
+    """Workers on other nodes write their shards to ``--out``: a local folder there is another disk."""
+    if nodes > 1 and out.is_local and not shared_fs:
+        raise MipkitError(
+            f"--out {out.name!r} is a local folder but the Ray cluster has {nodes} nodes, whose shards would land on "
+            "their own disks; use an object-store URL (e.g. --out s3://bucket/run) or, for a folder every node mounts, "
+            "add --shared-fs"
+        )
 
-    dataset = load_from_disk(str(out))
-    table: dict[str, dict[str, int]] = {}
-    for split in dataset:
-        labels = column_values(dataset[split], "emotion")
-        counts = Counter(taxonomy_names[i] if i is not None and i >= 0 else "unlabelled" for i in labels)
-        table[split] = dict(counts)
-    return table
+
+def save_chart(target: Location, distribution: dict[str, dict[str, int]]) -> None:
+    """The chart is drawn on local scratch, then copied to the output (which may be a store)."""
+    scratch = scratch_dir("chart")
+    try:
+        local = ui.bar_chart(
+            scratch / target.name, "pairs per emotion and split", distribution, xlabel="emotion", ylabel="pairs"
+        )
+        target.upload(local)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def build(opts: BuildOptions) -> dict:
@@ -165,15 +186,23 @@ def build(opts: BuildOptions) -> dict:
             )
     tasks = plan_shards(sources, opts.recipe.shards.sources_per_shard)
     if opts.out.exists() and not opts.out.is_dir():
-        raise MipkitError(f"--out {opts.out.name!r} is a file; pass a folder (new or from an earlier build)")
-    opts.out.mkdir(parents=True, exist_ok=True)
+        raise MipkitError(f"--out {opts.out.display!r} is a file; pass a folder (new or from an earlier build)")
+    with engine_session(opts.engine, opts.workers, opts.ray_address) as nodes:
+        check_cluster_can_reach(opts.out, nodes, opts.shared_fs)
+        return _run(opts, taxonomy, sources, problems, tasks)
+
+
+def _run(opts: BuildOptions, taxonomy: Taxonomy, sources, problems, tasks: list[ShardTask]) -> dict:
+    out: Location = opts.out
+    out.mkdir()
     _prepare(opts, len(tasks))
-    write_json_lines(build_dir(opts.out) / MANIFEST_STATUS_FILE, [p.to_dict() for p in problems])
+    write_json_lines(build_dir(out) / MANIFEST_STATUS_FILE, [p.to_dict() for p in problems])
 
     if opts.retry_failed:
-        reopened = reopen_transient_shards(opts.out)
+        reopened = reopen_transient_shards(out)
         ui.console.print(f"--retry-failed: reopened {reopened} shard(s) with rate-limited or network failures")
-    pending = [t for t in tasks if not is_done(opts.out, t.index)]
+    done = done_indices(out)
+    pending = [t for t in tasks if t.index not in done]
     skipped = len(tasks) - len(pending)
     if skipped:
         ui.console.print(f"resuming: {skipped} of {len(tasks)} shards already done")
@@ -195,7 +224,7 @@ def build(opts: BuildOptions) -> dict:
                 errors = run_shards(
                     pending,
                     run_shard,
-                    (opts.recipe, opts.out),
+                    (opts.recipe, out),
                     workers=opts.workers,
                     engine=opts.engine,
                     on_event=advance,
@@ -209,34 +238,27 @@ def build(opts: BuildOptions) -> dict:
 
     splits = opts.recipe.splits
     split_of = plan_splits(sources, splits.ratios(), splits.seed, splits.stratify_by, opts.split_of)
-    rows = assemble(opts.out, opts.recipe, taxonomy, split_of)
-    report = status_report(opts.out)
+    assembly_began = time.time()
+    rows, distribution = assemble(out, opts.recipe, taxonomy, split_of, workers=opts.workers, engine=opts.engine)
+    report = status_report(out)
     summary = {
         "counts": report["counts"],
         "splits": rows,
         "shards": report["shards"],
         "shard_errors": errors,
         "seconds_this_run": round(time.time() - began, 2),
+        "seconds_assembly": round(time.time() - assembly_began, 2),
     }
     if sum(rows.values()):
-        distribution = label_distribution(opts.out, taxonomy.names)
         summary["emotion"] = distribution
-        ui.bar_chart(
-            opts.out / "label_distribution.png",
-            "pairs per emotion and split",
-            distribution,
-            xlabel="emotion",
-            ylabel="pairs",
-        )
-    write_json(build_dir(opts.out) / "summary.json", summary)
+        save_chart(out / "label_distribution.png", distribution)
+    (build_dir(out) / "summary.json").write_json(summary)
     if not sum(rows.values()):
         raise NothingBuiltError(
-            f"no pair could be built from {opts.input_name}; see `mipkit status {opts.out.name}` for the reason of each sample"
+            f"no pair could be built from {opts.input_name}; see `mipkit status {out.display}` for the reason of each sample"
         )
     return summary
 
 
-def write_json_lines(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+def write_json_lines(path: Location | Path, rows: list[dict]) -> None:
+    as_location(path).write_text("".join(json.dumps(r) + "\n" for r in rows))
