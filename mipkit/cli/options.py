@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
+
+import typer
 
 from mipkit.core.errors import MipkitError
+from mipkit.core.storage import Location, parse_storage_options
 
 
 def check_cookies(cookies: Path | None) -> None:
@@ -13,3 +17,34 @@ def check_cookies(cookies: Path | None) -> None:
         raise MipkitError(
             f"--cookies file {cookies.name!r} does not exist; export cookies in Netscape format and pass that file"
         )
+
+
+def storage_options_option() -> Optional[str]:
+    return typer.Option(
+        None,
+        "--storage-options",
+        help='JSON for the fsspec filesystem of an s3://, gs://... location, e.g. \'{"endpoint_url": "http://host:9000"}\' '
+        "(also MIPKIT_STORAGE_OPTIONS; credentials otherwise come from the environment or ~/.aws). Never written anywhere.",
+    )
+
+
+def ray_address_option() -> Optional[str]:
+    return typer.Option(
+        None,
+        "--ray-address",
+        help="--engine ray: join the Ray cluster at this address (default: RAY_ADDRESS, else local).",
+    )
+
+
+def shared_fs_option() -> bool:
+    return typer.Option(
+        False, "--shared-fs", help="A local --out is on a file system every Ray node mounts (NFS, Lustre): allow it."
+    )
+
+
+OUT_HELP = "Output folder or fsspec URL (s3://bucket/prefix, gs://..., file://...)"
+
+
+def location(value: str | Path, storage_options: str | None) -> Location:
+    """A command's folder argument as a ``Location``, with its storage options."""
+    return Location(str(value), parse_storage_options(storage_options))

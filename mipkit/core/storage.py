@@ -216,3 +216,17 @@ def as_location(value, options: dict | None = None) -> Location:
     if isinstance(value, Location):
         return value if options is None else Location(value.url, options)
     return Location(str(value), options or {})
+
+
+def is_url(value: str) -> bool:
+    """``s3://...``, ``gs://...`` and the like (``file://`` counts as local)."""
+    return _protocol(str(value)) not in (None, "file", "local")
+
+
+def load_dataset_dict(location: Location):
+    """``datasets.load_from_disk`` for a local folder or a store (``storage_options`` from the location)."""
+    from datasets import load_from_disk
+
+    if location.is_local:
+        return load_from_disk(location.url)
+    return load_from_disk(location.url, storage_options=location.options)

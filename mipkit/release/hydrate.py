@@ -21,6 +21,7 @@ from mipkit.config.taxonomy import Taxonomy
 from mipkit.core.errors import MipkitError
 from mipkit.core.ids import pair_id_for, sanitize_id, source_id_for
 from mipkit.core.records import BAD_ROW, DUPLICATE, SPLITS, SampleStatus, SourceRequest, Window
+from mipkit.core.storage import Location, as_location, load_dataset_dict
 from mipkit.kinds.mipnet import is_blank, optional_text, parse_start
 from mipkit.pipeline.status import BUILD_FILE, build_dir
 
@@ -62,10 +63,14 @@ def redact_url(url: str | None) -> str | None:
     return re.sub(CREDENTIALS_IN_URL, r"\1", url) if url else url
 
 
-def private_strings(dataset_dir: Path, build: dict) -> list[str]:
-    """Values that must never appear in a release: local paths, the cookies file, the proxy, the Hub token."""
+def private_strings(dataset_dir: Location | Path, build: dict) -> list[str]:
+    """Values that must never appear in a release: local paths, the cookies file, the proxy, the Hub token,
+    the storage options of an object store (keys, secrets, endpoints)."""
     found: set[str] = set()
-    for path in (Path(dataset_dir).resolve(), Path(dataset_dir).resolve().parent, Path.home()):
+    where = as_location(dataset_dir)
+    local = [where.local_path, where.local_path.parent] if where.is_local else []
+    found.update(_option_strings(where.options))
+    for path in (*local, Path.home()):
         if len(path.parts) >= 3:  # '/home/alice' or a build folder; not '/' or '/tmp', which identify nobody
             found.add(str(path))
     ytdlp = build.get("recipe", {}).get("ytdlp", {})
@@ -95,17 +100,22 @@ def scrub(text: str, secrets: list[str]) -> str:
 # --------------------------------------------------------------------------- what a release carries
 
 
-def load_build(dataset_dir: Path) -> tuple[Any, dict]:
-    """The built DatasetDict and its ``build/build.json``; one clear error if ``dataset_dir`` is not a build."""
-    from datasets import load_from_disk
+def _option_strings(options: dict) -> list[str]:
+    """Every string inside ``--storage-options`` (credentials, endpoints), however nested."""
+    if isinstance(options, dict):
+        return [s for value in options.values() for s in _option_strings(value)]
+    return [options] if isinstance(options, str) and len(options) >= 4 else []
 
-    dataset_dir = Path(dataset_dir)
+
+def load_build(dataset_dir: Location | Path) -> tuple[Any, dict]:
+    """The built DatasetDict and its ``build/build.json``; one clear error if ``dataset_dir`` is not a build."""
+    dataset_dir = as_location(dataset_dir)
     if not (dataset_dir / "dataset_dict.json").is_file() or not (build_dir(dataset_dir) / BUILD_FILE).is_file():
         raise MipkitError(
-            f"{dataset_dir.name!r} is not a finished mipkit build (needs dataset_dict.json and build/{BUILD_FILE}); "
+            f"{dataset_dir.display!r} is not a finished mipkit build (needs dataset_dict.json and build/{BUILD_FILE}); "
             "pass the --out folder of `mipkit build`"
         )
-    return load_from_disk(str(dataset_dir)), json.loads((build_dir(dataset_dir) / BUILD_FILE).read_text())
+    return load_dataset_dict(dataset_dir), json.loads((build_dir(dataset_dir) / BUILD_FILE).read_text())
 
 
 def release_splits(dataset: Any, metadata_only: bool) -> dict[str, Any]:
