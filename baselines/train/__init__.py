@@ -12,7 +12,8 @@ What differs between model families (model, loss, batches, evaluation, model car
   3. run folder: ``config.json`` (every option), logger (console, TensorBoard, ``log.jsonl``)
   4. model and loss (from the task)
   5. the task's training data on the device (cached features, uint8 frames), batches drawn by index
-  6. optimizer (AdamW, no weight decay on gains/biases/temperature) and cosine schedule with warmup
+  6. optimizer (AdamW, no weight decay on gains/biases/temperature) and cosine schedule with warmup;
+     after every step the temperature parameter is clamped in place (``1/tau <= 100``, open_clip's rule)
   7. resume from a checkpoint (exact step, data order, RNG states)
   8. the epoch loop: train steps, validation, atomic checkpoints
   9. final evaluation, PNG plots and the model card
@@ -137,6 +138,7 @@ def main(cfg: RunConfig) -> dict:
         ckpt = load_checkpoint(resume_path)
         check_resume_config(ckpt.get("config", {}), cfg.to_dict(), task.resume_may_change)
         load_model_state(model, ckpt["model"])
+        model.temperature.clamp_()  # a checkpoint of the output-clamp era may hold a parameter past the cap
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         step, epoch, first_step_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["step_in_epoch"]
@@ -214,6 +216,7 @@ def main(cfg: RunConfig) -> dict:
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
+            model.temperature.clamp_()  # the cap 1/tau <= 100 on the parameter, so it stays trainable (open_clip)
             scheduler.step()
             step += 1
             window["steps"] += 1

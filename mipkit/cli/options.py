@@ -7,16 +7,14 @@ from typing import Optional
 
 import typer
 
-from mipkit.core.errors import MipkitError
+from mipkit.config.recipe import check_cookies_file
 from mipkit.core.storage import Location, parse_storage_options
 
 
 def check_cookies(cookies: Path | None) -> None:
-    """``--cookies`` must name an existing file (its path is never printed: only its name)."""
-    if cookies is not None and not cookies.is_file():
-        raise MipkitError(
-            f"--cookies file {cookies.name!r} does not exist; export cookies in Netscape format and pass that file"
-        )
+    """``--cookies`` must name an existing Netscape cookies file (only its name is ever printed, never its values)."""
+    if cookies is not None:
+        check_cookies_file(cookies)
 
 
 def storage_options_option() -> Optional[str]:

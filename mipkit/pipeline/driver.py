@@ -40,6 +40,8 @@ from mipkit.pipeline.shard import (
 )
 from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
 
+MERGED_SOURCES_FILE = "merged_sources.jsonl"  # spellings of one source merged into one id, so into one split
+
 # A reader turns the build's input into per-source requests plus the rows it rejected.
 Reader = Callable[[Taxonomy], tuple[list[SourceRequest], list[SampleStatus]]]
 
@@ -197,6 +199,13 @@ def _run(opts: BuildOptions, taxonomy: Taxonomy, sources, problems, tasks: list[
     out.mkdir()
     _prepare(opts, len(tasks))
     write_json_lines(build_dir(out) / MANIFEST_STATUS_FILE, [p.to_dict() for p in problems])
+    merged = merged_spellings(sources)
+    write_json_lines(build_dir(out) / MERGED_SOURCES_FILE, merged)
+    if merged:
+        ui.console.print(
+            f"{len(merged)} source(s) appear under several URL spellings and are built once each "
+            f"(see build/{MERGED_SOURCES_FILE})"
+        )
 
     if opts.retry_failed:
         reopened = reopen_transient_shards(out)
@@ -258,6 +267,11 @@ def _run(opts: BuildOptions, taxonomy: Taxonomy, sources, problems, tasks: list[
             f"no pair could be built from {opts.input_name}; see `mipkit status {out.display}` for the reason of each sample"
         )
     return summary
+
+
+def merged_spellings(sources: list[SourceRequest]) -> list[dict]:
+    """The sources whose input named them in several spellings: what was merged into one id (and one split)."""
+    return [{"source_id": s.source_id, "url": s.url, "spellings": s.spellings} for s in sources if len(s.spellings) > 1]
 
 
 def write_json_lines(path: Location | Path, rows: list[dict]) -> None:
