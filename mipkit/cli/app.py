@@ -45,6 +45,19 @@ app.command("push-to-hub")(publish.push_to_hub_command)
 app.command("hydrate")(publish.hydrate_command)
 
 
+INTERRUPTED = "interrupted: what was committed is kept; run the same command again to resume"
+
+
+def _from_ctrl_c(exc: BaseException) -> bool:
+    """Typer turns KeyboardInterrupt into ``Exit(130)`` and then ``SystemExit``: look down the chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def main() -> None:
     try:
         app()
@@ -55,8 +68,12 @@ def main() -> None:
         ui.console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        ui.console.print("interrupted: committed shards are kept; run the same command again to resume")
+        ui.console.print(INTERRUPTED)
         raise SystemExit(130) from None
+    except SystemExit as exc:  # every long command, not only those that catch Ctrl-C themselves
+        if exc.code == 130 and _from_ctrl_c(exc):
+            ui.console.print(INTERRUPTED)
+        raise
 
 
 if __name__ == "__main__":

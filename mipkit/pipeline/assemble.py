@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ import pyarrow.parquet as pq
 
 from mipkit.config.recipe import Recipe
 from mipkit.config.taxonomy import Taxonomy
+from mipkit.core.errors import MipkitError
+from mipkit.core.ownership import check_replaceable, read_marker, write_marker
 from mipkit.core.paths import BUILD_DIR
 from mipkit.core.records import SPLITS
 from mipkit.core.storage import Location, as_location
@@ -74,8 +77,6 @@ def write_model_labels(build_folder: Location | Path, rows: list[dict]) -> Locat
     ``dropped`` (removed by ``--drop``). Written whole under a temporary name and moved into place,
     which also replaces (never writes through) a hard-linked earlier file.
     """
-    import shutil
-
     target = as_location(build_folder) / MODEL_LABELS_FILE
     scratch = scratch_dir("labels")
     try:
@@ -250,6 +251,7 @@ def assemble(
 
     datasets.disable_progress_bars()  # our own progress covers the build; theirs would interleave
     out = as_location(out_dir)
+    owner = _owner_of(out)
     files = committed_pair_files(out)
     overlay = _model_labels(out)
     features = dataset_features(recipe, taxonomy)
@@ -268,14 +270,15 @@ def assemble(
         record.write_json({"key": key, "complete": False})
     existing = _pairs({split: {p.name for p in (out / split).glob("data-*.arrow")} for split in SPLITS})
     todo = [u for u in units if not set(u.targets.items()) <= existing]
+    for split in SPLITS:
+        check_replaceable(out / split, owner)
     errors = run_shards(todo, write_unit, (out, features_dict, split_of, overlay), workers=workers, engine=engine)
     if errors:
-        from mipkit.core.errors import MipkitError
-
         raise MipkitError(f"assembling the dataset failed ({errors[0]}); run the same command again to resume")
 
     names = {split: [u.targets[split] for u in units if split in u.targets] for split in SPLITS}
     for split in SPLITS:
+        write_marker(out / split, owner)  # this build's split: a later run may replace it
         if not names[split]:  # an empty split still needs one (empty) file, or load_from_disk fails on it
             names[split] = [_split_file_name(0, 1)]
             _write_arrow(out / split / names[split][0], features, None)
@@ -302,3 +305,35 @@ def _write_split_metadata(folder: Location, names: list[str], features_dict: dic
     info = {"citation": "", "description": "", "features": features_dict, "homepage": "", "license": ""}
     (folder / "dataset_info.json").write_json(info)
     (folder / "state.json").write_json(state)
+
+
+def _owner_of(out: Location) -> str:
+    owner = read_marker(out)
+    if owner is None:
+        raise MipkitError(
+            f"{out.display!r} is not a mipkit build folder (no owner marker); pass the --out folder of a build"
+        )
+    return owner
+
+
+def save_splits(out_dir: Location | Path, splits: dict, work: Path) -> None:
+    """How a kind whose rows are in memory (YouTube-8M) writes its ``DatasetDict`` locally or to a store.
+
+    Only split folders of this build are replaced; every split gets at least one data file (with none,
+    datasets 5.2 saves a split that load_from_disk cannot read back); ``dataset_dict.json`` goes last."""
+    out = as_location(out_dir)
+    owner = _owner_of(out)
+    for split in SPLITS:
+        check_replaceable(out / split, owner)
+    (out / "dataset_dict.json").unlink()
+    for split in SPLITS:
+        (out / split).rmtree()  # checked above: ours
+    for split, dataset in splits.items():
+        target = out / split
+        if target.is_local:
+            dataset.save_to_disk(target.url, num_shards=1 if not len(dataset) else None)
+        else:
+            dataset.save_to_disk(target.url, num_shards=1 if not len(dataset) else None, storage_options=out.options)
+        write_marker(target, owner)
+    (out / "dataset_dict.json").write_text(json.dumps({"splits": list(splits)}))
+    shutil.rmtree(work, ignore_errors=True)

@@ -1,8 +1,17 @@
-"""The build: read sources -> shard -> fetch + process (per shard) -> write.
+"""The build driver, one for every kind: read sources -> shard -> fetch + process (per shard) -> write.
 
-Shards run in a local process pool (``engine="local"``) or as Ray tasks (``engine="ray"``); both
-call the same ``run_shard``. Inside a shard a thread pool overlaps network waits: the CPU work
-happens in ffmpeg subprocesses, so threads do not contend for the GIL.
+A build kind (``Kind``) is its shard tasks, the function that builds and commits one shard, what
+identifies the build (its fingerprint) and its assembly into rows of its schema. ``run_build`` does
+the rest the same way for every kind: lock and claim ``OUT``, prepare or resume ``OUT/build``,
+reopen failed shards (``--retry-failed``), run the pending shards with progress, assemble, report.
+``build`` plugs in the manifest-like inputs (mipnet, audioset-mood, hydrate); YouTube-8M plugs in
+from ``mipkit.kinds.yt8m.build``.
+
+Shards run in a local process pool (``engine="local"``) or as Ray tasks (``engine="ray"``, which
+joins a cluster through ``--ray-address`` / ``RAY_ADDRESS``). Inside a shard a thread pool overlaps
+network waits: the CPU work happens in ffmpeg subprocesses, so threads do not contend for the GIL.
+``OUT`` is a local folder or an fsspec URL (``mipkit.core.storage``); on a cluster of several nodes a
+local ``OUT`` is refused unless ``--shared-fs`` says every node mounts it.
 """
 
 from __future__ import annotations
@@ -14,18 +23,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mipkit.config.recipe import Recipe
 from mipkit.config.taxonomy import Taxonomy, load_taxonomy
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError, NothingBuiltError
 from mipkit.core.ids import youtube_id
-from mipkit.core.records import SPLITS, TRANSIENT_STATUSES, SampleStatus, SourceRequest
+from mipkit.core.ownership import check_replaceable, remove_owned, write_marker, writing
+from mipkit.core.records import OK, SPLITS, TRANSIENT_STATUSES, SampleStatus, SourceRequest
 from mipkit.core.storage import Location, as_location
 from mipkit.kinds.mipnet import read_manifest
 from mipkit.media.ffmpeg import require_ffmpeg
 from mipkit.pipeline.assemble import assemble
-from mipkit.pipeline.engines import ENGINES, engine_session, run_shards
+from mipkit.pipeline.engines import ENGINES, ShardFn, engine_session, run_shards
 from mipkit.pipeline.fetch import check_format, youtube_support_problems
 from mipkit.pipeline.plan import plan_splits
 from mipkit.pipeline.shard import (
@@ -63,7 +74,7 @@ class BuildOptions:
     retry_failed: bool = False
     split_of: dict[str, str] | None = None  # source id -> split, for sources whose split is given (hydrate)
     ray_address: str | None = None  # --ray-address; RAY_ADDRESS in the environment does the same
-    shared_fs: bool = False  # a local --out that every node of a cluster sees (NFS, Lustre, ...)
+    shared_fs: bool = False  # a local --out that every node of a cluster mounts (NFS, Lustre, ...)
 
     def __post_init__(self) -> None:
         self.out = as_location(self.out)
@@ -104,29 +115,49 @@ def _expected_samples(task: ShardTask, recipe: Recipe) -> int:
     return sum(1 if w.start_s is not None else recipe.clip.clips_per_source for s in task.sources for w in s.windows)
 
 
-def _prepare(opts: BuildOptions, shard_count: int) -> None:
-    out = opts.out
-    if opts.overwrite and out.exists():
-        build_dir(out).rmtree()
+@dataclass
+class Kind:
+    """A build kind, as the driver sees it."""
+
+    name: str  # build.json "kind"
+    tasks: list  # shard tasks, each with an ``index``
+    shard_fn: ShardFn  # builds and commits one shard: ``(task, *shard_args, on_event=...) -> stats``
+    shard_args: tuple
+    fingerprint: str  # what decides shard contents: a resumed build must match it
+    assemble: Callable[[Location], dict[str, int]]  # committed shards -> OUT's DatasetDict; rows per split
+    record: dict = field(default_factory=dict)  # more build.json fields (recipe, inputs, ...)
+    problems: list[dict] = field(default_factory=list)  # input rows rejected before sharding
+    expected: Callable[[Any], int] | None = None  # samples a task reports; None: its shard sends ("total", n) itself
+    unit: str = "samples"
+    task_name: str = "shard"  # what one task is called in messages
+    describe: Callable[[Any], str] = lambda task: f"shard {task.index}"
+    finish: Callable[[Location, dict[str, int]], dict] | None = None  # more summary fields, once assembled
+    changed: str = "a different manifest or recipe"  # what another fingerprint means, in the refusal
+    nothing_built: str = "no pair could be built"
+
+
+def _prepare(out: Location, kind: Kind, owner: str, overwrite: bool) -> None:
+    ours = [build_dir(out), *(out / split for split in SPLITS)]
+    for folder in ours:  # every refusal before any deletion
+        check_replaceable(folder, owner)
+    if overwrite:
+        for folder in ours:
+            remove_owned(folder, owner)
         (out / "dataset_dict.json").unlink()
-        for split in SPLITS:
-            (out / split).rmtree()
     build_dir(out).mkdir()
-    fingerprint = _fingerprint(opts.input_files, opts.recipe)
+    write_marker(build_dir(out), owner)
     record = build_dir(out) / BUILD_FILE
-    if record.is_file():
-        previous = json.loads(record.read_text())
-        if previous.get("fingerprint") != fingerprint:
-            raise MipkitError(
-                f"{out.display!r} holds a build of a different manifest or recipe; pass --overwrite to start again, or choose another --out"
-            )
+    if record.is_file() and json.loads(record.read_text()).get("fingerprint") != kind.fingerprint:
+        raise MipkitError(
+            f"{out.display!r} holds a build of {kind.changed}; pass --overwrite to start again, or choose another --out"
+        )
     record.write_json(
         {
-            "kind": opts.kind,
-            "recipe": opts.recipe.to_dict(),
-            "inputs": [p.name for p in opts.input_files],
-            "fingerprint": fingerprint,
-            "shards": shard_count,
+            "kind": kind.name,
+            **kind.record,
+            "fingerprint": kind.fingerprint,
+            "owner": owner,
+            "shards": len(kind.tasks),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
@@ -149,7 +180,7 @@ def reopen_transient_shards(out: Location | Path) -> int:
 
 
 def check_cluster_can_reach(out: Location, nodes: int, shared_fs: bool) -> None:
-    """Workers on other nodes write their shards to ``--out``: a local folder there is another disk."""
+    """Workers on other nodes write their shards to ``OUT`` themselves: a local folder there is another disk."""
     if nodes > 1 and out.is_local and not shared_fs:
         raise MipkitError(
             f"--out {out.name!r} is a local folder but the Ray cluster has {nodes} nodes, whose shards would land on "
@@ -170,12 +201,111 @@ def save_chart(target: Location, distribution: dict[str, dict[str, int]]) -> Non
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def run_build(
+    out: Location | Path | str,
+    kind: Kind,
+    *,
+    workers: int = 1,
+    engine: str = "local",
+    overwrite: bool = False,
+    retry_failed: bool = False,
+    ray_address: str | None = None,
+    shared_fs: bool = False,
+) -> dict:
+    """Run (or resume) a build of any kind; returns its summary (also written to ``OUT/build/summary.json``).
+
+    The run holds ``OUT``'s lock throughout and writes only into a folder that is new, empty or its own."""
+    if engine not in ENGINES:
+        raise MipkitError(f"--engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")
+    out = as_location(out)
+    with engine_session(engine, workers, ray_address) as nodes, writing(out) as owner:
+        check_cluster_can_reach(out, nodes, shared_fs)
+        _prepare(out, kind, owner, overwrite)
+        write_json_lines(build_dir(out) / MANIFEST_STATUS_FILE, kind.problems)
+        if retry_failed:
+            reopened = reopen_transient_shards(out)
+            ui.console.print(
+                f"--retry-failed: reopened {reopened} {kind.task_name}(s) with rate-limited or network failures"
+            )
+        done = done_indices(out)
+        pending = [t for t in kind.tasks if t.index not in done]
+        if len(pending) < len(kind.tasks):
+            ui.console.print(
+                f"resuming: {len(kind.tasks) - len(pending)} of {len(kind.tasks)} {kind.task_name}s already done"
+            )
+        began = time.time()
+        errors = _run_with_progress(kind, pending, workers, engine) if pending else []
+        for error in errors:
+            ui.console.print(
+                f"[red]{error}[/red] (the {kind.task_name} is not committed; run the same command again to retry it)"
+            )
+        assembly_began = time.time()
+        rows = kind.assemble(out)
+        assembly_seconds = round(time.time() - assembly_began, 2)
+        report = status_report(out)
+        summary = {
+            "counts": report["counts"],
+            "skipped": report.get("skipped", {}),
+            "splits": rows,
+            "shards": report["shards"],
+            "shard_errors": errors,
+            "seconds_this_run": round(time.time() - began, 2),
+            "seconds_assembly": assembly_seconds,
+        }
+        if kind.finish is not None:
+            summary.update(kind.finish(out, rows))
+        (build_dir(out) / "summary.json").write_json(summary)
+    if not sum(rows.values()):
+        raise NothingBuiltError(
+            f"{kind.nothing_built}; see `mipkit status {out.display}` for the reason of each sample"
+        )
+    return summary
+
+
+def _run_with_progress(kind: Kind, pending: list, workers: int, engine: str) -> list[str]:
+    """``run_shards`` under one progress bar. Shard events: ``{status: count}`` of finished samples, or
+    ``("total", n)`` when a shard learns how many it will report (kinds without ``expected``)."""
+    with ui.progress_bar(kind.unit) as progress:
+
+        def label(done: int) -> str:
+            return f"building · {kind.task_name}s {done}/{len(pending)}"
+
+        bar = progress.add_task(
+            label(0), total=sum(kind.expected(t) for t in pending) if kind.expected else 0, failed=0
+        )
+        finished = [0]
+
+        def on_event(event: dict | tuple) -> None:
+            if isinstance(event, tuple):
+                progress.update(bar, total=(progress.tasks[bar].total or 0) + int(event[1]))
+                return
+            failed = sum(n for status, n in event.items() if status != OK)
+            progress.update(bar, advance=sum(event.values()), failed=progress.tasks[bar].fields["failed"] + failed)
+
+        def on_done(task, stats: dict, streamed: bool) -> None:
+            if not streamed:  # Ray: no events from inside the shard, its counts arrive at its end
+                if kind.expected is None:
+                    on_event(("total", stats["requested"]))
+                on_event(stats["counts"])
+            finished[0] += 1
+            progress.update(bar, description=label(finished[0]))
+
+        return run_shards(
+            pending,
+            kind.shard_fn,
+            kind.shard_args,
+            workers=workers,
+            engine=engine,
+            on_event=on_event,
+            on_done=on_done,
+            describe=kind.describe,
+        )
+
+
 def build(opts: BuildOptions) -> dict:
-    """Run (or resume) a build and return its summary (also written to ``OUT/build/summary.json``)."""
+    """Run (or resume) a build from a manifest or another reader of sources; returns its summary."""
     require_ffmpeg()
     check_format(opts.recipe.ytdlp.format)
-    if opts.engine not in ENGINES:
-        raise MipkitError(f"--engine {opts.engine!r} is unknown; choose one of {', '.join(ENGINES)}")
     taxonomy = load_taxonomy(opts.recipe.taxonomy)
     sources, problems = opts.read(taxonomy)
     if any(youtube_id(s.url) for s in sources):
@@ -186,87 +316,52 @@ def build(opts: BuildOptions) -> dict:
                 "find no formats and those samples end as download_error",
                 soft_wrap=True,
             )
-    tasks = plan_shards(sources, opts.recipe.shards.sources_per_shard)
-    if opts.out.exists() and not opts.out.is_dir():
-        raise MipkitError(f"--out {opts.out.display!r} is a file; pass a folder (new or from an earlier build)")
-    with engine_session(opts.engine, opts.workers, opts.ray_address) as nodes:
-        check_cluster_can_reach(opts.out, nodes, opts.shared_fs)
-        return _run(opts, taxonomy, sources, problems, tasks)
-
-
-def _run(opts: BuildOptions, taxonomy: Taxonomy, sources, problems, tasks: list[ShardTask]) -> dict:
-    out: Location = opts.out
-    out.mkdir()
-    _prepare(opts, len(tasks))
-    write_json_lines(build_dir(out) / MANIFEST_STATUS_FILE, [p.to_dict() for p in problems])
-    merged = merged_spellings(sources)
-    write_json_lines(build_dir(out) / MERGED_SOURCES_FILE, merged)
-    if merged:
-        ui.console.print(
-            f"{len(merged)} source(s) appear under several URL spellings and are built once each "
-            f"(see build/{MERGED_SOURCES_FILE})"
-        )
-
-    if opts.retry_failed:
-        reopened = reopen_transient_shards(out)
-        ui.console.print(f"--retry-failed: reopened {reopened} shard(s) with rate-limited or network failures")
-    done = done_indices(out)
-    pending = [t for t in tasks if t.index not in done]
-    skipped = len(tasks) - len(pending)
-    if skipped:
-        ui.console.print(f"resuming: {skipped} of {len(tasks)} shards already done")
-    began = time.time()
-    errors: list[str] = []
-    if pending:
-        with ui.progress_bar("samples") as progress:
-            bar = progress.add_task("building", total=sum(_expected_samples(t, opts.recipe) for t in pending), failed=0)
-
-            def advance(statuses: list[str]) -> None:
-                failed = sum(1 for s in statuses if s != "ok")
-                progress.update(bar, advance=len(statuses), failed=progress.tasks[bar].fields["failed"] + failed)
-
-            def shard_done(task: ShardTask, stats: dict, streamed: bool) -> None:
-                if not streamed:  # Ray: no per-source events, count the shard as a whole
-                    advance([s for s, n in stats["counts"].items() for _ in range(n)])
-
-            try:
-                errors = run_shards(
-                    pending,
-                    run_shard,
-                    (opts.recipe, out),
-                    workers=opts.workers,
-                    engine=opts.engine,
-                    on_event=advance,
-                    on_done=shard_done,
-                )
-            except KeyboardInterrupt:
-                ui.console.print("interrupted: committed shards are kept; run the same command again to resume")
-                raise
-    for error in errors:
-        ui.console.print(f"[red]{error}[/red] (the shard is not committed; run the same command again to retry it)")
-
     splits = opts.recipe.splits
     split_of = plan_splits(sources, splits.ratios(), splits.seed, splits.stratify_by, opts.split_of)
-    assembly_began = time.time()
-    rows, distribution = assemble(out, opts.recipe, taxonomy, split_of, workers=opts.workers, engine=opts.engine)
-    report = status_report(out)
-    summary = {
-        "counts": report["counts"],
-        "splits": rows,
-        "shards": report["shards"],
-        "shard_errors": errors,
-        "seconds_this_run": round(time.time() - began, 2),
-        "seconds_assembly": round(time.time() - assembly_began, 2),
-    }
-    if sum(rows.values()):
-        summary["emotion"] = distribution
+
+    distribution: dict[str, dict[str, int]] = {}
+
+    def assemble_pairs(out: Location) -> dict[str, int]:
+        rows, counts = assemble(out, opts.recipe, taxonomy, split_of, workers=opts.workers, engine=opts.engine)
+        distribution.update(counts)
+        return rows
+
+    def finish(out: Location, rows: dict[str, int]) -> dict:
+        merged = merged_spellings(sources)
+        write_json_lines(build_dir(out) / MERGED_SOURCES_FILE, merged)
+        if merged:
+            ui.console.print(
+                f"{len(merged)} source(s) appear under several URL spellings and are built once each "
+                f"(see build/{MERGED_SOURCES_FILE})"
+            )
+        if not sum(rows.values()):
+            return {}
         save_chart(out / "label_distribution.png", distribution)
-    (build_dir(out) / "summary.json").write_json(summary)
-    if not sum(rows.values()):
-        raise NothingBuiltError(
-            f"no pair could be built from {opts.input_name}; see `mipkit status {out.display}` for the reason of each sample"
-        )
-    return summary
+        return {"emotion": distribution}
+
+    kind = Kind(
+        name=opts.kind,
+        tasks=plan_shards(sources, opts.recipe.shards.sources_per_shard),
+        shard_fn=run_shard,
+        shard_args=(opts.recipe, opts.out),
+        fingerprint=_fingerprint(opts.input_files, opts.recipe),
+        assemble=assemble_pairs,
+        record={"recipe": opts.recipe.to_dict(), "inputs": [p.name for p in opts.input_files]},
+        problems=[p.to_dict() for p in problems],
+        expected=lambda task: _expected_samples(task, opts.recipe),
+        finish=finish,
+        nothing_built=f"no pair could be built from {opts.input_name}",
+    )
+    return run_build(
+        opts.out,
+        kind,
+        workers=opts.workers,
+        engine=opts.engine,
+        overwrite=opts.overwrite,
+        retry_failed=opts.retry_failed,
+        ray_address=opts.ray_address,
+        shared_fs=opts.shared_fs,
+    )
 
 
 def merged_spellings(sources: list[SourceRequest]) -> list[dict]:
