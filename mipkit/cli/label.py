@@ -7,7 +7,14 @@ from typing import Optional
 
 import typer
 
-from mipkit.cli.options import check_cookies
+from mipkit.cli.options import (
+    OUT_HELP,
+    check_cookies,
+    location,
+    ray_address_option,
+    shared_fs_option,
+    storage_options_option,
+)
 from mipkit.core import ui
 
 
@@ -72,9 +79,12 @@ def build_audioset_mood(
     segments: list[str] = typer.Option(
         ..., "--segments", "-s", help="AudioSet segment CSV, local file or http(s) URL (repeat for several)."
     ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Output folder: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses)."
+    out: str = typer.Option(
+        ..., "--out", "-o", help=f"{OUT_HELP}: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses)."
     ),
+    storage_options: Optional[str] = storage_options_option(),
+    ray_address: Optional[str] = ray_address_option(),
+    shared_fs: bool = shared_fs_option(),
     labels: Optional[Path] = typer.Option(
         None, help="AudioSet class_labels_indices.csv (index,mid,display_name); default: the seven shipped mood rows."
     ),
@@ -113,6 +123,7 @@ def build_audioset_mood(
     from mipkit.pipeline.driver import BuildOptions, build
 
     check_cookies(cookies)
+    out = location(out, storage_options)
     config = load_recipe(recipe).with_overrides(
         {
             "shards.sources_per_shard": shard_size,
@@ -150,6 +161,8 @@ def build_audioset_mood(
                 workers=workers,
                 engine=engine,
                 overwrite=overwrite,
+                ray_address=ray_address,
+                shared_fs=shared_fs,
             )
         )
     print_build_summary(out, summary)
