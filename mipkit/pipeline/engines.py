@@ -123,7 +123,8 @@ def _connect_ray(workers: int, address: str | None) -> bool:
                 f"--ray-address {address!r}: no Ray cluster answers there ({exc}); start one with `ray start --head` or fix the address"
             ) from None
     else:
-        ray.init(num_cpus=max(workers, 1), include_dashboard=False, **quiet)
+        # "local": a private instance, never a cluster that happens to run on this machine
+        ray.init(address="local", num_cpus=max(workers, 1), include_dashboard=False, **quiet)
     return True
 
 
