@@ -136,3 +136,15 @@ def test_kill_9_mid_build_to_s3_then_rerun_gives_exactly_the_pairs(s3, tmp_path,
     for pid in pair_ids:
         by_source.setdefault(pid.rsplit("_", 1)[0], []).append(pid)
     assert sorted(len(v) for v in by_source.values()) == [2, 2, 2, 2]
+
+
+def test_training_reads_dataset_from_s3(s3):
+    from baselines.data.pairs import dataset_display_name, load_pair_dataset
+
+    fs, _ = s3
+    if not fs.exists(f"{BUCKET}/run/dataset_dict.json"):
+        pytest.skip("needs the build of the first test")
+    dataset = load_pair_dataset(f"s3://{BUCKET}/run")  # endpoint from AWS_ENDPOINT_URL, as on a cluster
+    assert len(dataset["train"]) > 0 and dataset_display_name(f"s3://{BUCKET}/run") == "run"
+    with pytest.raises(Exception, match="no saved dataset"):
+        load_pair_dataset(f"s3://{BUCKET}/nothing-here")
