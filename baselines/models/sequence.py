@@ -13,6 +13,8 @@
   adds the same projection to the biLSTM's pooled state: measured here, an untrained biLSTM's final
   states are bit-identical in float32 whatever its initial state after K = 30 steps of YouTube-8M-scale
   inputs, so with ``"h0"`` alone (the paper's wording) the text barely reaches the embedding.
+  ``"h0+c0"`` also sets the initial cell state, ``forget_bias`` the forget gates' initial bias; neither
+  makes the text help (``benchmarks/iiclvtm_text.py``, table in ``docs/iiclvm.md``).
 * Raw features of the intra loss: the temporal average of the sampled, dequantised input; for
   II-CLVTM the query's raw feature is ``concat(text, temporal-average video)`` (each part
   L2-normalised first, *choice* ``raw_text = "unit"``; ``"plain"`` concatenates as is).

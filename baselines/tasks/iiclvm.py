@@ -174,11 +174,14 @@ def embed(
 
 
 def sequence_retrieval(v: torch.Tensor, m: torch.Tensor, candidates, seeds) -> dict:
+    from baselines.eval.chance import instance_chance
+
     sim = v.float() @ m.float().T
     return {
         "n_pairs": int(sim.shape[0]),
         DIRECTIONS[0]: instance_metrics(sim),
         DIRECTIONS[1]: instance_metrics(sim.T),
+        "chance": {"instance": instance_chance(int(sim.shape[0]))},
         "pools": pools(sim, candidates, seeds, DIRECTIONS) if candidates else {},
     }
 
@@ -376,9 +379,10 @@ def evaluate_run(
     workers: int = 0,
     log=print,
     text_weights: str | None = None,
+    html: bool = False,
     **_ignored,
 ) -> dict:
-    """``mipkit eval`` of an II-CLVM run: rebuild the model from ``config`` + a checkpoint."""
+    """``mipkit eval`` of an II-CLVM run: rebuild the model from ``config`` + a checkpoint (``html``: and a gallery)."""
     from baselines.runtime.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 
     if text_weights:
@@ -411,4 +415,8 @@ def evaluate_run(
         **result,
     }
     write_eval(run_dir, split, result, v, m)
+    if html:
+        from baselines.eval.gallery import write_gallery
+
+        result["gallery"] = write_gallery(run_dir, ds, v, m, split, result).relative_to(run_dir).as_posix()
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mipkit.cli import build, demo, inspect, label, publish, yt8m
+from mipkit.cli import browse, build, demo, inspect, label, publish, search, weights, yt8m
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError, NothingBuiltError
 
@@ -18,6 +18,7 @@ build_app = typer.Typer(no_args_is_help=True, help="Build a dataset from a recip
 train_app = typer.Typer(no_args_is_help=True, help="Train a model.")
 app.add_typer(build_app, name="build")
 app.add_typer(train_app, name="train")
+app.add_typer(weights.weights_app, name="weights")
 
 build_app.command("mipnet")(build.build_mipnet)
 app.command("status")(inspect.status)
@@ -34,6 +35,7 @@ def _mount_baselines() -> None:
     baseline_app, eval_command = train_and_eval_commands()
     train_app.add_typer(baseline_app, name="baseline")
     app.command("eval")(eval_command)
+    app.command("search")(search.search)
 
 
 _mount_baselines()
@@ -43,6 +45,7 @@ app.command("label")(label.label)
 build_app.command("audioset-mood")(label.build_audioset_mood)
 app.command("push-to-hub")(publish.push_to_hub_command)
 app.command("hydrate")(publish.hydrate_command)
+app.command("browse")(browse.browse)
 
 
 INTERRUPTED = "interrupted: what was committed is kept; run the same command again to resume"

@@ -25,6 +25,12 @@ _YOUTUBE_HOSTS = {
 _YOUTUBE_PATHS = ("/shorts/", "/embed/", "/live/", "/v/")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 MAX_TIME_S = 86400.0  # 24 h: no clip window starts later in a real video; larger values are typos or attacks
+CREDENTIALS_IN_URL = r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@"  # RE2 and Python syntax alike
+
+
+def redact_url(url: str | None) -> str | None:
+    """Drop ``user:password@`` from a URL: credentials never travel with a release, a page or a search result."""
+    return re.sub(CREDENTIALS_IN_URL, r"\1", url) if url else url
 
 
 def sanitize_id(text: str, max_len: int = 64) -> str:

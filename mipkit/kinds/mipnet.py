@@ -16,11 +16,10 @@ from typing import Any
 
 from mipkit.config.taxonomy import Taxonomy
 from mipkit.core.errors import MipkitError
-from mipkit.core.ids import MAX_TIME_S, canonical_url, pair_id_for, parse_time_s, source_id_for
+from mipkit.core.ids import canonical_url, pair_id_for, parse_time_s, source_id_for
 from mipkit.core.records import BAD_ROW, DUPLICATE, SampleStatus, SourceRequest, Window
 
 KNOWN_COLUMNS = ("url", "start_s", "emotion", "title", "license")
-MAX_START_S = MAX_TIME_S
 
 
 def _repeated(names) -> str | None:

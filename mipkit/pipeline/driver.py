@@ -132,6 +132,7 @@ class Kind:
     task_name: str = "shard"  # what one task is called in messages
     describe: Callable[[Any], str] = lambda task: f"shard {task.index}"
     finish: Callable[[Location, dict[str, int]], dict] | None = None  # more summary fields, once assembled
+    on_prepared: Callable[[Location], None] | None = None  # writes more into OUT/build once it is claimed
     changed: str = "a different manifest or recipe"  # what another fingerprint means, in the refusal
     nothing_built: str = "no pair could be built"
 
@@ -222,6 +223,8 @@ def run_build(
         check_cluster_can_reach(out, nodes, shared_fs)
         _prepare(out, kind, owner, overwrite)
         write_json_lines(build_dir(out) / MANIFEST_STATUS_FILE, kind.problems)
+        if kind.on_prepared is not None:
+            kind.on_prepared(out)
         if retry_failed:
             reopened = reopen_transient_shards(out)
             ui.console.print(
@@ -326,7 +329,7 @@ def build(opts: BuildOptions) -> dict:
         distribution.update(counts)
         return rows
 
-    def finish(out: Location, rows: dict[str, int]) -> dict:
+    def record_merged_spellings(out: Location) -> None:
         merged = merged_spellings(sources)
         write_json_lines(build_dir(out) / MERGED_SOURCES_FILE, merged)
         if merged:
@@ -334,6 +337,8 @@ def build(opts: BuildOptions) -> dict:
                 f"{len(merged)} source(s) appear under several URL spellings and are built once each "
                 f"(see build/{MERGED_SOURCES_FILE})"
             )
+
+    def finish(out: Location, rows: dict[str, int]) -> dict:
         if not sum(rows.values()):
             return {}
         save_chart(out / "label_distribution.png", distribution)
@@ -349,6 +354,7 @@ def build(opts: BuildOptions) -> dict:
         record={"recipe": opts.recipe.to_dict(), "inputs": [p.name for p in opts.input_files]},
         problems=[p.to_dict() for p in problems],
         expected=lambda task: _expected_samples(task, opts.recipe),
+        on_prepared=record_merged_spellings,
         finish=finish,
         nothing_built=f"no pair could be built from {opts.input_name}",
     )
