@@ -262,6 +262,12 @@ def assemble(
     previous = json.loads(record.read_text()) if record.is_file() else {}
     if previous.get("key") == key and previous.get("complete") and (out / "dataset_dict.json").is_file():
         return totals, distribution
+    for split in SPLITS:  # every refusal before any change
+        check_replaceable(out / split, owner)
+    for split in SPLITS:
+        write_marker(out / split, owner)  # first: a killed assembly leaves folders that are provably ours
+        for partial in (out / split).glob("*.tmp"):  # a local file a kill cut short
+            partial.unlink()
     (out / "dataset_dict.json").unlink()  # from here until the end the folder is not loadable
     if previous.get("key") != key:  # another plan: no file of the old one may be taken for a finished one
         for split in SPLITS:
@@ -270,15 +276,12 @@ def assemble(
         record.write_json({"key": key, "complete": False})
     existing = _pairs({split: {p.name for p in (out / split).glob("data-*.arrow")} for split in SPLITS})
     todo = [u for u in units if not set(u.targets.items()) <= existing]
-    for split in SPLITS:
-        check_replaceable(out / split, owner)
     errors = run_shards(todo, write_unit, (out, features_dict, split_of, overlay), workers=workers, engine=engine)
     if errors:
         raise MipkitError(f"assembling the dataset failed ({errors[0]}); run the same command again to resume")
 
     names = {split: [u.targets[split] for u in units if split in u.targets] for split in SPLITS}
     for split in SPLITS:
-        write_marker(out / split, owner)  # this build's split: a later run may replace it
         if not names[split]:  # an empty split still needs one (empty) file, or load_from_disk fails on it
             names[split] = [_split_file_name(0, 1)]
             _write_arrow(out / split / names[split][0], features, None)
