@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mipkit.cli.options import location, storage_options_option
+from mipkit.cli.options import OUT_HELP, location, storage_options_option
 from mipkit.core import ui
 
 
@@ -98,12 +98,13 @@ def hydrate_command(
         metavar="REPO_ID_OR_DIR",
         help="A metadata-only release: Hub id 'owner/name', or a folder written by `push-to-hub --to-folder`.",
     ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Output folder: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses)."
+    out: str = typer.Option(
+        ..., "--out", "-o", help=f"{OUT_HELP}: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses)."
     ),
     recipe: str = typer.Option(
         "mipnet", help="Recipe name in recipes/ or a .toml path (clip length is taken from the release)."
     ),
+    hydrate_storage_options: Optional[str] = storage_options_option(),
     workers: int = typer.Option(1, min=1, help="Shards built in parallel (processes, or Ray tasks)."),
     engine: str = typer.Option("local", help="local (process pool) or ray (RAY_ADDRESS joins a cluster)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier work in --out and start again."),
@@ -116,6 +117,7 @@ def hydrate_command(
     from mipkit.config.recipe import load_recipe
     from mipkit.release.hydrate import hydrate
 
+    out = location(out, hydrate_storage_options)
     summary, comparison = hydrate(
         release, out, load_recipe(recipe), workers=workers, engine=engine, overwrite=overwrite
     )

@@ -348,13 +348,11 @@ def clip_seconds(release: Release) -> float | None:
     return lengths.most_common(1)[0][0] if lengths else None
 
 
-def compare_with_release(release: Release, out: Path) -> dict[str, int]:
+def compare_with_release(release: Release, out: Location | Path) -> dict[str, int]:
     """How much of the release came back: pairs rebuilt, missing, and rebuilt into another split."""
-    from datasets import load_from_disk
-
     wanted = {r["pair_id"]: r.get("split") for r in release.rows if r.get("pair_id")}
     built: dict[str, str] = {}
-    dataset = load_from_disk(str(out))
+    dataset = load_dataset_dict(as_location(out))
     for split, ds in dataset.items():
         if len(ds):  # an empty split is saved as one empty shard; its Arrow table is not read
             built.update(dict.fromkeys(ds.data.column("pair_id").to_pylist(), split))
@@ -369,7 +367,7 @@ def compare_with_release(release: Release, out: Path) -> dict[str, int]:
 
 
 def hydrate(
-    ref: str, out: Path, recipe, workers: int = 1, engine: str = "local", overwrite: bool = False
+    ref: str, out: Location | Path, recipe, workers: int = 1, engine: str = "local", overwrite: bool = False
 ) -> tuple[dict, dict]:
     """Rebuild a release through the normal pipeline; returns the build summary and the comparison."""
     from mipkit.core import ui
@@ -386,7 +384,7 @@ def hydrate(
     split_of = {r["source_id"]: r["split"] for r in release.rows if r.get("source_id") and r.get("split")}
     summary = build(
         BuildOptions(
-            out=Path(out),
+            out=as_location(out),
             recipe=recipe,
             reader=release_reader(release),
             inputs=release.inputs,
@@ -397,4 +395,4 @@ def hydrate(
             split_of=split_of,
         )
     )
-    return summary, compare_with_release(release, Path(out))
+    return summary, compare_with_release(release, as_location(out))
