@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mipkit.core.errors import MipkitError
+from mipkit.core.storage import Location, is_url, load_dataset_dict, parse_storage_options
 
 EMOTIONS = ("happy", "funny", "sad", "tender", "exciting", "angry", "scary")
 
@@ -27,15 +28,25 @@ class DatasetError(MipkitError):
 
 
 def dataset_display_name(spec: str) -> str:
-    """A name safe to publish: the folder name of a local dataset, or the Hub id."""
+    """A name safe to publish: the folder name of a local dataset or of a store URL, or the Hub id."""
+    if is_url(spec):
+        return Location(spec).name
     p = Path(spec)
     return p.name if p.exists() else spec
 
 
 def load_pair_dataset(spec: str):
-    """``datasets.load_from_disk`` for a local folder, ``datasets.load_dataset`` for a Hub id."""
+    """``datasets.load_from_disk`` for a local folder or an fsspec URL (s3://..., storage options from
+    ``MIPKIT_STORAGE_OPTIONS`` or the environment), ``datasets.load_dataset`` for a Hub id."""
     import datasets
 
+    if is_url(spec):
+        where = Location(spec, parse_storage_options(None))
+        if not (where / "dataset_dict.json").is_file():
+            raise DatasetError(
+                f"--dataset: {spec!r} holds no saved dataset (no dataset_dict.json); pass the --out URL of a finished build"
+            )
+        return load_dataset_dict(where)
     p = Path(spec)
     if p.exists():
         if not (p / "dataset_dict.json").is_file():

@@ -8,8 +8,15 @@ from typing import Optional
 import typer
 
 from mipkit.cli import options
-from mipkit.cli.options import check_cookies
+from mipkit.cli.options import (
+    check_cookies,
+    location,
+    ray_address_option,
+    shared_fs_option,
+    storage_options_option,
+)
 from mipkit.core import ui
+from mipkit.core.storage import Location
 
 
 def build_mipnet(
@@ -20,6 +27,9 @@ def build_mipnet(
         help="CSV, JSONL or Parquet with a 'url' column (and optional start_s, emotion, title, license).",
     ),
     out: options.BuildOut = ...,
+    storage_options: Optional[str] = storage_options_option(),
+    ray_address: Optional[str] = ray_address_option(),
+    shared_fs: bool = shared_fs_option(),
     recipe: str = typer.Option("mipnet", help="Recipe name in recipes/ or a .toml path."),
     workers: options.Workers = 1,
     engine: options.Engine = "local",
@@ -49,6 +59,7 @@ def build_mipnet(
 
     # Configuration first: a bad value is a one-line error before any work.
     check_cookies(cookies)
+    target = location(out, storage_options)
     config = load_recipe(recipe).with_overrides(
         {
             "clip.clips_per_source": clips_per_source,
@@ -71,23 +82,25 @@ def build_mipnet(
     summary = build(
         BuildOptions(
             manifest=manifest,
-            out=out,
+            out=target,
             recipe=config,
             workers=workers,
             engine=engine,
             overwrite=overwrite,
             retry_failed=retry_failed,
+            ray_address=ray_address,
+            shared_fs=shared_fs,
         )
     )
-    print_build_summary(out, summary)
+    print_build_summary(target, summary)
     if labeller is not None:
         from mipkit.cli.label import print_labelling_summary
         from mipkit.labelling.passt import label_dataset
 
-        print_labelling_summary(label_dataset(out, labeller, threshold=threshold))
+        print_labelling_summary(label_dataset(target.local_path, labeller, threshold=threshold))
 
 
-def print_build_summary(out: Path, summary: dict) -> None:
+def print_build_summary(out: Location, summary: dict) -> None:
     ui.stdout.print(ui.counts_table("samples by status", summary["counts"], "requested"))
     ui.stdout.print(ui.counts_table("pairs by split", summary["splits"], "pairs", key="split"))
     ui.stdout.print(

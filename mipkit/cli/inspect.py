@@ -4,28 +4,31 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
+from typing import Optional
 
 import typer
 
+from mipkit.cli.options import location, storage_options_option
 from mipkit.core import ui
 
 
 def status(
-    out: Path = typer.Argument(..., help="A build's --out folder."),
+    out: str = typer.Argument(..., help="A build's --out folder or URL (s3://bucket/run, ...)."),
     as_json: bool = typer.Option(False, "--json", help="Print {counts, failed, shards} as JSON."),
     limit: int = typer.Option(20, help="Failed samples to list in the table."),
+    storage_options: Optional[str] = storage_options_option(),
 ) -> None:
     """Counts per status and the failed samples with their reasons."""
     from mipkit.pipeline.status import status_report
 
-    report = status_report(out)
+    where = location(out, storage_options)
+    report = status_report(where)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
     ui.stdout.print(
         ui.counts_table(
-            f"{out.name}: samples by status (shards {report['shards']['done']}/{report['shards']['total']} done)",
+            f"{where.display}: samples by status (shards {report['shards']['done']}/{report['shards']['total']} done)",
             report["counts"],
             "requested",
         )
@@ -37,10 +40,11 @@ def status(
 
 
 def inspect(
-    out: Path = typer.Argument(..., help="A dataset folder written by mipkit build."),
+    out: str = typer.Argument(..., help="A dataset folder (or URL) written by mipkit build."),
     rows: int = typer.Option(5, help="Rows to show per split."),
+    storage_options: Optional[str] = storage_options_option(),
 ) -> None:
     """Splits, counts per emotion and a few rows of a built dataset."""
     from mipkit.pipeline.overview import inspect_dataset
 
-    inspect_dataset(out, rows)
+    inspect_dataset(location(out, storage_options), rows)

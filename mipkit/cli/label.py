@@ -8,7 +8,13 @@ from typing import Optional
 import typer
 
 from mipkit.cli import options
-from mipkit.cli.options import check_cookies
+from mipkit.cli.options import (
+    check_cookies,
+    location,
+    ray_address_option,
+    shared_fs_option,
+    storage_options_option,
+)
 from mipkit.core import ui
 
 
@@ -74,6 +80,9 @@ def build_audioset_mood(
         ..., "--segments", "-s", help="AudioSet segment CSV, local file or http(s) URL (repeat for several)."
     ),
     out: options.BuildOut = ...,
+    storage_options: Optional[str] = storage_options_option(),
+    ray_address: Optional[str] = ray_address_option(),
+    shared_fs: bool = shared_fs_option(),
     labels: Optional[Path] = typer.Option(
         None, help="AudioSet class_labels_indices.csv (index,mid,display_name); default: the seven shipped mood rows."
     ),
@@ -110,6 +119,7 @@ def build_audioset_mood(
     from mipkit.pipeline.driver import BuildOptions, build
 
     check_cookies(cookies)
+    out = location(out, storage_options)
     config = load_recipe(recipe).with_overrides(
         {
             "shards.sources_per_shard": shard_size,
@@ -147,6 +157,8 @@ def build_audioset_mood(
                 workers=workers,
                 engine=engine,
                 overwrite=overwrite,
+                ray_address=ray_address,
+                shared_fs=shared_fs,
             )
         )
     print_build_summary(out, summary)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from mipkit.cli import options
+from mipkit.cli.options import location, storage_options_option
 from mipkit.core import ui
 
 
@@ -32,8 +33,8 @@ def written_table(title: str, written) -> Table:
 
 
 def push_to_hub_command(
-    dataset_dir: Path = typer.Argument(
-        ..., metavar="DIR", help="A finished build: the --out folder of `mipkit build`."
+    dataset_dir: str = typer.Argument(
+        ..., metavar="DIR", help="A finished build: the --out folder (or URL, s3://...) of `mipkit build`."
     ),
     repo_id: str = typer.Argument(
         ..., metavar="REPO_ID", help="Hub dataset id, 'owner/name' (also used in the card's usage example)."
@@ -57,6 +58,7 @@ def push_to_hub_command(
         "--to-folder",
         help="Write exactly what would be pushed (README.md, label_distribution.png, data/*.parquet) to this folder instead (an earlier release there is replaced); no login needed.",
     ),
+    storage_options: Optional[str] = storage_options_option(),
 ) -> None:
     """Publish a built dataset to the Hugging Face Hub as Parquet shards with a complete dataset card.
 
@@ -65,9 +67,10 @@ def push_to_hub_command(
     """
     from mipkit.release.publish import export_to_folder, push_to_hub
 
+    source = location(dataset_dir, storage_options)
     if to_folder is not None:
         written = export_to_folder(
-            dataset_dir, to_folder, repo_id, metadata_only=metadata_only, max_shard_size=max_shard_size
+            source, to_folder, repo_id, metadata_only=metadata_only, max_shard_size=max_shard_size
         )
         ui.stdout.print(written_table(f"release written to {to_folder}", written))
         ui.stdout.print(
@@ -79,7 +82,7 @@ def push_to_hub_command(
         )
         return
     url, written = push_to_hub(
-        dataset_dir,
+        source,
         repo_id,
         private=private,
         revision=revision,
@@ -97,6 +100,7 @@ def hydrate_command(
         help="A metadata-only release: Hub id 'owner/name', or a folder written by `push-to-hub --to-folder`.",
     ),
     out: options.BuildOut = ...,
+    hydrate_storage_options: Optional[str] = storage_options_option(),
     recipe: str = typer.Option(
         "mipnet", help="Recipe name in recipes/ or a .toml path (clip length is taken from the release)."
     ),
@@ -112,6 +116,7 @@ def hydrate_command(
     from mipkit.config.recipe import load_recipe
     from mipkit.release.hydrate import hydrate
 
+    out = location(out, hydrate_storage_options)
     summary, comparison = hydrate(
         release, out, load_recipe(recipe), workers=workers, engine=engine, overwrite=overwrite
     )

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from mipkit.cli import options
-from mipkit.cli.options import check_cookies
+from mipkit.cli.options import OUT_HELP, check_cookies, location, storage_options_option
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError
 
@@ -149,12 +149,13 @@ def yt8m_command(kind: str, what: str):
             "-t",
             help="Frame-level TFRecords: paths, folders, globs ('frame/train*.tfrecord') or http(s) URLs (downloaded to --cache-dir once). Repeatable.",
         ),
-        out: Path = typer.Option(
+        out: str = typer.Option(
             ...,
             "--out",
             "-o",
-            help="Output folder: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses, metadata.jsonl).",
+            help=f"{OUT_HELP}: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses, metadata.jsonl).",
         ),
+        storage_options: Optional[str] = storage_options_option(),
         vocabulary: Optional[Path] = typer.Option(
             None,
             help="The release's vocabulary.csv: 'Music video' is looked up by name (without it: index 14 of the 2018 vocabulary).",
@@ -209,7 +210,7 @@ def yt8m_command(kind: str, what: str):
         _build(
             kind,
             tfrecords,
-            out,
+            location(out, storage_options),
             recipe,
             vocabulary,
             metadata,

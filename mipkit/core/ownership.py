@@ -12,11 +12,17 @@ One run writes an output at a time: ``writing(out)`` holds an OS lock (``flock``
 process dies, so the lock of a killed run is simply taken over; the file names the holder's PID
 and host for the refusal. (Beside, not inside: a relabelled or re-exported folder is swapped in
 whole, and the lock must outlive the swap.)
+
+On an object store (``s3://...``) the markers are objects like any other file, but a store has no
+``flock``: the lock is then taken on a local file named by a hash of the URL under the user's cache
+folder. It keeps two runs on one machine apart; runs on two machines writing one URL are not
+stopped (give each build its own prefix).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -29,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mipkit.core.errors import MipkitError
+from mipkit.core.storage import Location, as_location
 
 MARKER = ".mipkit-owner"
 LOCK_SUFFIX = ".mipkit-lock"
@@ -57,39 +64,35 @@ class OutputBusyError(MipkitError):
     """Another run holds the output folder's lock."""
 
 
-def read_marker(folder: Path) -> str | None:
+def read_marker(folder: Location | Path) -> str | None:
     try:
-        return json.loads((Path(folder) / MARKER).read_text()).get("owner")
+        return json.loads((as_location(folder) / MARKER).read_text()).get("owner")
     except (OSError, ValueError, AttributeError):
         return None
 
 
-def write_marker(folder: Path, owner: str) -> None:
-    path = Path(folder) / MARKER
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"owner": owner, "written_by": "mipkit"}) + "\n")
-    os.replace(tmp, path)
+def write_marker(folder: Location | Path, owner: str) -> None:
+    (as_location(folder) / MARKER).write_text(json.dumps({"owner": owner, "written_by": "mipkit"}) + "\n")
 
 
-def foreign(folder: Path, flag: str, detail: str = "") -> ForeignFolderError:
+def foreign(folder: Location | Path, flag: str, detail: str = "") -> ForeignFolderError:
     """The one-line refusal (names the folder, never its full path)."""
     return ForeignFolderError(
-        f"{flag} {Path(folder).name!r} holds files mipkit did not write{detail}; choose a new or empty {flag}, "
+        f"{flag} {as_location(folder).display!r} holds files mipkit did not write{detail}; choose a new or empty {flag}, "
         "or move those files away"
     )
 
 
-def _entries(folder: Path) -> list[str]:
-    return (
-        sorted(p.name for p in folder.iterdir() if p.name not in (MARKER, MARKER + ".tmp")) if folder.is_dir() else []
-    )
+def _entries(folder: Location | Path) -> list[str]:
+    folder = as_location(folder)
+    return sorted(p.name for p in folder.iterdir() if p.name not in (MARKER, MARKER + ".tmp"))
 
 
-def _is_plain_split(folder: Path) -> bool:
+def _is_plain_split(folder: Location) -> bool:
     return folder.is_dir() and all(_DATASETS_FILE.fullmatch(name) for name in _entries(folder))
 
 
-def _adopt_legacy_build(out: Path) -> str | None:
+def _adopt_legacy_build(out: Location) -> str | None:
     """A build written before markers (build/build.json, only known entries, plain splits) gets them now."""
     names = _entries(out)
     record = out / "build" / "build.json"
@@ -104,11 +107,11 @@ def _adopt_legacy_build(out: Path) -> str | None:
     return owner
 
 
-def claim(out: Path, flag: str = "--out", create: bool = True) -> str:
+def claim(out: Location | Path, flag: str = "--out", create: bool = True) -> str:
     """The owner id of ``out``: its marker's, a new one for a new or empty folder, else a refusal."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise MipkitError(f"{flag} {out.name!r} is a file; pass a folder (new or from an earlier run)")
+    out = as_location(out)
+    if out.is_file():
+        raise MipkitError(f"{flag} {out.display!r} is a file; pass a folder (new or from an earlier run)")
     owner = read_marker(out)
     if owner is None and _entries(out):
         owner = _adopt_legacy_build(out) if create else None  # only a build resumes a build; no one else adopts it
@@ -117,28 +120,28 @@ def claim(out: Path, flag: str = "--out", create: bool = True) -> str:
     if owner is None:
         owner = uuid.uuid4().hex
         if create:
-            out.mkdir(parents=True, exist_ok=True)
+            out.mkdir()
             write_marker(out, owner)
     return owner
 
 
-def check_replaceable(path: Path, owner: str, flag: str = "--out") -> None:
+def check_replaceable(path: Location | Path, owner: str, flag: str = "--out") -> None:
     """Refuse unless ``path`` is absent or a folder of this output (its marker names ``owner``)."""
-    path = Path(path)
+    path = as_location(path)
     if path.exists() and not (path.is_dir() and read_marker(path) == owner):
         raise foreign(path, flag, f" (inside {path.parent.name!r})")
 
 
-def remove_owned(path: Path, owner: str, flag: str = "--out") -> None:
+def remove_owned(path: Location | Path, owner: str, flag: str = "--out") -> None:
     """Delete a folder of this output; a folder that is not provably ours is refused."""
     check_replaceable(path, owner, flag)
-    shutil.rmtree(path, ignore_errors=True)
+    as_location(path).rmtree()
 
 
-def check_plain_dataset(folder: Path, splits, flag: str) -> None:
+def check_plain_dataset(folder: Location | Path, splits, flag: str) -> None:
     """Before a split folder is rewritten in place: it holds nothing but what ``datasets`` or mipkit wrote."""
     for split in splits:
-        extra = [n for n in _entries(Path(folder) / split) if not _DATASETS_FILE.fullmatch(n)]
+        extra = [n for n in _entries(as_location(folder) / split) if not _DATASETS_FILE.fullmatch(n)]
         if extra:
             raise foreign(folder, flag, f" ({split}/{extra[0]})")
 
@@ -146,9 +149,18 @@ def check_plain_dataset(folder: Path, splits, flag: str) -> None:
 # --- one writer per output ---------------------------------------------------------------------------------------------
 
 
-def lock_path(out: Path) -> Path:
-    out = Path(out).resolve()  # ds, ./ds and a link to it share one lock
-    return out.parent / f".{out.name}{LOCK_SUFFIX}"
+def lock_path(out: Location | Path) -> Path:
+    where = as_location(out)
+    if not where.is_local:  # a store has no flock: a local lock file named by the URL
+        digest = hashlib.sha256(where.url.encode()).hexdigest()[:24]
+        return (
+            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+            / "mipkit"
+            / "locks"
+            / f"{digest}{LOCK_SUFFIX}"
+        )
+    local = where.local_path.resolve()  # ds, ./ds and a link to it share one lock
+    return local.parent / f".{local.name}{LOCK_SUFFIX}"
 
 
 def _holder(path: Path) -> str:
@@ -160,7 +172,7 @@ def _holder(path: Path) -> str:
 
 
 @contextmanager
-def exclusive(out: Path, flag: str = "--out") -> Iterator[None]:
+def exclusive(out: Location | Path, flag: str = "--out") -> Iterator[None]:
     """Hold the lock of ``out`` (re-entrant within this process); a second run gets a one-line refusal."""
     path = lock_path(out)
     if path in _held:
@@ -178,7 +190,7 @@ def exclusive(out: Path, flag: str = "--out") -> Iterator[None]:
         except BlockingIOError:
             os.close(fd)
             raise OutputBusyError(
-                f"{flag} {Path(out).name!r} is being written by another mipkit run ({_holder(path)}); "
+                f"{flag} {as_location(out).display!r} is being written by another mipkit run ({_holder(path)}); "
                 f"wait for it to end, or choose another {flag}"
             ) from None
         try:
@@ -205,7 +217,7 @@ def exclusive(out: Path, flag: str = "--out") -> Iterator[None]:
 
 
 @contextmanager
-def writing(out: Path, flag: str = "--out", create: bool = True) -> Iterator[str]:
+def writing(out: Location | Path, flag: str = "--out", create: bool = True) -> Iterator[str]:
     """Lock ``out`` for this run and claim it; yields its owner id."""
     with exclusive(out, flag):
         yield claim(out, flag, create=create)

@@ -258,13 +258,18 @@ def select_segments(
     return selection
 
 
-def write_selection(path: Path, selection: Selection) -> Path:
-    """The kept segments as a CSV: the redistributable metadata-only list, and the build's input identity."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["YTID", "start_seconds", "end_seconds", "emotion", "mid"])
-        writer.writerows(selection.kept)
-    os.replace(tmp, path)
-    return path
+def write_selection(path, selection: Selection):
+    """The kept segments as a CSV: the redistributable metadata-only list, and the build's input identity.
+    ``path`` is a local path or a ``Location`` (an object store); it is written whole."""
+    import io
+
+    from mipkit.core.storage import as_location
+
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["YTID", "start_seconds", "end_seconds", "emotion", "mid"])
+    writer.writerows(selection.kept)
+    target = as_location(path)
+    target.parent.mkdir()
+    target.write_text(text.getvalue())
+    return target if not isinstance(path, Path) else path

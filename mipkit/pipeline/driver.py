@@ -7,17 +7,19 @@ reopen failed shards (``--retry-failed``), run the pending shards with progress,
 ``build`` plugs in the manifest-like inputs (mipnet, audioset-mood, hydrate); YouTube-8M plugs in
 from ``mipkit.kinds.yt8m.build``.
 
-Shards run in a local process pool (``engine="local"``) or as Ray tasks (``engine="ray"``). Inside a
-shard a thread pool overlaps network waits: the CPU work happens in ffmpeg subprocesses, so threads
-do not contend for the GIL.
+Shards run in a local process pool (``engine="local"``) or as Ray tasks (``engine="ray"``, which
+joins a cluster through ``--ray-address`` / ``RAY_ADDRESS``). Inside a shard a thread pool overlaps
+network waits: the CPU work happens in ffmpeg subprocesses, so threads do not contend for the GIL.
+``OUT`` is a local folder or an fsspec URL (``mipkit.core.storage``); on a cluster of several nodes a
+local ``OUT`` is refused unless ``--shared-fs`` says every node mounts it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +29,27 @@ from mipkit.config.recipe import Recipe
 from mipkit.config.taxonomy import Taxonomy, load_taxonomy
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError, NothingBuiltError
-from mipkit.core.files import write_json
 from mipkit.core.ids import youtube_id
 from mipkit.core.ownership import check_replaceable, remove_owned, write_marker, writing
 from mipkit.core.records import OK, SPLITS, TRANSIENT_STATUSES, SampleStatus, SourceRequest
+from mipkit.core.storage import Location, as_location
 from mipkit.kinds.mipnet import read_manifest
 from mipkit.media.ffmpeg import require_ffmpeg
-from mipkit.pipeline.assemble import assemble, column_values
-from mipkit.pipeline.engines import ENGINES, ShardFn, run_shards
+from mipkit.pipeline.assemble import assemble
+from mipkit.pipeline.engines import ENGINES, ShardFn, engine_session, run_shards
 from mipkit.pipeline.fetch import check_format, youtube_support_problems
 from mipkit.pipeline.parallelism import describe as describe_parallelism
 from mipkit.pipeline.plan import plan_splits
-from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, ShardTask, is_done, plan_shards, run_shard, shards_root
+from mipkit.pipeline.shard import (
+    STATS_FILE,
+    STATUS_FILE,
+    ShardTask,
+    done_indices,
+    done_shard_dirs,
+    plan_shards,
+    run_shard,
+    scratch_dir,
+)
 from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
 
 MERGED_SOURCES_FILE = "merged_sources.jsonl"  # spellings of one source merged into one id, so into one split
@@ -52,7 +63,7 @@ class BuildOptions:
     """One build. ``manifest`` is the usual input; other inputs (AudioSet CSVs, a metadata-only
     release) pass a ``reader`` and the ``inputs`` files whose content identifies the build."""
 
-    out: Path
+    out: Location | Path | str  # a local folder or an fsspec URL (s3://bucket/prefix, gs://..., file://...)
     recipe: Recipe
     manifest: Path | None = None
     reader: Reader | None = None
@@ -63,6 +74,11 @@ class BuildOptions:
     overwrite: bool = False
     retry_failed: bool = False
     split_of: dict[str, str] | None = None  # source id -> split, for sources whose split is given (hydrate)
+    ray_address: str | None = None  # --ray-address; RAY_ADDRESS in the environment does the same
+    shared_fs: bool = False  # a local --out that every node of a cluster mounts (NFS, Lustre, ...)
+
+    def __post_init__(self) -> None:
+        self.out = as_location(self.out)
 
     def read(self, taxonomy: Taxonomy) -> tuple[list[SourceRequest], list[SampleStatus]]:
         if self.reader is not None:
@@ -109,37 +125,35 @@ class Kind:
     shard_fn: ShardFn  # builds and commits one shard: ``(task, *shard_args, on_event=...) -> stats``
     shard_args: tuple
     fingerprint: str  # what decides shard contents: a resumed build must match it
-    # committed shards -> OUT's DatasetDict (through assemble.save_splits); returns rows per split
-    assemble: Callable[[Path], dict[str, int]]
+    assemble: Callable[[Location], dict[str, int]]  # committed shards -> OUT's DatasetDict; rows per split
     record: dict = field(default_factory=dict)  # more build.json fields (recipe, inputs, ...)
     problems: list[dict] = field(default_factory=list)  # input rows rejected before sharding
     expected: Callable[[Any], int] | None = None  # samples a task reports; None: its shard sends ("total", n) itself
     unit: str = "samples"
     task_name: str = "shard"  # what one task is called in messages
     describe: Callable[[Any], str] = lambda task: f"shard {task.index}"
-    finish: Callable[[Path, dict[str, int]], dict] | None = None  # more summary fields, once assembled
-    on_prepared: Callable[[Path], None] | None = None  # writes more into OUT/build once it is claimed
+    finish: Callable[[Location, dict[str, int]], dict] | None = None  # more summary fields, once assembled
+    on_prepared: Callable[[Location], None] | None = None  # writes more into OUT/build once it is claimed
     changed: str = "a different manifest or recipe"  # what another fingerprint means, in the refusal
     nothing_built: str = "no pair could be built"
 
 
-def _prepare(out: Path, kind: Kind, owner: str, overwrite: bool) -> None:
+def _prepare(out: Location, kind: Kind, owner: str, overwrite: bool) -> None:
     ours = [build_dir(out), *(out / split for split in SPLITS)]
     for folder in ours:  # every refusal before any deletion
         check_replaceable(folder, owner)
     if overwrite:
         for folder in ours:
             remove_owned(folder, owner)
-        (out / "dataset_dict.json").unlink(missing_ok=True)
-    build_dir(out).mkdir(parents=True, exist_ok=True)
+        (out / "dataset_dict.json").unlink()
+    build_dir(out).mkdir()
     write_marker(build_dir(out), owner)
     record = build_dir(out) / BUILD_FILE
     if record.is_file() and json.loads(record.read_text()).get("fingerprint") != kind.fingerprint:
         raise MipkitError(
-            f"{out.name!r} holds a build of {kind.changed}; pass --overwrite to start again, or choose another --out"
+            f"{out.display!r} holds a build of {kind.changed}; pass --overwrite to start again, or choose another --out"
         )
-    write_json(
-        record,
+    record.write_json(
         {
             "kind": kind.name,
             **kind.record,
@@ -151,12 +165,12 @@ def _prepare(out: Path, kind: Kind, owner: str, overwrite: bool) -> None:
     )
 
 
-def reopen_transient_shards(out: Path) -> int:
+def reopen_transient_shards(out: Location | Path) -> int:
     """Un-commit every done shard holding a transient failure, so the next run fetches it again."""
     reopened = 0
-    for folder in sorted(shards_root(out).glob("[0-9]*")):
+    for folder in done_shard_dirs(out):
         stats, statuses = folder / STATS_FILE, folder / STATUS_FILE
-        if stats.is_file() and statuses.is_file():
+        if statuses.is_file():
             if any(
                 json.loads(line)["status"] in TRANSIENT_STATUSES
                 for line in statuses.read_text().splitlines()
@@ -167,34 +181,47 @@ def reopen_transient_shards(out: Path) -> int:
     return reopened
 
 
-def label_distribution(out: Path, taxonomy_names: list[str]) -> dict[str, dict[str, int]]:
-    """Counts per emotion and split, read from the assembled dataset's Arrow files (no media decode)."""
-    from datasets import load_from_disk
+def check_cluster_can_reach(out: Location, nodes: int, shared_fs: bool) -> None:
+    """Workers on other nodes write their shards to ``OUT`` themselves: a local folder there is another disk."""
+    if nodes > 1 and out.is_local and not shared_fs:
+        raise MipkitError(
+            f"--out {out.name!r} is a local folder but the Ray cluster has {nodes} nodes, whose shards would land on "
+            "their own disks; use an object-store URL (e.g. --out s3://bucket/run) or, for a folder every node mounts, "
+            "add --shared-fs"
+        )
 
-    dataset = load_from_disk(str(out))
-    table: dict[str, dict[str, int]] = {}
-    for split in dataset:
-        labels = column_values(dataset[split], "emotion")
-        counts = Counter(taxonomy_names[i] if i is not None and i >= 0 else "unlabelled" for i in labels)
-        table[split] = dict(counts)
-    return table
+
+def save_chart(target: Location, distribution: dict[str, dict[str, int]]) -> None:
+    """The chart is drawn on local scratch, then copied to the output (which may be a store)."""
+    scratch = scratch_dir("chart")
+    try:
+        local = ui.bar_chart(
+            scratch / target.name, "pairs per emotion and split", distribution, xlabel="emotion", ylabel="pairs"
+        )
+        target.upload(local)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def run_build(
-    out: Path,
+    out: Location | Path | str,
     kind: Kind,
     *,
     workers: int = 1,
     engine: str = "local",
     overwrite: bool = False,
     retry_failed: bool = False,
+    ray_address: str | None = None,
+    shared_fs: bool = False,
 ) -> dict:
     """Run (or resume) a build of any kind; returns its summary (also written to ``OUT/build/summary.json``).
 
     The run holds ``OUT``'s lock throughout and writes only into a folder that is new, empty or its own."""
     if engine not in ENGINES:
         raise MipkitError(f"--engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")
-    with writing(out) as owner:
+    out = as_location(out)
+    with engine_session(engine, workers, ray_address) as nodes, writing(out) as owner:
+        check_cluster_can_reach(out, nodes, shared_fs)
         _prepare(out, kind, owner, overwrite)
         write_json_lines(build_dir(out) / MANIFEST_STATUS_FILE, kind.problems)
         if kind.on_prepared is not None:
@@ -204,7 +231,8 @@ def run_build(
             ui.console.print(
                 f"--retry-failed: reopened {reopened} {kind.task_name}(s) with rate-limited or network failures"
             )
-        pending = [t for t in kind.tasks if not is_done(out, t.index)]
+        done = done_indices(out)
+        pending = [t for t in kind.tasks if t.index not in done]
         if len(pending) < len(kind.tasks):
             ui.console.print(
                 f"resuming: {len(kind.tasks) - len(pending)} of {len(kind.tasks)} {kind.task_name}s already done"
@@ -215,7 +243,9 @@ def run_build(
             ui.console.print(
                 f"[red]{error}[/red] (the {kind.task_name} is not committed; run the same command again to retry it)"
             )
+        assembly_began = time.time()
         rows = kind.assemble(out)
+        assembly_seconds = round(time.time() - assembly_began, 2)
         report = status_report(out)
         summary = {
             "counts": report["counts"],
@@ -224,12 +254,15 @@ def run_build(
             "shards": report["shards"],
             "shard_errors": errors,
             "seconds_this_run": round(time.time() - began, 2),
+            "seconds_assembly": assembly_seconds,
         }
         if kind.finish is not None:
             summary.update(kind.finish(out, rows))
-        write_json(build_dir(out) / "summary.json", summary)
+        (build_dir(out) / "summary.json").write_json(summary)
     if not sum(rows.values()):
-        raise NothingBuiltError(f"{kind.nothing_built}; see `mipkit status {out.name}` for the reason of each sample")
+        raise NothingBuiltError(
+            f"{kind.nothing_built}; see `mipkit status {out.display}` for the reason of each sample"
+        )
     return summary
 
 
@@ -291,7 +324,14 @@ def build(opts: BuildOptions) -> dict:
     splits = opts.recipe.splits
     split_of = plan_splits(sources, splits.ratios(), splits.seed, splits.stratify_by, opts.split_of)
 
-    def record_merged_spellings(out: Path) -> None:
+    distribution: dict[str, dict[str, int]] = {}
+
+    def assemble_pairs(out: Location) -> dict[str, int]:
+        rows, counts = assemble(out, opts.recipe, taxonomy, split_of, workers=opts.workers, engine=opts.engine)
+        distribution.update(counts)
+        return rows
+
+    def record_merged_spellings(out: Location) -> None:
         merged = merged_spellings(sources)
         write_json_lines(build_dir(out) / MERGED_SOURCES_FILE, merged)
         if merged:
@@ -300,17 +340,10 @@ def build(opts: BuildOptions) -> dict:
                 f"(see build/{MERGED_SOURCES_FILE})"
             )
 
-    def finish(out: Path, rows: dict[str, int]) -> dict:
+    def finish(out: Location, rows: dict[str, int]) -> dict:
         if not sum(rows.values()):
             return {}
-        distribution = label_distribution(out, taxonomy.names)
-        ui.bar_chart(
-            out / "label_distribution.png",
-            "pairs per emotion and split",
-            distribution,
-            xlabel="emotion",
-            ylabel="pairs",
-        )
+        save_chart(out / "label_distribution.png", distribution)
         return {"emotion": distribution}
 
     kind = Kind(
@@ -319,7 +352,7 @@ def build(opts: BuildOptions) -> dict:
         shard_fn=run_shard,
         shard_args=(opts.recipe, opts.out),
         fingerprint=_fingerprint(opts.input_files, opts.recipe),
-        assemble=lambda out: assemble(out, opts.recipe, taxonomy, split_of),
+        assemble=assemble_pairs,
         record={"recipe": opts.recipe.to_dict(), "inputs": [p.name for p in opts.input_files]},
         problems=[p.to_dict() for p in problems],
         expected=lambda task: _expected_samples(task, opts.recipe),
@@ -334,6 +367,8 @@ def build(opts: BuildOptions) -> dict:
         engine=opts.engine,
         overwrite=opts.overwrite,
         retry_failed=opts.retry_failed,
+        ray_address=opts.ray_address,
+        shared_fs=opts.shared_fs,
     )
 
 
@@ -342,7 +377,5 @@ def merged_spellings(sources: list[SourceRequest]) -> list[dict]:
     return [{"source_id": s.source_id, "url": s.url, "spellings": s.spellings} for s in sources if len(s.spellings) > 1]
 
 
-def write_json_lines(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+def write_json_lines(path: Location | Path, rows: list[dict]) -> None:
+    as_location(path).write_text("".join(json.dumps(r) + "\n" for r in rows))

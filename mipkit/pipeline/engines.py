@@ -9,9 +9,11 @@ each shard once it finishes, through ``on_done``.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue as queue_module
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from typing import Any
 
 from mipkit.core.errors import MipkitError
@@ -94,17 +96,60 @@ def _drain(futures: dict, events, on_event: OnEvent, on_done: OnDone, describe, 
     return errors
 
 
-def _run_ray(tasks: Sequence, shard_fn: ShardFn, args: tuple, workers: int, on_done: OnDone, describe) -> list[str]:
+# A task whose node dies is run again elsewhere; its shard was not committed, so it is redone whole.
+RAY_MAX_RETRIES = 3
+
+
+def _import_ray():
     try:
         import ray
     except ImportError:
         raise MipkitError("--engine ray needs Ray: pip install 'ray>=2.40'") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        # RAY_ADDRESS in the environment joins an existing cluster; otherwise a local instance starts.
-        ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False, configure_logging=False)
-    remote = ray.remote(shard_fn)
-    refs = {remote.remote(task, *args): task for task in tasks}
+    return ray
+
+
+def _connect_ray(workers: int, address: str | None) -> bool:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start a local instance; True if started here."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    quiet = {"log_to_driver": False, "configure_logging": False}
+    if address:
+        try:
+            ray.init(address=address, **quiet)
+        except ConnectionError as exc:
+            raise MipkitError(
+                f"--ray-address {address!r}: no Ray cluster answers there ({exc}); start one with `ray start --head` or fix the address"
+            ) from None
+    else:
+        # "local": a private instance, never a cluster that happens to run on this machine
+        ray.init(address="local", num_cpus=max(workers, 1), include_dashboard=False, **quiet)
+    return True
+
+
+@contextmanager
+def engine_session(engine: str, workers: int = 1, ray_address: str | None = None) -> Iterator[int]:
+    """Start (or join) what ``engine`` needs for a whole build; yields the number of nodes that will work."""
+    if engine != "ray":
+        yield 1
+        return
+    started_here = _connect_ray(workers, ray_address)
+    ray = _import_ray()
+    try:
+        yield sum(1 for node in ray.nodes() if node.get("Alive"))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _run_ray(tasks: Sequence, shard_fn: ShardFn, args: tuple, workers: int, on_done: OnDone, describe) -> list[str]:
+    ray = _import_ray()
+    started_here = _connect_ray(workers, None)
+    # SPREAD: shards go to every node of a cluster, not first to the driver's own.
+    remote = ray.remote(shard_fn).options(max_retries=RAY_MAX_RETRIES, scheduling_strategy="SPREAD")
+    shared = [ray.put(arg) for arg in args]  # once, not once per task (a split map can be large)
+    refs = {remote.remote(task, *shared): task for task in tasks}
     errors: list[str] = []
     pending = list(refs)
     try:

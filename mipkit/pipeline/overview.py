@@ -9,6 +9,7 @@ from rich.table import Table
 
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError
+from mipkit.core.storage import Location, as_location, load_dataset_dict
 from mipkit.pipeline.assemble import column_values
 
 # Plain columns worth showing in the sample rows, in this order, when the dataset has them.
@@ -25,21 +26,20 @@ _SAMPLE_COLUMNS = (
 )
 
 
-def inspect_dataset(out: Path, rows: int = 5) -> None:
-    from datasets import load_from_disk
-
-    if not (Path(out) / "dataset_dict.json").is_file():
+def inspect_dataset(out: Location | Path, rows: int = 5) -> None:
+    out = as_location(out)
+    if not (out / "dataset_dict.json").is_file():
         raise MipkitError(
-            f"{Path(out).name!r} holds no dataset (no dataset_dict.json); pass the --out folder of a finished build"
+            f"{out.display!r} holds no dataset (no dataset_dict.json); pass the --out folder of a finished build"
         )
-    dataset = load_from_disk(str(out))
+    dataset = load_dataset_dict(out)
     first = next(iter(dataset.values()))
     features = first.features
     names = features["emotion"].names if "emotion" in features else []
     labels = names + ["unlabelled"] if names else []
     group = "source_id" if "source_id" in features else None
 
-    overview = Table(title=f"{Path(out).name}: splits")
+    overview = Table(title=f"{out.display}: splits")
     for column in ["split", "rows"] + (["sources"] if group else []) + labels:
         overview.add_column(column, justify="left" if column == "split" else "right")
     for split, ds in dataset.items():

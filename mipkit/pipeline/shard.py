@@ -1,16 +1,20 @@
 """Shards: the unit of work, of resume and of distribution.
 
 Layout of one shard under ``OUT/build/shards/NNNNN/``: ``pairs.parquet`` (built samples with their
-media bytes), ``status.jsonl`` (one line per requested sample) and ``stats.json``. Each file is
-written to a temporary name and moved into place; ``stats.json`` is written last, so its presence
-means the shard is complete. A shard folder without it is leftover of a killed run and is redone.
+media bytes), ``status.jsonl`` (one line per requested sample) and ``stats.json``. ``OUT`` may be a
+local folder or an object-store URL: the worker that built a shard writes it there itself. Each file
+appears whole (temporary name + rename locally, one PUT on a store); ``stats.json`` is written last,
+so its presence means the shard is complete. A shard folder without it is leftover of a killed run
+and is redone. Scratch files (ffmpeg output) stay on the worker's local disk.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import socket
+import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,9 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mipkit.config.recipe import Recipe
-from mipkit.core.files import write_atomic
 from mipkit.core.paths import BUILD_DIR
 from mipkit.core.records import INTERNAL_ERROR, Pair, SampleStatus, SourceRequest
+from mipkit.core.storage import Location, as_location
 from mipkit.pipeline.fetch import one_line
 from mipkit.pipeline.parallelism import fetch_threads
 from mipkit.pipeline.process import build_source, fail_all
@@ -63,16 +67,48 @@ class ShardTask:
     sources: list[SourceRequest]
 
 
-def shards_root(out_dir: Path) -> Path:
-    return Path(out_dir) / BUILD_DIR / "shards"
+def shards_root(out_dir: Location | Path | str) -> Location:
+    return as_location(out_dir) / BUILD_DIR / "shards"
 
 
-def shard_dir(out_dir: Path, index: int) -> Path:
+def shard_dir(out_dir: Location | Path | str, index: int) -> Location:
     return shards_root(out_dir) / f"{index:05d}"
 
 
-def is_done(out_dir: Path, index: int) -> bool:
+def done_shard_dirs(out_dir: Location | Path | str) -> list[Location]:
+    """The committed shard folders (those with ``stats.json``), in order; one listing, not one call each."""
+    root = shards_root(out_dir)
+    return sorted(stats.parent for stats in root.glob(f"[0-9]*/{STATS_FILE}"))
+
+
+def done_indices(out_dir: Location | Path | str) -> set[int]:
+    return {int(folder.name) for folder in done_shard_dirs(out_dir)}
+
+
+def is_done(out_dir: Location | Path | str, index: int) -> bool:
     return (shard_dir(out_dir, index) / STATS_FILE).is_file()
+
+
+def scratch_dir(label: str) -> Path:
+    """A private folder on this worker's local disk for ffmpeg's files (never on the output store)."""
+    return Path(tempfile.mkdtemp(prefix=f"mipkit-{label}-"))
+
+
+def worker_identity() -> dict:
+    """Where a shard was built: host name, and the Ray node id when running as a Ray task."""
+    where = {"host": socket.gethostname()}
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        where["ray_node_id"] = ray.get_runtime_context().get_node_id()
+    return where
+
+
+def write_parquet(table: pa.Table, target: Location, scratch: Path) -> None:
+    """Write a Parquet file to a local scratch name, then move it to ``target`` in one piece."""
+    tmp = scratch / (target.name + ".part")
+    pq.write_table(table, tmp, compression="zstd")
+    target.upload(tmp)
+    tmp.unlink(missing_ok=True)
 
 
 def plan_shards(sources: list[SourceRequest], per_shard: int) -> list[ShardTask]:
@@ -114,18 +150,20 @@ def summarize(statuses: list[SampleStatus]) -> dict:
 
 
 def run_shard(
-    task: ShardTask, recipe: Recipe, out_dir: Path, on_event: Callable[[dict[str, int]], None] | None = None
+    task: ShardTask,
+    recipe: Recipe,
+    out_dir: Location | Path,
+    on_event: Callable[[dict[str, int]], None] | None = None,
 ) -> dict:
     """Build one shard and commit it; returns its stats. Safe to call again after a kill.
 
     ``on_event`` receives ``{status: count}`` of each finished source (progress)."""
-    out_dir = Path(out_dir)
     folder = shard_dir(out_dir, task.index)
     if (folder / STATS_FILE).is_file():
         return json.loads((folder / STATS_FILE).read_text())
-    shutil.rmtree(folder, ignore_errors=True)  # partial output of a killed run
-    work = folder / "tmp"
-    work.mkdir(parents=True)
+    folder.rmtree()  # partial output of a killed run
+    folder.mkdir()
+    work = scratch_dir(f"shard{task.index}")
     began = time.time()
     pairs: list[Pair] = []
     statuses: list[SampleStatus] = []
@@ -149,6 +187,7 @@ def run_shard(
     except BaseException:
         # Ctrl-C: queued sources must not go on fetching; the uncommitted shard is redone next run.
         pool.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(work, ignore_errors=True)
         raise
     pool.shutdown()
     internal = [s for s in statuses if s.status == INTERNAL_ERROR]
@@ -158,12 +197,11 @@ def run_shard(
             f"{len(internal)} sample(s) hit an internal error, so the shard is not committed: {internal[0].error}"
         )
 
-    table = _pairs_table(pairs)
-    tmp = folder / (PAIRS_FILE + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, folder / PAIRS_FILE)
-    write_atomic(folder / STATUS_FILE, "".join(json.dumps(s.to_dict()) + "\n" for s in statuses).encode())
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        write_parquet(_pairs_table(pairs), folder / PAIRS_FILE, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    (folder / STATUS_FILE).write_text("".join(json.dumps(s.to_dict()) + "\n" for s in statuses))
     stats = {
         "shard": task.index,
         "sources": len(task.sources),
@@ -171,6 +209,7 @@ def run_shard(
         **summarize(statuses),
         "seconds": round(time.time() - began, 3),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "built_on": worker_identity(),
     }
-    write_atomic(folder / STATS_FILE, json.dumps(stats, indent=2).encode())  # last: marks the shard done
+    (folder / STATS_FILE).write_json(stats)  # last: marks the shard done
     return stats

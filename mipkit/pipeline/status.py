@@ -9,39 +9,40 @@ from pathlib import Path
 
 from mipkit.core.errors import MipkitError
 from mipkit.core.paths import BUILD_DIR
-from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, shards_root
+from mipkit.core.storage import Location, as_location
+from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, done_shard_dirs
 
 MANIFEST_STATUS_FILE = "manifest_status.jsonl"
 BUILD_FILE = "build.json"
 
 
-def build_dir(out_dir: Path) -> Path:
-    return Path(out_dir) / BUILD_DIR
+def build_dir(out_dir: Location | Path | str) -> Location:
+    return as_location(out_dir) / BUILD_DIR
 
 
-def iter_statuses(out_dir: Path) -> Iterator[dict]:
+def iter_statuses(out_dir: Location | Path | str, done: list[Location] | None = None) -> Iterator[dict]:
     """Statuses of rows rejected while reading the manifest, then of every committed shard."""
     root = build_dir(out_dir)
     if not (root / BUILD_FILE).is_file():
         raise MipkitError(
-            f"{Path(out_dir).name!r} is not a mipkit build folder (no build/{BUILD_FILE}); pass the --out folder of a build"
+            f"{as_location(out_dir).display!r} is not a mipkit build folder (no build/{BUILD_FILE}); pass the --out folder of a build"
         )
     files = [root / MANIFEST_STATUS_FILE] + [
-        d / STATUS_FILE for d in sorted(shards_root(out_dir).glob("[0-9]*")) if (d / STATS_FILE).is_file()
+        d / STATUS_FILE for d in (done_shard_dirs(out_dir) if done is None else done)
     ]
     for path in files:
         if path.is_file():
-            with path.open(encoding="utf-8") as handle:
-                for line in handle:
-                    if line.strip():
-                        yield json.loads(line)
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    yield json.loads(line)
 
 
-def status_report(out_dir: Path) -> dict:
+def status_report(out_dir: Location | Path | str) -> dict:
     """``{"counts": {...}, "failed": [...], "shards": {"done": d, "total": t}}``."""
     counts: Counter = Counter()
     failed = []
-    for record in iter_statuses(out_dir):
+    done = done_shard_dirs(out_dir)
+    for record in iter_statuses(out_dir, done):
         counts[record["status"]] += 1
         if record["status"] != "ok":
             entry = {
@@ -54,7 +55,7 @@ def status_report(out_dir: Path) -> dict:
                 entry.pop("pair_id")
             failed.append(entry)
     build = json.loads((build_dir(out_dir) / BUILD_FILE).read_text())
-    done_stats = [d / STATS_FILE for d in shards_root(out_dir).glob("[0-9]*") if (d / STATS_FILE).is_file()]
+    done_stats = [d / STATS_FILE for d in done]
     # Skips (e.g. YouTube-8M videos that are not music videos) are counted per shard, not listed.
     skipped: Counter = Counter()
     for path in done_stats:

@@ -28,6 +28,7 @@ from mipkit.core.ids import (  # noqa: F401 - CREDENTIALS_IN_URL and redact_url 
     source_id_for,
 )
 from mipkit.core.records import BAD_ROW, DUPLICATE, SPLITS, SampleStatus, SourceRequest, Window
+from mipkit.core.storage import Location, as_location, load_dataset_dict
 from mipkit.kinds.mipnet import is_blank, optional_text, parse_start
 from mipkit.pipeline.status import BUILD_FILE, build_dir
 
@@ -64,10 +65,14 @@ PAIR_COLUMNS = (
 # CREDENTIALS_IN_URL and redact_url live in mipkit.core.ids (the browser and the search results use them too).
 
 
-def private_strings(dataset_dir: Path, build: dict) -> list[str]:
-    """Values that must never appear in a release: local paths, the cookies file, the proxy, the Hub token."""
+def private_strings(dataset_dir: Location | Path, build: dict) -> list[str]:
+    """Values that must never appear in a release: local paths, the cookies file, the proxy, the Hub token,
+    the storage options of an object store (keys, secrets, endpoints)."""
     found: set[str] = set()
-    for path in (Path(dataset_dir).resolve(), Path(dataset_dir).resolve().parent, Path.home()):
+    where = as_location(dataset_dir)
+    local = [where.local_path, where.local_path.parent] if where.is_local else []
+    found.update(_option_strings(where.options))
+    for path in (*local, Path.home()):
         if len(path.parts) >= 3:  # '/home/alice' or a build folder; not '/' or '/tmp', which identify nobody
             found.add(str(path))
     ytdlp = build.get("recipe", {}).get("ytdlp", {})
@@ -97,17 +102,22 @@ def scrub(text: str, secrets: list[str]) -> str:
 # --------------------------------------------------------------------------- what a release carries
 
 
-def load_build(dataset_dir: Path) -> tuple[Any, dict]:
-    """The built DatasetDict and its ``build/build.json``; one clear error if ``dataset_dir`` is not a build."""
-    from datasets import load_from_disk
+def _option_strings(options: dict) -> list[str]:
+    """Every string inside ``--storage-options`` (credentials, endpoints), however nested."""
+    if isinstance(options, dict):
+        return [s for value in options.values() for s in _option_strings(value)]
+    return [options] if isinstance(options, str) and len(options) >= 4 else []
 
-    dataset_dir = Path(dataset_dir)
+
+def load_build(dataset_dir: Location | Path) -> tuple[Any, dict]:
+    """The built DatasetDict and its ``build/build.json``; one clear error if ``dataset_dir`` is not a build."""
+    dataset_dir = as_location(dataset_dir)
     if not (dataset_dir / "dataset_dict.json").is_file() or not (build_dir(dataset_dir) / BUILD_FILE).is_file():
         raise MipkitError(
-            f"{dataset_dir.name!r} is not a finished mipkit build (needs dataset_dict.json and build/{BUILD_FILE}); "
+            f"{dataset_dir.display!r} is not a finished mipkit build (needs dataset_dict.json and build/{BUILD_FILE}); "
             "pass the --out folder of `mipkit build`"
         )
-    return load_from_disk(str(dataset_dir)), json.loads((build_dir(dataset_dir) / BUILD_FILE).read_text())
+    return load_dataset_dict(dataset_dir), json.loads((build_dir(dataset_dir) / BUILD_FILE).read_text())
 
 
 def release_splits(dataset: Any, metadata_only: bool) -> dict[str, Any]:
@@ -328,13 +338,11 @@ def clip_seconds(release: Release) -> float | None:
     return lengths.most_common(1)[0][0] if lengths else None
 
 
-def compare_with_release(release: Release, out: Path) -> dict[str, int]:
+def compare_with_release(release: Release, out: Location | Path) -> dict[str, int]:
     """How much of the release came back: pairs rebuilt, missing, and rebuilt into another split."""
-    from datasets import load_from_disk
-
     wanted = {r["pair_id"]: r.get("split") for r in release.rows if r.get("pair_id")}
     built: dict[str, str] = {}
-    dataset = load_from_disk(str(out))
+    dataset = load_dataset_dict(as_location(out))
     for split, ds in dataset.items():
         if len(ds):  # an empty split is saved as one empty shard; its Arrow table is not read
             built.update(dict.fromkeys(ds.data.column("pair_id").to_pylist(), split))
@@ -349,7 +357,7 @@ def compare_with_release(release: Release, out: Path) -> dict[str, int]:
 
 
 def hydrate(
-    ref: str, out: Path, recipe, workers: int = 1, engine: str = "local", overwrite: bool = False
+    ref: str, out: Location | Path, recipe, workers: int = 1, engine: str = "local", overwrite: bool = False
 ) -> tuple[dict, dict]:
     """Rebuild a release through the normal pipeline; returns the build summary and the comparison."""
     from mipkit.core import ui
@@ -366,7 +374,7 @@ def hydrate(
     split_of = {r["source_id"]: r["split"] for r in release.rows if r.get("source_id") and r.get("split")}
     summary = build(
         BuildOptions(
-            out=Path(out),
+            out=as_location(out),
             recipe=recipe,
             reader=release_reader(release),
             inputs=release.inputs,
@@ -377,4 +385,4 @@ def hydrate(
             split_of=split_of,
         )
     )
-    return summary, compare_with_release(release, Path(out))
+    return summary, compare_with_release(release, as_location(out))

@@ -27,6 +27,7 @@ from mipkit.core import ui
 from mipkit.core.errors import MipkitError
 from mipkit.core.ownership import claim, exclusive, remove_owned, staging_folder
 from mipkit.core.paths import cards_dir
+from mipkit.core.storage import as_location
 from mipkit.pipeline.status import status_report
 from mipkit.release.hydrate import CREDENTIALS_IN_URL, load_build, private_strings, release_splits, scrub
 
@@ -192,7 +193,7 @@ def card_figures(dataset_dir: Path, build: dict, splits: dict[str, Any], metadat
 
 
 def build_splits(dataset_dir: Path) -> list[str]:
-    data = json.loads((Path(dataset_dir) / "dataset_dict.json").read_text())
+    data = json.loads((as_location(dataset_dir) / "dataset_dict.json").read_text())
     return list(data.get("splits", []))
 
 

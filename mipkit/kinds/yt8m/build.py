@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections import Counter
@@ -28,8 +27,8 @@ import pyarrow as pa
 from mipkit.config.recipe import YtdlpConfig
 from mipkit.core import records, ui
 from mipkit.core.errors import MipkitError
-from mipkit.core.files import write_atomic
 from mipkit.core.records import SPLITS, SampleStatus
+from mipkit.core.storage import Location
 from mipkit.kinds.yt8m import BAD_RECORD, KINDS, NO_METADATA, NOT_MUSIC
 from mipkit.kinds.yt8m.lookup import DiskCache, LookupClient
 from mipkit.kinds.yt8m.metadata import (
@@ -51,7 +50,15 @@ from mipkit.kinds.yt8m.tfrecords import (
 from mipkit.pipeline.assemble import save_splits
 from mipkit.pipeline.driver import Kind, run_build
 from mipkit.pipeline.engines import ENGINES
-from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, shard_dir, shards_root, summarize
+from mipkit.pipeline.shard import (
+    STATS_FILE,
+    STATUS_FILE,
+    done_shard_dirs,
+    scratch_dir,
+    shard_dir,
+    summarize,
+    worker_identity,
+)
 from mipkit.pipeline.status import build_dir
 
 VIDEOS_FILE = "videos.arrow"
@@ -106,11 +113,11 @@ def run_yt8m_shard(
     task: Yt8mTask, settings: ShardSettings, out_dir: Path, on_event: Callable[[object], None] | None = None
 ) -> dict:
     """Build one shard and commit it; returns its stats. Safe to call again after a kill."""
-    folder = shard_dir(out_dir, task.index)
+    folder = shard_dir(out_dir, task.index)  # local or on a store; files are written on local scratch first
     if (folder / STATS_FILE).is_file():
         return json.loads((folder / STATS_FILE).read_text())
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    folder.rmtree()
+    folder.mkdir()
     began = time.time()
     emit = on_event or (lambda event: None)  # the driver's protocol: ("total", n), then {status: 1} per video
     cache = Path(settings.cache_dir)
@@ -161,15 +168,20 @@ def run_yt8m_shard(
             emit({status: 1})
 
     table = shard_table([(r, m.id, m.youtube_id, m.title, m.tags) for r, m in kept], task.source)
-    tmp = folder / (VIDEOS_FILE + ".tmp")
-    with (
-        pa.OSFile(str(tmp), "wb") as sink,
-        pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer,
-    ):
-        writer.write_table(table, max_chunksize=64)
-    os.replace(tmp, folder / VIDEOS_FILE)
-    write_metadata_jsonl(folder / METADATA_FILE, learnt)
-    write_atomic(folder / STATUS_FILE, "".join(json.dumps(s.to_dict()) + "\n" for s in statuses).encode())
+    scratch = scratch_dir(f"yt8m{task.index}")
+    try:
+        tmp = scratch / VIDEOS_FILE
+        with (
+            pa.OSFile(str(tmp), "wb") as sink,
+            pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer,
+        ):
+            writer.write_table(table, max_chunksize=64)
+        (folder / VIDEOS_FILE).upload(tmp)
+        write_metadata_jsonl(scratch / METADATA_FILE, learnt)
+        (folder / METADATA_FILE).upload(scratch / METADATA_FILE)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    (folder / STATUS_FILE).write_text("".join(json.dumps(s.to_dict()) + "\n" for s in statuses))
     stats = {
         "shard": task.index,
         "source": task.source.name,
@@ -180,22 +192,22 @@ def run_yt8m_shard(
         **summarize(statuses),
         "seconds": round(time.time() - began, 3),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "built_on": worker_identity(),
     }
-    write_atomic(folder / STATS_FILE, json.dumps(stats, indent=2).encode())  # last: marks the shard done
+    (folder / STATS_FILE).write_json(stats)  # last: marks the shard done
     return stats
 
 
 # --- assembly: committed shards -> DatasetDict ------------------------------------------------
 
 
-def _committed(out: Path, name: str) -> list[Path]:
-    return [
-        d / name for d in sorted(shards_root(out).glob("[0-9]*")) if (d / STATS_FILE).is_file() and (d / name).is_file()
-    ]
+def _committed(out: Location | Path, name: str) -> list[Location]:
+    return [d / name for d in done_shard_dirs(out) if (d / name).is_file()]
 
 
-def _batches(path: Path):
-    reader = pa.ipc.open_file(pa.memory_map(str(path)))
+def _batches(path: Location):
+    source = pa.memory_map(path.url) if path.is_local else pa.BufferReader(path.read_bytes())
+    reader = pa.ipc.open_file(source)
     return (reader.get_batch(i) for i in range(reader.num_record_batches))
 
 
@@ -219,9 +231,7 @@ def assemble_yt8m(out: Path, split_by: str, validate_as: str, ratios: dict[str, 
 
     datasets.disable_progress_bars()
     files = _committed(out, VIDEOS_FILE)
-    work = build_dir(out) / "assemble"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = scratch_dir("yt8m-assemble")  # local: datasets memory-maps these files before saving them to OUT
     split_of = _split_assigner(files, split_by, validate_as, ratios, seed)
     features = dataset_features()
     columns, schema = list(features), features.arrow_schema

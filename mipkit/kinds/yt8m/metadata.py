@@ -239,16 +239,18 @@ class MetadataResolver:
         return self.ytdlp.fetch(pseudo_id, youtube_id)
 
 
-def merge_metadata_files(files: list[Path], target: Path) -> int:
-    """Concatenate shard ``metadata.jsonl`` files into ``target``, one line per video (last wins)."""
+def merge_metadata_files(files: list, target) -> int:
+    """Concatenate shard ``metadata.jsonl`` files into ``target``, one line per video (last wins).
+    Files and target are local paths or ``Location``s (an object store)."""
+    from mipkit.core.storage import as_location
+
     merged: dict[str, dict] = {}
     for path in files:
-        with Path(path).open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    row = json.loads(line)
-                    merged[row["id"]] = row
-    write_metadata_jsonl(Path(target), list(merged.values()))
+        for line in as_location(path).read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                merged[row["id"]] = row
+    as_location(target).write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in merged.values()))
     return len(merged)
 
 

@@ -1,0 +1,150 @@
+"""Builds to an object store: a real S3 protocol server (moto) on 127.0.0.1, s3fs as the client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import small_recipe, standard_split_of, write_manifest
+
+pytest.importorskip("moto.server")
+pytest.importorskip("s3fs")
+
+from helpers.object_store import S3_ENV, make_bucket, moto_s3_server  # noqa: E402
+
+from mipkit.core.storage import Location  # noqa: E402
+from mipkit.pipeline.driver import BuildOptions, build  # noqa: E402
+
+BUCKET = "mipkit-test"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with moto_s3_server() as endpoint:
+        yield make_bucket(BUCKET), endpoint
+
+
+def _pair_ids(dataset) -> list[str]:
+    return sorted(pid for split in dataset.values() for pid in split["pair_id"])
+
+
+def _cli(*args, env=None, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "mipkit", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_build_to_s3_loads_back_decoded_and_status_reads_it(s3, standard_manifest, media_server, built_dataset):
+    from datasets import load_from_disk
+
+    fs, endpoint = s3
+    out = Location(f"s3://{BUCKET}/run")
+    summary = build(
+        BuildOptions(
+            manifest=standard_manifest, out=out, recipe=small_recipe(), split_of=standard_split_of(media_server)
+        )
+    )
+    local_out, local_summary = built_dataset
+    assert summary["splits"] == local_summary["splits"] and summary["counts"] == local_summary["counts"]
+
+    dataset = load_from_disk(f"s3://{BUCKET}/run", storage_options={"endpoint_url": endpoint})
+    assert _pair_ids(dataset) == _pair_ids(load_from_disk(str(local_out)))
+    row = dataset["train"][0]
+    assert row["image"].size[0] > 0  # decoded to a PIL image
+    samples = row["audio"].get_all_samples()  # torchcodec decoder over the FLAC bytes
+    assert samples.sample_rate == 32000 and samples.data.shape[-1] == 320000
+
+    stats = json.loads(fs.cat_file(f"{BUCKET}/run/build/shards/00000/stats.json"))
+    assert stats["built_on"]["host"]
+    assert fs.exists(f"{BUCKET}/run/label_distribution.png")
+    # Nothing of the credentials or endpoint is written into the build.
+    for path in fs.find(f"{BUCKET}/run/build"):
+        if path.endswith((".json", ".jsonl")):
+            text = fs.cat_file(path).decode()
+            assert S3_ENV["AWS_SECRET_ACCESS_KEY"] not in text and endpoint not in text
+
+    status = _cli("status", f"s3://{BUCKET}/run", "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["counts"] == summary["counts"] and report["shards"]["done"] == report["shards"]["total"]
+
+
+def test_push_to_hub_to_folder_reads_a_build_on_s3(s3, tmp_path):
+    from datasets import load_dataset
+
+    fs, endpoint = s3
+    if not fs.exists(f"{BUCKET}/run/dataset_dict.json"):
+        pytest.skip("needs the build of the test above")
+    release = tmp_path / "release"
+    options = json.dumps({"endpoint_url": endpoint})
+    result = _cli(
+        "push-to-hub", f"s3://{BUCKET}/run", "me/pairs", "--to-folder", str(release), "--storage-options", options
+    )
+    assert result.returncode == 0, result.stderr
+    card = (release / "README.md").read_text()
+    assert endpoint not in card
+    assert sum(len(split) for split in load_dataset(str(release)).values()) > 0
+
+
+def test_bad_storage_options_is_one_line(tmp_path):
+    result = _cli("status", f"s3://{BUCKET}/run", "--storage-options", "not json")
+    assert result.returncode == 2 and "--storage-options must be a JSON object" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_kill_9_mid_build_to_s3_then_rerun_gives_exactly_the_pairs(s3, tmp_path, media_server):
+    from datasets import load_from_disk
+
+    fs, endpoint = s3
+    rows = [{"url": media_server.url(f"src{i}.mp4"), "start_s": "", "emotion": "happy"} for i in range(4)]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    url = f"s3://{BUCKET}/killed"
+    args = ["build", "mipnet", "--manifest", str(manifest), "--out", url]
+    args += ["--shard-size", "1", "--clips-per-source", "2", "--fetch-threads", "1"]
+    env = {**os.environ}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mipkit", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 300
+        while not fs.glob(f"{BUCKET}/killed/build/shards/*/stats.json"):
+            assert process.poll() is None, "the build ended before it could be killed"
+            assert time.time() < deadline
+            fs.invalidate_cache()
+            time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    fs.invalidate_cache()
+    assert len(fs.glob(f"{BUCKET}/killed/build/shards/*/stats.json")) < 4  # it really was cut short
+
+    result = _cli(*args, env=env)
+    assert result.returncode == 0, result.stderr
+    pair_ids = _pair_ids(load_from_disk(url, storage_options={"endpoint_url": endpoint}))
+    assert len(pair_ids) == len(set(pair_ids)) == 8
+    by_source = {}
+    for pid in pair_ids:
+        by_source.setdefault(pid.rsplit("_", 1)[0], []).append(pid)
+    assert sorted(len(v) for v in by_source.values()) == [2, 2, 2, 2]
+
+
+def test_training_reads_dataset_from_s3(s3):
+    from baselines.data.pairs import dataset_display_name, load_pair_dataset
+
+    fs, _ = s3
+    if not fs.exists(f"{BUCKET}/run/dataset_dict.json"):
+        pytest.skip("needs the build of the first test")
+    dataset = load_pair_dataset(f"s3://{BUCKET}/run")  # endpoint from AWS_ENDPOINT_URL, as on a cluster
+    assert len(dataset["train"]) > 0 and dataset_display_name(f"s3://{BUCKET}/run") == "run"
+    with pytest.raises(Exception, match="no saved dataset"):
+        load_pair_dataset(f"s3://{BUCKET}/nothing-here")
