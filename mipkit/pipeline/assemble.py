@@ -261,7 +261,7 @@ def assemble(
     key = _plan_key(files, units, features_dict, split_of, out / BUILD_DIR / MODEL_LABELS_FILE)
     record = out / BUILD_DIR / ASSEMBLY_FILE
     previous = json.loads(record.read_text()) if record.is_file() else {}
-    if previous.get("key") == key and previous.get("complete") and (out / "dataset_dict.json").is_file():
+    if previous.get("key") == key and previous.get("complete") and _files_present(out, previous.get("files", {})):
         return totals, distribution
     for split in SPLITS:  # every refusal before any change
         check_replaceable(out / split, owner)
@@ -290,6 +290,14 @@ def assemble(
     (out / "dataset_dict.json").write_text(json.dumps({"splits": list(SPLITS)}))
     record.write_json({"key": key, "complete": True, "files": names})
     return totals, distribution
+
+
+def _files_present(out: Location, files: dict[str, list[str]]) -> bool:
+    """Every file the recorded assembly wrote is still there (a deleted split folder is assembled again)."""
+    names = ["dataset_dict.json"]
+    for split in SPLITS:
+        names += [f"{split}/{name}" for name in files.get(split, [])] + [f"{split}/state.json"]
+    return all((out / name).is_file() for name in names)
 
 
 def _pairs(existing: dict[str, set[str]]) -> set[tuple[str, str]]:

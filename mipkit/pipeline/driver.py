@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import shutil
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from mipkit.core.records import OK, SPLITS, TRANSIENT_STATUSES, SampleStatus, So
 from mipkit.core.storage import Location, as_location
 from mipkit.kinds.mipnet import read_manifest
 from mipkit.media.ffmpeg import require_ffmpeg
-from mipkit.pipeline.assemble import assemble
+from mipkit.pipeline.assemble import MODEL_LABELS_FILE, assemble
 from mipkit.pipeline.engines import ENGINES, ShardFn, engine_session, run_shards
 from mipkit.pipeline.fetch import check_format, youtube_support_problems
 from mipkit.pipeline.parallelism import describe as describe_parallelism
@@ -135,6 +136,8 @@ class Kind:
     finish: Callable[[Location, dict[str, int]], dict] | None = None  # more summary fields, once assembled
     on_prepared: Callable[[Location], None] | None = None  # writes more into OUT/build once it is claimed
     changed: str = "a different manifest or recipe"  # what another fingerprint means, in the refusal
+    # what else the assembly reads besides the shards (split plan, schema, relabels): any change re-assembles
+    assembly_inputs: Callable[[Location], str] = lambda out: ""
     nothing_built: str = "no pair could be built"
 
 
@@ -203,6 +206,50 @@ def save_chart(target: Location, distribution: dict[str, dict[str, int]]) -> Non
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+ASSEMBLED_FILE = "assembled.json"  # OUT/build/: what the dataset in OUT was assembled from
+
+
+def _assembly_key(out: Location, kind: Kind) -> str:
+    """The committed shards (ids and each ``stats.json``'s content), the build fingerprint and the kind's
+    other assembly inputs: equal keys mean an assembly would write the same dataset again."""
+    digest = hashlib.sha256(f"{kind.name}\0{kind.fingerprint}\0{kind.assembly_inputs(out)}\0".encode())
+    for folder in done_shard_dirs(out):
+        digest.update(f"{folder.name}\0".encode())
+        digest.update(hashlib.sha256((folder / STATS_FILE).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _dataset_listing(out: Location) -> dict[str, list]:
+    """Every file of the assembled dataset (``dataset_dict.json`` and the split folders) with its size and
+    modification stamp: a deleted, added or rewritten file changes it."""
+    listing = {}
+    for name in ["dataset_dict.json", *SPLITS]:
+        target = out / name
+        found = target.fs.find(target.path, detail=True) if target.exists() else {}
+        listing[name] = sorted(
+            [
+                posixpath.relpath(path, target.path) if path != target.path else ".",
+                *(str(info[k]) for k in ("size", "mtime", "ino", "ETag", "LastModified") if k in info),
+            ]
+            for path, info in found.items()
+        )
+    return listing
+
+
+def _up_to_date(out: Location, key: str) -> dict | None:
+    """The record of the last assembly when the dataset still is what it wrote from these shards, else None."""
+    record = build_dir(out) / ASSEMBLED_FILE
+    if not record.is_file():
+        return None
+    try:
+        previous = json.loads(record.read_text())
+    except ValueError:
+        return None
+    if previous.get("key") != key or previous.get("listing") != json.loads(json.dumps(_dataset_listing(out))):
+        return None
+    return previous
+
+
 def run_build(
     out: Location | Path | str,
     kind: Kind,
@@ -244,7 +291,23 @@ def run_build(
                 f"[red]{error}[/red] (the {kind.task_name} is not committed; run the same command again to retry it)"
             )
         assembly_began = time.time()
-        rows = kind.assemble(out)
+        complete = not errors and done_indices(out) >= {t.index for t in kind.tasks}
+        key = _assembly_key(out, kind) if complete else None
+        previous = _up_to_date(out, key) if complete and not pending else None  # a shard built now: assemble
+        if previous is not None:
+            ui.console.print(
+                f"dataset up to date: all {len(kind.tasks)} {kind.task_name}s done and assembled, nothing to do "
+                "(--overwrite starts again)"
+            )
+            rows, extra = previous["rows"], previous["extra"]
+        else:
+            (build_dir(out) / ASSEMBLED_FILE).unlink()  # a killed assembly must never look finished
+            rows = kind.assemble(out)
+            extra = kind.finish(out, rows) if kind.finish is not None else {}
+            if complete:
+                (build_dir(out) / ASSEMBLED_FILE).write_json(
+                    {"key": key, "rows": rows, "extra": extra, "listing": _dataset_listing(out)}
+                )
         assembly_seconds = round(time.time() - assembly_began, 2)
         report = status_report(out)
         summary = {
@@ -256,8 +319,7 @@ def run_build(
             "seconds_this_run": round(time.time() - began, 2),
             "seconds_assembly": assembly_seconds,
         }
-        if kind.finish is not None:
-            summary.update(kind.finish(out, rows))
+        summary.update(extra)
         (build_dir(out) / "summary.json").write_json(summary)
     if not sum(rows.values()):
         raise NothingBuiltError(
@@ -331,6 +393,12 @@ def build(opts: BuildOptions) -> dict:
         distribution.update(counts)
         return rows
 
+    def assembly_inputs(out: Location) -> str:
+        labels = build_dir(out) / MODEL_LABELS_FILE  # a relabel's overlay
+        overlay = hashlib.sha256(labels.read_bytes()).hexdigest() if labels.is_file() else ""
+        plan = {"recipe": opts.recipe.to_dict(), "labels": taxonomy.names, "splits": sorted(split_of.items())}
+        return json.dumps(plan, sort_keys=True, default=str) + overlay
+
     def record_merged_spellings(out: Location) -> None:
         merged = merged_spellings(sources)
         write_json_lines(build_dir(out) / MERGED_SOURCES_FILE, merged)
@@ -357,6 +425,7 @@ def build(opts: BuildOptions) -> dict:
         problems=[p.to_dict() for p in problems],
         expected=lambda task: _expected_samples(task, opts.recipe),
         on_prepared=record_merged_spellings,
+        assembly_inputs=assembly_inputs,
         finish=finish,
         nothing_built=f"no pair could be built from {opts.input_name}",
     )

@@ -341,6 +341,9 @@ def build_yt8m(opts: Yt8mOptions) -> dict:
         shard_args=(opts.settings, opts.out),
         fingerprint=_fingerprint(sources, opts.settings),
         assemble=lambda out: assemble_yt8m(out, opts.split_by, opts.validate_as, opts.ratios, opts.seed),
+        assembly_inputs=lambda out: json.dumps(
+            [opts.split_by, opts.validate_as, opts.ratios, opts.seed, requested], sort_keys=True, default=str
+        ),
         record={
             "recipe": opts.recipe,
             "inputs": [s.name for s in sources],
