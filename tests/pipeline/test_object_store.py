@@ -148,3 +148,27 @@ def test_training_reads_dataset_from_s3(s3):
     assert len(dataset["train"]) > 0 and dataset_display_name(f"s3://{BUCKET}/run") == "run"
     with pytest.raises(Exception, match="no saved dataset"):
         load_pair_dataset(f"s3://{BUCKET}/nothing-here")
+
+
+def test_rerun_of_a_finished_build_on_s3_writes_no_dataset_object(s3, tmp_path, media_server, capsys):
+    fs, _ = s3
+    rows = [{"url": media_server.url(f"src{i}.mp4"), "start_s": 2.0, "emotion": "happy"} for i in range(2)]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    out = Location(f"s3://{BUCKET}/noop")
+    recipe = small_recipe(**{"shards.sources_per_shard": 1})
+    build(BuildOptions(manifest=manifest, out=out, recipe=recipe))
+
+    def dataset_objects():
+        found = fs.find(f"{BUCKET}/noop", detail=True, refresh=True)
+        return {k: (v.get("ETag"), str(v.get("LastModified"))) for k, v in found.items() if "/build/" not in k}
+
+    before = dataset_objects()
+    capsys.readouterr()
+    build(BuildOptions(manifest=manifest, out=out, recipe=recipe))
+    assert "dataset up to date" in capsys.readouterr().err
+    assert dataset_objects() == before
+    fs.rm(f"{BUCKET}/noop/train", recursive=True)
+    out.fs.invalidate_cache()  # the build's own s3fs instance in this process (a new process has no cache)
+    build(BuildOptions(manifest=manifest, out=out, recipe=recipe))
+    assert "dataset up to date" not in capsys.readouterr().err
+    assert fs.exists(f"{BUCKET}/noop/train/state.json")
