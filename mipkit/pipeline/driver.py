@@ -4,6 +4,8 @@ A build kind (``Kind``) is its shard tasks, the function that builds and commits
 identifies the build (its fingerprint) and its assembly into rows of its schema. ``run_build`` does
 the rest the same way for every kind: lock and claim ``OUT``, prepare or resume ``OUT/build``,
 reopen failed shards (``--retry-failed``), run the pending shards with progress, assemble, report.
+A rerun that finds every shard done and the dataset as its last assembly left it (``build/assembled.json``)
+skips the assembly and says the dataset is up to date.
 ``build`` plugs in the manifest-like inputs (mipnet, audioset-mood, hydrate); YouTube-8M plugs in
 from ``mipkit.kinds.yt8m.build``.
 
