@@ -7,14 +7,8 @@ from typing import Optional
 
 import typer
 
-from mipkit.cli.options import (
-    OUT_HELP,
-    check_cookies,
-    location,
-    ray_address_option,
-    shared_fs_option,
-    storage_options_option,
-)
+from mipkit.cli import options
+from mipkit.cli.options import check_cookies, location
 from mipkit.core import ui
 from mipkit.core.storage import Location
 
@@ -26,28 +20,24 @@ def build_mipnet(
         "-m",
         help="CSV, JSONL or Parquet with a 'url' column (and optional start_s, emotion, title, license).",
     ),
-    out: str = typer.Option(
-        ..., "--out", "-o", help=f"{OUT_HELP}: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses)."
-    ),
-    storage_options: Optional[str] = storage_options_option(),
-    ray_address: Optional[str] = ray_address_option(),
-    shared_fs: bool = shared_fs_option(),
+    out: options.BuildOut = ...,
+    storage_options: options.StorageOptions = None,
+    ray_address: options.RayAddress = None,
+    shared_fs: options.SharedFs = False,
     recipe: str = typer.Option("mipnet", help="Recipe name in recipes/ or a .toml path."),
-    workers: int = typer.Option(1, min=1, help="Shards built in parallel (processes, or Ray tasks)."),
-    engine: str = typer.Option("local", help="local (process pool) or ray (RAY_ADDRESS joins a cluster)."),
+    workers: options.Workers = 1,
+    engine: options.Engine = "local",
     clips_per_source: Optional[int] = typer.Option(None, min=1, help="Evenly spaced windows for rows without start_s."),
     clip_seconds: Optional[float] = typer.Option(None, help="Clip length in seconds, up to 600 (recipe: 10)."),
     sample_rate: Optional[int] = typer.Option(None, help="Audio sample rate, 8000-192000 Hz (recipe: 32000)."),
-    shard_size: Optional[int] = typer.Option(None, min=1, help="Sources per shard."),
-    fetch_threads: Optional[int] = typer.Option(None, min=1, help="Sources fetched concurrently inside a shard."),
+    shard_size: options.ShardSize = None,
+    fetch_threads: options.FetchThreads = None,
     format: Optional[str] = typer.Option(None, "--format", help="yt-dlp format selector."),
-    cookies: Optional[Path] = typer.Option(None, help="Netscape cookies file for yt-dlp (never printed or published)."),
-    proxy: Optional[str] = typer.Option(None, help="Proxy URL for yt-dlp (never printed or published)."),
-    sleep: Optional[float] = typer.Option(
-        None, help="Seconds to pause before each download (5-10 advised for YouTube)."
-    ),
-    seed: Optional[int] = typer.Option(None, help="Seed of the split assignment."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier work in --out and start again."),
+    cookies: options.Cookies = None,
+    proxy: options.Proxy = None,
+    sleep: options.Sleep = None,
+    seed: options.SplitSeed = None,
+    overwrite: options.Overwrite = False,
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Fetch again the shards whose samples were rate-limited or hit network errors."
     ),

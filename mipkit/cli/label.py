@@ -7,14 +7,8 @@ from typing import Optional
 
 import typer
 
-from mipkit.cli.options import (
-    OUT_HELP,
-    check_cookies,
-    location,
-    ray_address_option,
-    shared_fs_option,
-    storage_options_option,
-)
+from mipkit.cli import options
+from mipkit.cli.options import check_cookies, location
 from mipkit.core import ui
 
 
@@ -79,12 +73,10 @@ def build_audioset_mood(
     segments: list[str] = typer.Option(
         ..., "--segments", "-s", help="AudioSet segment CSV, local file or http(s) URL (repeat for several)."
     ),
-    out: str = typer.Option(
-        ..., "--out", "-o", help=f"{OUT_HELP}: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses)."
-    ),
-    storage_options: Optional[str] = storage_options_option(),
-    ray_address: Optional[str] = ray_address_option(),
-    shared_fs: bool = shared_fs_option(),
+    out: options.BuildOut = ...,
+    storage_options: options.StorageOptions = None,
+    ray_address: options.RayAddress = None,
+    shared_fs: options.SharedFs = False,
     labels: Optional[Path] = typer.Option(
         None, help="AudioSet class_labels_indices.csv (index,mid,display_name); default: the seven shipped mood rows."
     ),
@@ -95,17 +87,15 @@ def build_audioset_mood(
         "https://www.youtube.com/watch?v={id}", help="Where a YTID is fetched from; {id} is replaced (for mirrors)."
     ),
     recipe: str = typer.Option("audioset-mood", help="Recipe name in recipes/ or a .toml path."),
-    workers: int = typer.Option(1, min=1, help="Shards built in parallel (processes, or Ray tasks)."),
-    engine: str = typer.Option("local", help="local (process pool) or ray (RAY_ADDRESS joins a cluster)."),
-    shard_size: Optional[int] = typer.Option(None, min=1, help="Sources per shard."),
-    fetch_threads: Optional[int] = typer.Option(None, min=1, help="Sources fetched concurrently inside a shard."),
-    cookies: Optional[Path] = typer.Option(None, help="Netscape cookies file for yt-dlp (never printed or published)."),
-    proxy: Optional[str] = typer.Option(None, help="Proxy URL for yt-dlp (never printed or published)."),
-    sleep: Optional[float] = typer.Option(
-        None, help="Seconds to pause before each download (5-10 advised for YouTube)."
-    ),
-    seed: Optional[int] = typer.Option(None, help="Seed of the split assignment."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier work in --out and start again."),
+    workers: options.Workers = 1,
+    engine: options.Engine = "local",
+    shard_size: options.ShardSize = None,
+    fetch_threads: options.FetchThreads = None,
+    cookies: options.Cookies = None,
+    proxy: options.Proxy = None,
+    sleep: options.Sleep = None,
+    seed: options.SplitSeed = None,
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Build AudioSet music-mood clips (one mood per segment) with their AudioSet labels."""
     from mipkit.cli.build import print_build_summary

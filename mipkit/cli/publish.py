@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mipkit.cli.options import OUT_HELP, location, storage_options_option
+from mipkit.cli import options
+from mipkit.cli.options import location
 from mipkit.core import ui
 
 
@@ -57,7 +58,7 @@ def push_to_hub_command(
         "--to-folder",
         help="Write exactly what would be pushed (README.md, label_distribution.png, data/*.parquet) to this folder instead (an earlier release there is replaced); no login needed.",
     ),
-    storage_options: Optional[str] = storage_options_option(),
+    storage_options: options.StorageOptions = None,
 ) -> None:
     """Publish a built dataset to the Hugging Face Hub as Parquet shards with a complete dataset card.
 
@@ -98,16 +99,14 @@ def hydrate_command(
         metavar="REPO_ID_OR_DIR",
         help="A metadata-only release: Hub id 'owner/name', or a folder written by `push-to-hub --to-folder`.",
     ),
-    out: str = typer.Option(
-        ..., "--out", "-o", help=f"{OUT_HELP}: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses)."
-    ),
+    out: options.BuildOut = ...,
     recipe: str = typer.Option(
         "mipnet", help="Recipe name in recipes/ or a .toml path (clip length is taken from the release)."
     ),
-    hydrate_storage_options: Optional[str] = storage_options_option(),
-    workers: int = typer.Option(1, min=1, help="Shards built in parallel (processes, or Ray tasks)."),
-    engine: str = typer.Option("local", help="local (process pool) or ray (RAY_ADDRESS joins a cluster)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier work in --out and start again."),
+    hydrate_storage_options: options.StorageOptions = None,
+    workers: options.Workers = 1,
+    engine: options.Engine = "local",
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Rebuild the images and audio of a metadata-only release through the normal build pipeline.
 

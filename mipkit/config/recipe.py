@@ -104,7 +104,9 @@ class ShardConfig:
     sources_per_shard: StrictInt = Field(
         32, ge=1, le=100_000, description="sources per shard: the unit of work and resume"
     )
-    fetch_threads: StrictInt = Field(4, ge=1, le=64, description="sources fetched concurrently inside a shard")
+    fetch_threads: StrictInt = Field(
+        0, ge=0, le=64, description="sources fetched concurrently inside a shard (0 = twice the cores)"
+    )
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -117,7 +119,9 @@ class YtdlpConfig:
     retry_backoff_s: StrictFloat = Field(5.0, ge=0, le=3600, description="first back-off between our retries, s")
     sleep_interval: StrictFloat = Field(0.0, ge=0, le=3600, description="pause before each download, s")
     socket_timeout: StrictFloat = Field(30.0, gt=0, le=3600, description="timeout of every network read, s")
-    force_keyframes_at_cuts: StrictBool = Field(True, description="exact cuts (re-encodes the section only)")
+    force_keyframes_at_cuts: StrictBool = Field(
+        False, description="yt-dlp sections re-encoded at the cuts, instead of one exact-seek ffmpeg per window"
+    )
     cookiefile: StrictStr = Field("", description="Netscape cookies file (secret)")
     proxy: StrictStr = Field("", description="proxy URL, e.g. socks5://host:1080 (secret)")
 
@@ -128,6 +132,19 @@ class YtdlpConfig:
         if problem:
             raise ValueError(f"the proxy {problem}; pass scheme://[user:password@]host:port")
         return value
+
+
+@dataclass(frozen=True, config=_SCHEMA)
+class FetchConfig:
+    """Bounds of every transfer: yt-dlp's, the media relay's and ffmpeg's."""
+
+    socket_timeout_s: StrictFloat = Field(30.0, gt=0, le=3600, description="any network read waiting longer fails, s")
+    window_timeout_s: StrictFloat = Field(
+        120.0, gt=0, le=86_400, description="wall-clock cap of one window's ffmpeg, s"
+    )
+    max_retry_after_s: StrictFloat = Field(
+        300.0, ge=0, le=86_400, description="a Retry-After is honoured up to this, s"
+    )
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -198,6 +215,7 @@ class RecipeFile:
     splits: SplitConfig = dataclasses.field(default_factory=SplitConfig)
     shards: ShardConfig = dataclasses.field(default_factory=ShardConfig)
     ytdlp: YtdlpConfig = dataclasses.field(default_factory=YtdlpConfig)
+    fetch: FetchConfig = dataclasses.field(default_factory=FetchConfig)
     yt8m: Yt8mConfig | None = None
 
 
@@ -246,7 +264,13 @@ class Recipe:
     splits: SplitConfig = dataclasses.field(default_factory=SplitConfig)
     shards: ShardConfig = dataclasses.field(default_factory=ShardConfig)
     ytdlp: YtdlpConfig = dataclasses.field(default_factory=YtdlpConfig)
+    fetch: FetchConfig = dataclasses.field(default_factory=FetchConfig)
     yt8m: Yt8mConfig | None = None  # only the yt8m recipes have it
+
+    @property
+    def socket_timeout_s(self) -> float:
+        """The read timeout in force: the tighter of ``fetch.socket_timeout_s`` and ``ytdlp.socket_timeout``."""
+        return min(self.fetch.socket_timeout_s, self.ytdlp.socket_timeout)
 
     def with_overrides(self, overrides: dict[str, Any]) -> Recipe:
         """Return a copy with ``section.key`` values replaced (``None`` values are ignored), validated by the schema."""
@@ -358,5 +382,6 @@ def load_recipe(name_or_path: str) -> Recipe:
         splits=parsed.splits,
         shards=parsed.shards,
         ytdlp=parsed.ytdlp,
+        fetch=parsed.fetch,
         yt8m=parsed.yt8m,
     )

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from mipkit.config.recipe import Recipe
 from mipkit.config.taxonomy import Taxonomy
 from mipkit.core.errors import MipkitError
+from mipkit.core.files import save_dataset_dict, swap_in_dataset
 from mipkit.core.ownership import check_replaceable, read_marker, write_marker
 from mipkit.core.paths import BUILD_DIR
 from mipkit.core.records import SPLITS
@@ -328,15 +329,23 @@ def save_splits(out_dir: Location | Path, splits: dict, work: Path) -> None:
     owner = _owner_of(out)
     for split in SPLITS:
         check_replaceable(out / split, owner)
+    if out.is_local:  # staged beside, then swapped in
+        from datasets import DatasetDict
+
+        staged = work / "dataset"
+        save_dataset_dict(DatasetDict(splits), staged)
+        for split in splits:  # the new splits belong to this build: a later run may replace them
+            write_marker(staged / split, owner)
+        swap_in_dataset(staged, out.local_path, SPLITS)
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    # A store has no rename: dataset_dict.json goes first and comes back last, so no half is loadable.
     (out / "dataset_dict.json").unlink()
     for split in SPLITS:
         (out / split).rmtree()  # checked above: ours
     for split, dataset in splits.items():
         target = out / split
-        if target.is_local:
-            dataset.save_to_disk(target.url, num_shards=1 if not len(dataset) else None)
-        else:
-            dataset.save_to_disk(target.url, num_shards=1 if not len(dataset) else None, storage_options=out.options)
+        dataset.save_to_disk(target.url, num_shards=1 if not len(dataset) else None, storage_options=out.options)
         write_marker(target, owner)
     (out / "dataset_dict.json").write_text(json.dumps({"splits": list(splits)}))
     shutil.rmtree(work, ignore_errors=True)

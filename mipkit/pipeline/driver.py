@@ -38,6 +38,7 @@ from mipkit.media.ffmpeg import require_ffmpeg
 from mipkit.pipeline.assemble import assemble
 from mipkit.pipeline.engines import ENGINES, ShardFn, engine_session, run_shards
 from mipkit.pipeline.fetch import check_format, youtube_support_problems
+from mipkit.pipeline.parallelism import describe as describe_parallelism
 from mipkit.pipeline.plan import plan_splits
 from mipkit.pipeline.shard import (
     STATS_FILE,
@@ -319,6 +320,7 @@ def build(opts: BuildOptions) -> dict:
                 "find no formats and those samples end as download_error",
                 soft_wrap=True,
             )
+    ui.console.print(describe_parallelism(opts.workers, opts.recipe.shards.fetch_threads))
     splits = opts.recipe.splits
     split_of = plan_splits(sources, splits.ratios(), splits.seed, splits.stratify_by, opts.split_of)
 

@@ -1,151 +1,35 @@
-"""Stage 2, fetch: one ``extract_info`` per source, then only the needed sections through yt-dlp.
-
-yt-dlp's ``download_ranges`` makes ffmpeg read just the windows (HTTP range requests), and
-``force_keyframes_at_cuts`` makes each section start exactly at its ``start_s``.
+"""Stage 2, fetch: one ``extract_info`` per source; the windows are then read by the fast path
+(``mipkit.pipeline.windows``: one ffmpeg per window on the resolved URLs) or, for formats that are not
+plain http(s) files or with ``force_keyframes_at_cuts``, as yt-dlp sections (``download_sections``).
+yt-dlp's options, retries and error classes live in ``mipkit.media.ytdlp``.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import re
-import shutil
-import tempfile
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
-import yt_dlp
 from yt_dlp.utils import download_range_func
 
 from mipkit.config.recipe import YtdlpConfig
 from mipkit.core import records
-from mipkit.core.errors import MipkitError
-from mipkit.media.ffmpeg import MediaError, duration_of, probe
-
-# Ordered: the first pattern that matches a yt-dlp/ffmpeg message decides the status.
-_ERROR_KINDS = [
-    (
-        records.RATE_LIMITED,
-        re.compile(
-            r"HTTP Error 429|Too Many Requests|rate.?limit|try again later|Sign in to confirm you.re not a bot", re.I
-        ),
-    ),
-    (
-        records.UNAVAILABLE,
-        re.compile(
-            r"HTTP Error (404|410|403)|Video unavailable|Private video|has been removed|"
-            r"not available|no longer available|account .* terminated|copyright|age.restricted|"
-            r"Sign in to confirm your age|members.only|Unsupported URL|No video formats found",
-            re.I,
-        ),
-    ),
-    (
-        records.DECODE_ERROR,
-        re.compile(
-            r"Invalid data found|moov atom not found|could not find codec|Error while decoding|"
-            r"no decodable|could not read the media|Invalid argument",
-            re.I,
-        ),
-    ),
-    (
-        records.NETWORK_ERROR,
-        re.compile(
-            r"timed out|Connection refused|Connection reset|Temporary failure in name resolution|"
-            r"Network is unreachable|Remote end closed|IncompleteRead|EOF occurred|Failed to resolve|"
-            r"Name or service not known|getaddrinfo failed|No address associated",
-            re.I,
-        ),
-    ),
-]
-
-
-def classify_error(message: str) -> str:
-    for status, pattern in _ERROR_KINDS:
-        if pattern.search(message):
-            return status
-    return records.DOWNLOAD_ERROR
-
-
-def one_line(message: str, limit: int = 300) -> str:
-    """yt-dlp messages carry colour codes, prefixes and newlines; keep one short line."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", message)
-    text = re.sub(r"^(ERROR|WARNING):\s*", "", " ".join(text.split()))
-    # Strip local directory prefixes (absolute paths start a word); URL paths follow a host and stay.
-    text = re.sub(r"(?<![\w.:/])(/[^\s:'\"/]+)+/", "", text)
-    return text[:limit]
-
-
-class FetchError(Exception):
-    def __init__(self, status: str, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-def check_format(selector: str) -> None:
-    """A config error now, rather than a failed shard later, for a format yt-dlp cannot parse."""
-    try:
-        with yt_dlp.YoutubeDL({"quiet": True, "logger": _CollectingLogger()}) as ydl:
-            ydl.build_format_selector(selector)
-    except (SyntaxError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise MipkitError(
-            f"--format {selector!r} is not a valid yt-dlp format selector ({reason}); see yt-dlp's FORMAT SELECTION"
-        ) from None
-
-
-def redact(text: str, cfg: YtdlpConfig) -> str:
-    """Remove the proxy URL (it may hold a password) and the cookies file name from a message."""
-    secrets = [(cfg.proxy, "<proxy>"), (cfg.cookiefile, "<cookies>"), (os.path.basename(cfg.cookiefile), "<cookies>")]
-    for secret, label in secrets:
-        if secret:
-            text = text.replace(secret, label)
-    return text
-
-
-def with_retries(action, cfg: YtdlpConfig, what: str, classify=None, before_try=None):
-    """Run ``action(logger)``; retry transient failures with back-off; else raise ``FetchError``.
-
-    ``classify`` maps the collected yt-dlp messages to a status (default ``classify_error``);
-    ``before_try`` runs before every attempt (a rate limiter).
-    """
-    classify = classify or classify_error
-    attempt = 0
-    while True:
-        if before_try is not None:
-            before_try()
-        logger = _CollectingLogger()
-        try:
-            return action(logger)
-        except (yt_dlp.utils.DownloadError, yt_dlp.utils.ExtractorError, MediaError, OSError) as exc:
-            text = " | ".join(logger.messages + [str(exc)])
-            status = classify(text)
-            if status in records.TRANSIENT_STATUSES and attempt < cfg.extract_retries:
-                attempt += 1
-                time.sleep(cfg.retry_backoff_s * attempt)
-                continue
-            raise FetchError(status, f"{what}: {one_line(redact(str(exc) or text, cfg))}") from None
-
-
-class _CollectingLogger:
-    """yt-dlp logger that keeps messages (for error classification) and prints nothing."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def debug(self, msg: str) -> None:
-        if not msg.startswith("[debug] "):
-            return
-
-    def info(self, msg: str) -> None:
-        return
-
-    def warning(self, msg: str) -> None:
-        self.messages.append(msg)
-
-    def error(self, msg: str) -> None:
-        self.messages.append(msg)
+from mipkit.media.ytdlp import (  # noqa: F401 - re-exported: the pipeline's callers import them from here
+    JS_RUNTIMES,
+    FetchError,
+    _CollectingLogger,
+    available_js_runtime,
+    check_format,
+    classify_error,
+    effective_proxy,
+    one_line,
+    open_ytdlp,
+    redact,
+    retry_after_of,
+    with_retries,
+    youtube_support_problems,
+    ytdlp_params,
+)
 
 
 @dataclass
@@ -157,116 +41,33 @@ class SourceInfo:
     license: str
 
 
-# yt-dlp's supported JavaScript runtimes (YouTube's player challenges), its order of preference,
-# with the executable each one runs as.
-JS_RUNTIMES = (("deno", "deno"), ("node", "node"), ("bun", "bun"), ("quickjs", "qjs"))
-
-
-def available_js_runtime() -> str | None:
-    """The first JavaScript runtime yt-dlp supports that is on PATH (yt-dlp only tries deno by default)."""
-    for name, executable in JS_RUNTIMES:
-        if shutil.which(executable):
-            return name
-    return None
-
-
-def youtube_support_problems() -> list[str]:
-    """What full YouTube support in recent yt-dlp needs and this machine lacks."""
-    problems = []
-    if available_js_runtime() is None:
-        problems.append("a JavaScript runtime on PATH (deno, node, bun or quickjs)")
-    if importlib.util.find_spec("yt_dlp_ejs") is None:
-        problems.append("yt-dlp-ejs (pip install 'yt-dlp[default]')")
-    return problems
-
-
-def ytdlp_params(cfg: YtdlpConfig, logger: _CollectingLogger) -> dict:
-    params = {
-        "format": cfg.format,
-        "quiet": True,
-        "no_warnings": False,
-        "noprogress": True,
-        "logger": logger,
-        "noplaylist": True,
-        "retries": cfg.retries,
-        "fragment_retries": cfg.retries,
-        "extractor_retries": cfg.retries,
-        "socket_timeout": cfg.socket_timeout,
-        "cachedir": False,
-        "color": {"stdout": "never", "stderr": "never"},
-    }
-    if cfg.cookiefile:
-        params["cookiefile"] = cfg.cookiefile
-    if cfg.proxy:
-        params["proxy"] = cfg.proxy
-    if cfg.sleep_interval > 0:
-        params["sleep_interval"] = cfg.sleep_interval
-    runtime = available_js_runtime()
-    if runtime:
-        params["js_runtimes"] = {runtime: {}}
-    return params
-
-
-@contextmanager
-def open_ytdlp(params: dict):
-    """A ``YoutubeDL`` for ``params`` that cannot touch the user's cookies file.
-
-    yt-dlp writes its cookie jar back to ``cookiefile`` whenever an instance closes; with several
-    threads and processes that would rewrite (and could truncate) the user's file concurrently.
-    Each instance gets a private copy (mode 0600), deleted afterwards.
-    """
-    params = dict(params)
-    private = None
-    if params.get("cookiefile"):
-        fd, private = tempfile.mkstemp(prefix="mipkit-cookies-", suffix=".txt")
-        os.close(fd)
-        os.chmod(private, 0o600)
-        shutil.copyfile(params["cookiefile"], private)
-        params["cookiefile"] = private
-    try:
-        with yt_dlp.YoutubeDL(params) as ydl:
-            yield ydl
-    finally:
-        if private:
-            os.unlink(private)
-
-
-def _media_url(info: dict) -> tuple[str, dict[str, str]] | None:
-    formats = info.get("requested_formats") or [info]
-    first = formats[0]
-    if first.get("url"):
-        return first["url"], first.get("http_headers") or {}
-    return None
-
-
 class Fetcher:
     """Fetches the sections of one source; one instance per source (yt-dlp objects are not thread-safe)."""
 
-    def __init__(self, cfg: YtdlpConfig):
+    def __init__(self, cfg: YtdlpConfig, private_dir: Path):
         self.cfg = cfg
+        self.private_dir = private_dir
 
     def extract(self, url: str) -> SourceInfo:
         """Resolve the source once; its info dict is reused for metadata and every section."""
 
         def action(logger):
-            with open_ytdlp(ytdlp_params(self.cfg, logger)) as ydl:
-                return ydl.extract_info(url, download=False)
+            with open_ytdlp(ytdlp_params(self.cfg, logger), self.private_dir) as ydl:
+                info = ydl.extract_info(url, download=False)
+                if info is not None:
+                    # The cookies each media URL needs, for the relay (ffmpeg never sees them).
+                    for fmt in info.get("requested_formats") or [info]:
+                        if fmt.get("url") and urlparse(fmt["url"]).scheme in ("http", "https"):
+                            fmt["_mipkit_cookie"] = ydl.cookiejar.get_cookie_header(fmt["url"]) or ""
+                return info
 
         info = with_retries(action, self.cfg, "extract_info failed")
         if info is None:
             raise FetchError(records.UNAVAILABLE, "extract_info returned nothing")
         if info.get("_type") == "playlist":
             raise FetchError(records.BAD_ROW, "the URL is a playlist; list its videos one per row")
+        # Direct media links (generic extractor) carry no duration; the fast path reads it only if needed.
         duration = info.get("duration")
-        if duration is None:
-            # Direct media links (generic extractor) carry no duration: read it from the container.
-            target = _media_url(info)
-            if target is None:
-                raise FetchError(records.DOWNLOAD_ERROR, "no media URL in the extracted info")
-            try:
-                duration = duration_of(probe(target[0], target[1], timeout=self.cfg.socket_timeout * 2))
-            except MediaError as exc:
-                raise FetchError(records.DECODE_ERROR, one_line(redact(str(exc), self.cfg))) from None
         return SourceInfo(
             info=info,
             duration=float(duration) if duration is not None else None,
@@ -293,7 +94,7 @@ class Fetcher:
                     "continuedl": False,
                 }
             )
-            with open_ytdlp(params) as ydl:
+            with open_ytdlp(params, self.private_dir) as ydl:
                 ydl.process_ie_result(dict(source.info), download=True)
 
         with_retries(action, self.cfg, "download failed")

@@ -30,6 +30,7 @@ from mipkit.core.paths import BUILD_DIR
 from mipkit.core.records import INTERNAL_ERROR, Pair, SampleStatus, SourceRequest
 from mipkit.core.storage import Location, as_location
 from mipkit.pipeline.fetch import one_line
+from mipkit.pipeline.parallelism import fetch_threads
 from mipkit.pipeline.process import build_source, fail_all
 
 PAIRS_FILE = "pairs.parquet"
@@ -174,7 +175,9 @@ def run_shard(
             reason = f"internal error ({type(exc).__name__}: {one_line(str(exc))}); please report it"
             return [], fail_all(request, INTERNAL_ERROR, reason, recipe.clip.clips_per_source)
 
-    pool = ThreadPoolExecutor(max_workers=recipe.shards.fetch_threads, thread_name_prefix=f"shard{task.index}")
+    pool = ThreadPoolExecutor(
+        max_workers=fetch_threads(recipe.shards.fetch_threads), thread_name_prefix=f"shard{task.index}"
+    )
     try:
         for source_pairs, source_statuses in pool.map(one, task.sources):
             pairs.extend(source_pairs)
