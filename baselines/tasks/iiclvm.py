@@ -399,9 +399,5 @@ def evaluate_run(
     elif isinstance(candidates, int):
         candidates = (candidates,)
     result, v, m = evaluate_embeddings(model, stores, text, cfg, device, candidates, seeds)
-    result = write_run_eval(run_dir, dataset, split, int(state.get("step", -1)), result, v, m)
-    if html:
-        from baselines.eval.gallery import write_gallery
-
-        result["gallery"] = write_gallery(run_dir, ds, v, m, split, result).relative_to(run_dir).as_posix()
-    return result
+    step = int(state.get("step", -1))
+    return write_run_eval(run_dir, dataset, split, step, result, v, m, gallery_of=ds if html else None)
