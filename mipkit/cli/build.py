@@ -8,13 +8,7 @@ from typing import Optional
 import typer
 
 from mipkit.cli import options
-from mipkit.cli.options import (
-    check_cookies,
-    location,
-    ray_address_option,
-    shared_fs_option,
-    storage_options_option,
-)
+from mipkit.cli.options import check_cookies, location
 from mipkit.core import ui
 from mipkit.core.storage import Location
 
@@ -27,9 +21,9 @@ def build_mipnet(
         help="CSV, JSONL or Parquet with a 'url' column (and optional start_s, emotion, title, license).",
     ),
     out: options.BuildOut = ...,
-    storage_options: Optional[str] = storage_options_option(),
-    ray_address: Optional[str] = ray_address_option(),
-    shared_fs: bool = shared_fs_option(),
+    storage_options: options.StorageOptions = None,
+    ray_address: options.RayAddress = None,
+    shared_fs: options.SharedFs = False,
     recipe: str = typer.Option("mipnet", help="Recipe name in recipes/ or a .toml path."),
     workers: options.Workers = 1,
     engine: options.Engine = "local",

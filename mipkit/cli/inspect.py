@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
 
 import typer
 
-from mipkit.cli.options import location, storage_options_option
+from mipkit.cli import options
+from mipkit.cli.options import location
 from mipkit.core import ui
 
 
@@ -16,7 +16,7 @@ def status(
     out: str = typer.Argument(..., help="A build's --out folder or URL (s3://bucket/run, ...)."),
     as_json: bool = typer.Option(False, "--json", help="Print {counts, failed, shards} as JSON."),
     limit: int = typer.Option(20, help="Failed samples to list in the table."),
-    storage_options: Optional[str] = storage_options_option(),
+    storage_options: options.StorageOptions = None,
 ) -> None:
     """Counts per status and the failed samples with their reasons."""
     from mipkit.pipeline.status import status_report
@@ -42,7 +42,7 @@ def status(
 def inspect(
     out: str = typer.Argument(..., help="A dataset folder (or URL) written by mipkit build."),
     rows: int = typer.Option(5, help="Rows to show per split."),
-    storage_options: Optional[str] = storage_options_option(),
+    storage_options: options.StorageOptions = None,
 ) -> None:
     """Splits, counts per emotion and a few rows of a built dataset."""
     from mipkit.pipeline.overview import inspect_dataset

@@ -8,13 +8,7 @@ from typing import Optional
 import typer
 
 from mipkit.cli import options
-from mipkit.cli.options import (
-    check_cookies,
-    location,
-    ray_address_option,
-    shared_fs_option,
-    storage_options_option,
-)
+from mipkit.cli.options import check_cookies, location
 from mipkit.core import ui
 
 
@@ -80,9 +74,9 @@ def build_audioset_mood(
         ..., "--segments", "-s", help="AudioSet segment CSV, local file or http(s) URL (repeat for several)."
     ),
     out: options.BuildOut = ...,
-    storage_options: Optional[str] = storage_options_option(),
-    ray_address: Optional[str] = ray_address_option(),
-    shared_fs: bool = shared_fs_option(),
+    storage_options: options.StorageOptions = None,
+    ray_address: options.RayAddress = None,
+    shared_fs: options.SharedFs = False,
     labels: Optional[Path] = typer.Option(
         None, help="AudioSet class_labels_indices.csv (index,mid,display_name); default: the seven shipped mood rows."
     ),

@@ -12,10 +12,31 @@ from mipkit.config.recipe import check_cookies_file
 from mipkit.core.storage import Location, parse_storage_options
 
 OUT_HELP = "Output folder or fsspec URL (s3://bucket/prefix, gs://..., file://...)"
+
 BuildOut = Annotated[
     str,
     typer.Option(
         "--out", "-o", help=f"{OUT_HELP}: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses)."
+    ),
+]
+StorageOptions = Annotated[
+    Optional[str],
+    typer.Option(
+        "--storage-options",
+        help='JSON for the fsspec filesystem of an s3://, gs://... location, e.g. \'{"endpoint_url": "http://host:9000"}\' '
+        "(also MIPKIT_STORAGE_OPTIONS; credentials otherwise come from the environment or ~/.aws). Never written anywhere.",
+    ),
+]
+RayAddress = Annotated[
+    Optional[str],
+    typer.Option(
+        "--ray-address", help="--engine ray: join the Ray cluster at this address (default: RAY_ADDRESS, else local)."
+    ),
+]
+SharedFs = Annotated[
+    bool,
+    typer.Option(
+        "--shared-fs", help="A local --out is on a file system every Ray node mounts (NFS, Lustre): allow it."
     ),
 ]
 Workers = Annotated[int, typer.Option(min=1, help="Shards built in parallel (processes, or Ray tasks).")]
@@ -35,32 +56,6 @@ def check_cookies(cookies: Path | None) -> None:
     """``--cookies`` must name an existing Netscape cookies file (only its name is ever printed, never its values)."""
     if cookies is not None:
         check_cookies_file(cookies)
-
-
-def storage_options_option() -> Optional[str]:
-    return typer.Option(
-        None,
-        "--storage-options",
-        help='JSON for the fsspec filesystem of an s3://, gs://... location, e.g. \'{"endpoint_url": "http://host:9000"}\' '
-        "(also MIPKIT_STORAGE_OPTIONS; credentials otherwise come from the environment or ~/.aws). Never written anywhere.",
-    )
-
-
-def ray_address_option() -> Optional[str]:
-    return typer.Option(
-        None,
-        "--ray-address",
-        help="--engine ray: join the Ray cluster at this address (default: RAY_ADDRESS, else local).",
-    )
-
-
-def shared_fs_option() -> bool:
-    return typer.Option(
-        False, "--shared-fs", help="A local --out is on a file system every Ray node mounts (NFS, Lustre): allow it."
-    )
-
-
-OUT_HELP = "Output folder or fsspec URL (s3://bucket/prefix, gs://..., file://...)"
 
 
 def location(value: str | Path, storage_options: str | None) -> Location:

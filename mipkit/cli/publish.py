@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from mipkit.cli import options
-from mipkit.cli.options import location, storage_options_option
+from mipkit.cli.options import location
 from mipkit.core import ui
 
 
@@ -58,7 +58,7 @@ def push_to_hub_command(
         "--to-folder",
         help="Write exactly what would be pushed (README.md, label_distribution.png, data/*.parquet) to this folder instead (an earlier release there is replaced); no login needed.",
     ),
-    storage_options: Optional[str] = storage_options_option(),
+    storage_options: options.StorageOptions = None,
 ) -> None:
     """Publish a built dataset to the Hugging Face Hub as Parquet shards with a complete dataset card.
 
@@ -100,10 +100,10 @@ def hydrate_command(
         help="A metadata-only release: Hub id 'owner/name', or a folder written by `push-to-hub --to-folder`.",
     ),
     out: options.BuildOut = ...,
-    hydrate_storage_options: Optional[str] = storage_options_option(),
     recipe: str = typer.Option(
         "mipnet", help="Recipe name in recipes/ or a .toml path (clip length is taken from the release)."
     ),
+    hydrate_storage_options: options.StorageOptions = None,
     workers: options.Workers = 1,
     engine: options.Engine = "local",
     overwrite: options.Overwrite = False,

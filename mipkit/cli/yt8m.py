@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from mipkit.cli import options
-from mipkit.cli.options import OUT_HELP, check_cookies, location, storage_options_option
+from mipkit.cli.options import OUT_HELP, check_cookies, location
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError
 
@@ -155,7 +155,7 @@ def yt8m_command(kind: str, what: str):
             "-o",
             help=f"{OUT_HELP}: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses, metadata.jsonl).",
         ),
-        storage_options: Optional[str] = storage_options_option(),
+        storage_options: options.StorageOptions = None,
         vocabulary: Optional[Path] = typer.Option(
             None,
             help="The release's vocabulary.csv: 'Music video' is looked up by name (without it: index 14 of the 2018 vocabulary).",

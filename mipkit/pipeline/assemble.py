@@ -337,7 +337,7 @@ def save_splits(out_dir: Location | Path, splits: dict, work: Path) -> None:
     owner = _owner_of(out)
     for split in SPLITS:
         check_replaceable(out / split, owner)
-    if out.is_local:  # staged, then swapped in: a crash leaves the old dataset or the new one
+    if out.is_local:  # staged beside, then swapped in
         from datasets import DatasetDict
 
         staged = work / "dataset"
@@ -347,6 +347,7 @@ def save_splits(out_dir: Location | Path, splits: dict, work: Path) -> None:
         swap_in_dataset(staged, out.local_path, SPLITS)
         shutil.rmtree(work, ignore_errors=True)
         return
+    # A store has no rename: dataset_dict.json goes first and comes back last, so no half is loadable.
     (out / "dataset_dict.json").unlink()
     for split in SPLITS:
         (out / split).rmtree()  # checked above: ours

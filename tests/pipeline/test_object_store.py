@@ -72,6 +72,8 @@ def test_build_to_s3_loads_back_decoded_and_status_reads_it(s3, standard_manifes
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
     assert report["counts"] == summary["counts"] and report["shards"]["done"] == report["shards"]["total"]
+    shown = _cli("inspect", f"s3://{BUCKET}/run")
+    assert shown.returncode == 0 and "train" in shown.stdout, shown.stderr
 
 
 def test_push_to_hub_to_folder_reads_a_build_on_s3(s3, tmp_path):

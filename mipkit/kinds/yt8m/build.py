@@ -28,7 +28,7 @@ from mipkit.config.recipe import YtdlpConfig
 from mipkit.core import records, ui
 from mipkit.core.errors import MipkitError
 from mipkit.core.records import SPLITS, SampleStatus
-from mipkit.core.storage import Location
+from mipkit.core.storage import Location, as_location
 from mipkit.kinds.yt8m import BAD_RECORD, KINDS, NO_METADATA, NOT_MUSIC
 from mipkit.kinds.yt8m.lookup import DiskCache, LookupClient
 from mipkit.kinds.yt8m.metadata import (
@@ -231,7 +231,11 @@ def assemble_yt8m(out: Path, split_by: str, validate_as: str, ratios: dict[str, 
 
     datasets.disable_progress_bars()
     files = _committed(out, VIDEOS_FILE)
-    work = scratch_dir("yt8m-assemble")  # local: datasets memory-maps these files before saving them to OUT
+    # Local files (datasets memory-maps them); beside OUT when it is local, so the swap-in is a rename.
+    where = as_location(out)
+    work = (where / "build" / "assemble").local_path if where.is_local else scratch_dir("yt8m-assemble")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     split_of = _split_assigner(files, split_by, validate_as, ratios, seed)
     features = dataset_features()
     columns, schema = list(features), features.arrow_schema
