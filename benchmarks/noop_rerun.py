@@ -47,6 +47,7 @@ def main() -> None:
     from mipkit.demo.mediaserver import MediaServer
     from mipkit.demo.synthetic_media import make_video, spec_for_index
 
+    load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="mipkit-noop-"))
     try:
         media = root / "media"
@@ -84,7 +85,8 @@ def main() -> None:
         f"| first build | {first:.1f} |\n"
         f"| rerun, nothing changed (no-op: dataset up to date) | {noop:.2f} |\n"
         f"| rerun with the assembly records removed (re-assembles, as every rerun did before) | {forced:.2f} |\n\n"
-        f"- load average {load:.2f} at the end (the machine is shared; absolute seconds move with it)\n"
+        f"- load average {load_before:.2f} when the run began, {load:.2f} when it ended (the machine line below is "
+        "read at the end; on a shared machine absolute seconds move with the load)\n"
     )
     print(body)
     if args.write:
