@@ -85,7 +85,7 @@ def main() -> None:
         f"| first build | {first:.1f} |\n"
         f"| rerun, nothing changed (no-op: dataset up to date) | {noop:.2f} |\n"
         f"| rerun with the assembly records removed (re-assembles, as every rerun did before) | {forced:.2f} |\n\n"
-        f"- load average {load_before:.2f} when the run began, {load:.2f} when it ended (the machine line below is "
+        f"- load average {load_before:.2f} when the run began, {load:.2f} when it ended (the machine line above is "
         "read at the end; on a shared machine absolute seconds move with the load)\n"
     )
     print(body)
