@@ -20,7 +20,8 @@ KINDS = ["mipnet", "audioset-mood", "yt8m-title", "yt8m-keyword", "hydrate"]
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory, media_server) -> dict[str, Path]:
+def outputs(tmp_path_factory, media_server) -> dict[str, tuple[Path, list[str]]]:
+    """Each kind's output folder and the command line that built it."""
     from mipkit.release.publish import export_to_folder
 
     root = tmp_path_factory.mktemp("kinds")
@@ -38,15 +39,15 @@ def outputs(tmp_path_factory, media_server) -> dict[str, Path]:
         "yt8m-title": ["build", "yt8m-title", *yt8m],
         "yt8m-keyword": ["build", "yt8m-keyword", *yt8m],
     }
+    commands["hydrate"] = ["hydrate", str(root / "release")]
     outs = {}
     for kind, args in commands.items():
-        outs[kind] = root / kind
-        result = runner.invoke(app, [*args, "--out", str(outs[kind])])
+        if kind == "hydrate":
+            export_to_folder(outs["mipnet"][0], root / "release", REPO_ID, metadata_only=True)
+        out = root / kind
+        outs[kind] = out, [*args, "--out", str(out)]
+        result = runner.invoke(app, outs[kind][1])
         assert result.exit_code == 0, (kind, result.output, result.exception)
-    export_to_folder(outs["mipnet"], root / "release", REPO_ID, metadata_only=True)
-    outs["hydrate"] = root / "hydrated"
-    result = runner.invoke(app, ["hydrate", str(root / "release"), "--out", str(outs["hydrate"])])
-    assert result.exit_code == 0, (result.output, result.exception)
     return outs
 
 
@@ -56,11 +57,30 @@ def test_every_build_command_is_covered_here():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_split_of_every_kind_loads_and_inspects(kind, outputs):
-    dataset = load_from_disk(str(outputs[kind]))
+    dataset = load_from_disk(str(outputs[kind][0]))
     sizes = {split: len(ds) for split, ds in dataset.items()}
     assert sum(sizes.values()) >= 1 and 0 in sizes.values(), sizes  # something built, and an empty split
     for split, ds in dataset.items():
         assert ds.num_rows == sizes[split] and ds.data.column_names == list(ds.features)
-    shown = runner.invoke(app, ["inspect", str(outputs[kind])])
+    shown = runner.invoke(app, ["inspect", str(outputs[kind][0])])
     assert shown.exit_code == 0, (shown.output, shown.exception)
     assert "columns:" in shown.output
+
+
+def _dataset_files(out: Path) -> dict[str, tuple[int, int]]:
+    files = [
+        out / "dataset_dict.json",
+        *(p for split in ("train", "validation", "test") for p in (out / split).rglob("*")),
+    ]
+    return {str(p.relative_to(out)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in files if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rerun_of_every_kind_is_a_no_op(kind, outputs):
+    """The same command again: the dataset is up to date, no file of it is rewritten (issue 12, item 4)."""
+    out, command = outputs[kind]
+    before = _dataset_files(out)
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "dataset up to date" in result.output
+    assert _dataset_files(out) == before
