@@ -384,7 +384,6 @@ def build(opts: BuildOptions) -> dict:
                 "find no formats and those samples end as download_error",
                 soft_wrap=True,
             )
-    ui.console.print(describe_parallelism(opts.workers, opts.recipe.shards.fetch_threads))
     splits = opts.recipe.splits
     split_of = plan_splits(sources, splits.ratios(), splits.seed, splits.stratify_by, opts.split_of)
 
@@ -402,6 +401,8 @@ def build(opts: BuildOptions) -> dict:
         return json.dumps(plan, sort_keys=True, default=str) + overlay
 
     def record_merged_spellings(out: Location) -> None:
+        # Printed once the output is ours and locked, so a refused run stays a one-line error.
+        ui.console.print(describe_parallelism(opts.workers, opts.recipe.shards.fetch_threads))
         merged = merged_spellings(sources)
         write_json_lines(build_dir(out) / MERGED_SOURCES_FILE, merged)
         if merged:
