@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 
 from mipkit import ui
-from mipkit.errors import MipkitError, NothingBuiltError
+from mipkit.errors import MipkitError, NothingBuiltError, SessionBlockedError
+from mipkit.fetch_cli import apply_fetch_flags, cookies_from_browser_option, politeness_option
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Build cross-modal music retrieval datasets and train their baselines.")
@@ -36,6 +37,8 @@ def build_mipnet(
     cookies: Optional[Path] = typer.Option(None, help="Netscape cookies file for yt-dlp (never printed or published)."),
     proxy: Optional[str] = typer.Option(None, help="Proxy URL for yt-dlp (never printed or published)."),
     sleep: Optional[float] = typer.Option(None, help="Seconds to pause before each download (5-10 advised for YouTube)."),
+    politeness: Optional[list[str]] = politeness_option(),
+    cookies_from_browser: Optional[str] = cookies_from_browser_option(),
     seed: Optional[int] = typer.Option(None, help="Seed of the split assignment."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier work in --out and start again."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Fetch again the shards whose samples were rate-limited or hit network errors."),
@@ -61,6 +64,7 @@ def build_mipnet(
         "ytdlp.format": format, "ytdlp.cookiefile": str(cookies) if cookies else None, "ytdlp.proxy": proxy,
         "ytdlp.sleep_interval": sleep, "splits.seed": seed,
     })
+    config = apply_fetch_flags(config, politeness, cookies_from_browser)
     summary = build(BuildOptions(manifest=manifest, out=out, recipe=config, workers=workers, engine=engine, overwrite=overwrite, retry_failed=retry_failed))
     print_build_summary(out, summary)
     if labeller is not None:
@@ -136,12 +140,18 @@ _mount_baselines()
 from mipkit.yt8m_cli import register as _register_yt8m; _register_yt8m(app, build_app)  # noqa: E402,E702
 from mipkit.labels_cli import register; register(app, build_app)  # noqa: E402,E702 - label, build audioset-mood
 from mipkit.publish_cli import register as register_publishing; register_publishing(app, build_app)  # noqa: E402,E702 - push-to-hub, hydrate
+from mipkit.fetch_cli import register as register_doctor; register_doctor(app)  # noqa: E402,E702 - doctor
 # --- end of command modules ---
 
 
 def main() -> None:
     try:
         app()
+    except SessionBlockedError as exc:
+        if exc.summary:
+            ui.stdout.print(ui.counts_table("samples by status", exc.summary["counts"], "requested"))
+        ui.console.print(f"[yellow]stopped:[/yellow] {exc}", soft_wrap=True)
+        raise SystemExit(exc.exit_code) from None
     except NothingBuiltError as exc:
         ui.console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise SystemExit(1) from None

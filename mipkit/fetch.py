@@ -22,7 +22,9 @@ from yt_dlp.utils import download_range_func
 from mipkit import records
 from mipkit.errors import MipkitError
 from mipkit.media import MediaError, duration_of, probe
+from mipkit.politeness import HostGate, HostPoliteness, SessionBlocked, canonical_host, retry_after_of
 from mipkit.recipe import YtdlpConfig
+from mipkit.runtimes import js_runtime_param
 
 # Ordered: the first pattern that matches a yt-dlp/ffmpeg message decides the status.
 _ERROR_KINDS = [
@@ -79,28 +81,54 @@ def redact(text: str, cfg: YtdlpConfig) -> str:
     return text
 
 
-def with_retries(action, cfg: YtdlpConfig, what: str, classify=None, before_try=None):
+def with_retries(action, cfg: YtdlpConfig, what: str, classify=None, before_try=None, gate: HostGate | None = None,
+                 url: str = ""):
     """Run ``action(logger)``; retry transient failures with back-off; else raise ``FetchError``.
 
     ``classify`` maps the collected yt-dlp messages to a status (default ``classify_error``);
-    ``before_try`` runs before every attempt (a rate limiter).
+    ``before_try`` runs before every attempt (a rate limiter). With a ``gate``, a rate limit pauses
+    ``url``'s host for every worker (the retry waits for it), and a tripped breaker ends the source
+    as ``pending`` unless this was its last try.
     """
     classify = classify or classify_error
     attempt = 0
     while True:
         if before_try is not None:
             before_try()
+        if gate is not None:
+            _gate_call(gate.wait_clear, url)
         logger = _CollectingLogger()
         try:
-            return action(logger)
+            result = action(logger)
         except (yt_dlp.utils.DownloadError, yt_dlp.utils.ExtractorError, MediaError, OSError) as exc:
             text = " | ".join(logger.messages + [str(exc)])
             status = classify(text)
-            if status in records.TRANSIENT_STATUSES and attempt < cfg.extract_retries:
+            last = attempt >= cfg.extract_retries
+            if gate is not None and status == records.RATE_LIMITED:
+                if gate.rate_limited(url, retry_after_of(exc)) and not last:
+                    raise FetchError(records.PENDING, _blocked_reason(url)) from None
+            elif gate is not None and status not in records.TRANSIENT_STATUSES:
+                gate.answered(url)
+            if status in records.TRANSIENT_STATUSES and not last:
                 attempt += 1
-                time.sleep(cfg.retry_backoff_s * attempt)
+                if gate is None or status != records.RATE_LIMITED:  # the gate already paused the host
+                    time.sleep(cfg.retry_backoff_s * attempt)
                 continue
             raise FetchError(status, f"{what}: {one_line(redact(str(exc) or text, cfg))}") from None
+        if gate is not None:
+            gate.answered(url)
+        return result
+
+
+def _blocked_reason(url: str) -> str:
+    return f"not fetched: {canonical_host(url)} rate-limited this session; the same command fetches it later"
+
+
+def _gate_call(wait, url: str) -> None:
+    try:
+        wait(url)
+    except SessionBlocked:
+        raise FetchError(records.PENDING, _blocked_reason(url)) from None
 
 
 class _CollectingLogger:
@@ -132,30 +160,23 @@ class SourceInfo:
     license: str
 
 
-# yt-dlp's supported JavaScript runtimes (YouTube's player challenges), its order of preference,
-# with the executable each one runs as.
-JS_RUNTIMES = (("deno", "deno"), ("node", "node"), ("bun", "bun"), ("quickjs", "qjs"))
-
-
-def available_js_runtime() -> str | None:
-    """The first JavaScript runtime yt-dlp supports that is on PATH (yt-dlp only tries deno by default)."""
-    for name, executable in JS_RUNTIMES:
-        if shutil.which(executable):
-            return name
-    return None
-
-
 def youtube_support_problems() -> list[str]:
     """What full YouTube support in recent yt-dlp needs and this machine lacks."""
     problems = []
-    if available_js_runtime() is None:
-        problems.append("a JavaScript runtime on PATH (deno, node, bun or quickjs)")
+    if js_runtime_param() is None:
+        problems.append("a JavaScript runtime (pip install deno, or deno/node/bun/quickjs on PATH)")
     if importlib.util.find_spec("yt_dlp_ejs") is None:
         problems.append("yt-dlp-ejs (pip install 'yt-dlp[default]')")
     return problems
 
 
-def ytdlp_params(cfg: YtdlpConfig, logger: _CollectingLogger) -> dict:
+def cookies_from_browser_spec(value: str) -> tuple[str, str | None, None, None]:
+    """``BROWSER[:PROFILE]`` as yt-dlp's ``cookiesfrombrowser`` tuple (browser, profile, keyring, container)."""
+    browser, _, profile = value.partition(":")
+    return browser.strip().lower(), profile or None, None, None
+
+
+def ytdlp_params(cfg: YtdlpConfig, logger: _CollectingLogger, host: HostPoliteness | None = None) -> dict:
     params = {
         "format": cfg.format,
         "quiet": True,
@@ -174,11 +195,15 @@ def ytdlp_params(cfg: YtdlpConfig, logger: _CollectingLogger) -> dict:
         params["cookiefile"] = cfg.cookiefile
     if cfg.proxy:
         params["proxy"] = cfg.proxy
+    if cfg.cookies_from_browser:
+        params["cookiesfrombrowser"] = cookies_from_browser_spec(cfg.cookies_from_browser)
     if cfg.sleep_interval > 0:
         params["sleep_interval"] = cfg.sleep_interval
-    runtime = available_js_runtime()
+    if host is not None and host.sleep_requests_s > 0:
+        params["sleep_interval_requests"] = host.sleep_requests_s
+    runtime = js_runtime_param()
     if runtime:
-        params["js_runtimes"] = {runtime: {}}
+        params["js_runtimes"] = runtime
     return params
 
 
@@ -217,17 +242,28 @@ def _media_url(info: dict) -> tuple[str, dict[str, str]] | None:
 class Fetcher:
     """Fetches the sections of one source; one instance per source (yt-dlp objects are not thread-safe)."""
 
-    def __init__(self, cfg: YtdlpConfig):
+    def __init__(self, cfg: YtdlpConfig, gate: HostGate | None = None):
         self.cfg = cfg
+        self.gate = gate
+        self.url = ""
+
+    def _params(self, logger: _CollectingLogger) -> dict:
+        host = self.gate.politeness.for_url(self.url) if self.gate is not None else None
+        return ytdlp_params(self.cfg, logger, host)
 
     def extract(self, url: str) -> SourceInfo:
-        """Resolve the source once; its info dict is reused for metadata and every section."""
+        """Resolve the source once; its info dict is reused for metadata and every section.
+
+        With a gate, this is where a source starts on its host: it waits for the host's politeness."""
+        self.url = url
+        if self.gate is not None:
+            _gate_call(self.gate.start_source, url)
 
         def action(logger):
-            with open_ytdlp(ytdlp_params(self.cfg, logger)) as ydl:
+            with open_ytdlp(self._params(logger)) as ydl:
                 return ydl.extract_info(url, download=False)
 
-        info = with_retries(action, self.cfg, "extract_info failed")
+        info = with_retries(action, self.cfg, "extract_info failed", gate=self.gate, url=url)
         if info is None:
             raise FetchError(records.UNAVAILABLE, "extract_info returned nothing")
         if info.get("_type") == "playlist":
@@ -255,7 +291,7 @@ class Fetcher:
         workdir.mkdir(parents=True, exist_ok=True)
 
         def action(logger):
-            params = ytdlp_params(self.cfg, logger)
+            params = self._params(logger)
             params.update({
                 "outtmpl": {"default": f"{source_id}__%(section_start)s.%(ext)s"},
                 "paths": {"home": str(workdir), "temp": str(workdir)},
@@ -267,7 +303,7 @@ class Fetcher:
             with open_ytdlp(params) as ydl:
                 ydl.process_ie_result(dict(source.info), download=True)
 
-        with_retries(action, self.cfg, "download failed")
+        with_retries(action, self.cfg, "download failed", gate=self.gate, url=self.url)
         found: dict[float, Path] = {}
         for path in workdir.glob(f"{source_id}__*"):
             if path.suffix in (".part", ".ytdl", ".temp") or ".part" in path.suffixes:

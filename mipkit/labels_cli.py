@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from mipkit import ui
+from mipkit.fetch_cli import apply_fetch_flags, cookies_from_browser_option, politeness_option
 
 
 def print_labelling_summary(summary: dict) -> None:
@@ -54,6 +55,8 @@ def build_audioset_mood(
     cookies: Optional[Path] = typer.Option(None, help="Netscape cookies file for yt-dlp (never printed or published)."),
     proxy: Optional[str] = typer.Option(None, help="Proxy URL for yt-dlp (never printed or published)."),
     sleep: Optional[float] = typer.Option(None, help="Seconds to pause before each download (5-10 advised for YouTube)."),
+    politeness: Optional[list[str]] = politeness_option(),
+    cookies_from_browser: Optional[str] = cookies_from_browser_option(),
     seed: Optional[int] = typer.Option(None, help="Seed of the split assignment."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier work in --out and start again."),
 ) -> None:
@@ -71,6 +74,7 @@ def build_audioset_mood(
         "shards.sources_per_shard": shard_size, "shards.fetch_threads": fetch_threads,
         "ytdlp.cookiefile": str(cookies) if cookies else None, "ytdlp.proxy": proxy, "ytdlp.sleep_interval": sleep, "splits.seed": seed,
     })
+    config = apply_fetch_flags(config, politeness, cookies_from_browser)
     files = [fetch_csv(spec) for spec in segments]
     selection = select_segments(files, read_class_labels(labels or default_labels_file()), load_taxonomy(config.taxonomy),
                                 keep_multi_mood=keep_multi_mood, url_template=url_template)

@@ -19,16 +19,17 @@ from pathlib import Path
 from mipkit import ui
 from mipkit.assemble import assemble, column_values, write_json
 from mipkit.engines import ENGINES, run_shards
-from mipkit.fetch import check_format, youtube_support_problems
+from mipkit.doctor import preflight, require_youtube_support
+from mipkit.fetch import check_format
 from mipkit.ids import youtube_id
-from mipkit.errors import MipkitError, NothingBuiltError
+from mipkit.errors import MipkitError, NothingBuiltError, SessionBlockedError
 from mipkit.manifest import read_manifest
-from mipkit.media import require_ffmpeg
+from mipkit.politeness import HostGate
 from mipkit.recipe import Recipe
-from mipkit.records import TRANSIENT_STATUSES, SampleStatus, SourceRequest
+from mipkit.records import PENDING, TRANSIENT_STATUSES, SampleStatus, SourceRequest
 from mipkit.shards import STATS_FILE, STATUS_FILE, ShardTask, is_done, plan_shards, run_shard, shards_root
 from mipkit.splits import SPLITS, plan_splits
-from mipkit.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
+from mipkit.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, iter_statuses, status_report
 from mipkit.taxonomy import Taxonomy, load_taxonomy
 
 
@@ -130,17 +131,17 @@ def label_distribution(out: Path, taxonomy_names: list[str]) -> dict[str, dict[s
 
 def build(opts: BuildOptions) -> dict:
     """Run (or resume) a build and return its summary (also written to ``OUT/build/summary.json``)."""
-    require_ffmpeg()
-    check_format(opts.recipe.ytdlp.format)
+    ytdlp = opts.recipe.ytdlp
+    warnings = preflight(ytdlp.cookiefile, ytdlp.proxy, ytdlp.cookies_from_browser)  # before reading: fail in seconds
+    check_format(ytdlp.format)
     if opts.engine not in ENGINES:
         raise MipkitError(f"--engine {opts.engine!r} is unknown; choose one of {', '.join(ENGINES)}")
     taxonomy = load_taxonomy(opts.recipe.taxonomy)
     sources, problems = opts.read(taxonomy)
     if any(youtube_id(s.url) for s in sources):
-        missing = youtube_support_problems()
-        if missing:
-            ui.console.print(f"[yellow]warning:[/yellow] YouTube sources need {' and '.join(missing)}; without it yt-dlp may "
-                             "find no formats and those samples end as download_error", soft_wrap=True)
+        require_youtube_support()
+        for check in warnings:
+            ui.console.print(f"[yellow]warning:[/yellow] {check.part} {check.version}: {check.fix}", soft_wrap=True)
     tasks = plan_shards(sources, opts.recipe.shards.sources_per_shard)
     if opts.out.exists() and not opts.out.is_dir():
         raise MipkitError(f"--out {opts.out.name!r} is a file; pass a folder (new or from an earlier build)")
@@ -151,6 +152,9 @@ def build(opts: BuildOptions) -> dict:
     if opts.retry_failed:
         reopened = reopen_transient_shards(opts.out)
         ui.console.print(f"--retry-failed: reopened {reopened} shard(s) with rate-limited or network failures")
+    gate = HostGate(build_dir(opts.out), opts.recipe.politeness)
+    for host in gate.reset_breakers():
+        ui.console.print(f"{host} blocked the last run: trying it again, with the same politeness")
     pending = [t for t in tasks if not is_done(opts.out, t.index)]
     skipped = len(tasks) - len(pending)
     if skipped:
@@ -161,7 +165,7 @@ def build(opts: BuildOptions) -> dict:
         with ui.progress_bar("samples") as progress:
             bar = progress.add_task("building", total=sum(_expected_samples(t, opts.recipe) for t in pending), failed=0)
             def advance(statuses: list[str]) -> None:
-                failed = sum(1 for s in statuses if s != "ok")
+                failed = sum(1 for s in statuses if s not in ("ok", PENDING))
                 progress.update(bar, advance=len(statuses), failed=progress.tasks[bar].fields["failed"] + failed)
 
             def shard_done(task: ShardTask, stats: dict, streamed: bool) -> None:
@@ -188,6 +192,11 @@ def build(opts: BuildOptions) -> dict:
         summary["emotion"] = distribution
         ui.bar_chart(opts.out / "label_distribution.png", "pairs per emotion and split", distribution, xlabel="emotion", ylabel="pairs")
     write_json(build_dir(opts.out) / "summary.json", summary)
+    if report["counts"].get(PENDING):
+        left = {r.get("source_id") or r.get("url") for r in iter_statuses(opts.out) if r["status"] == PENDING}
+        hosts = ", ".join(gate.tripped_hosts()) or "a host"
+        raise SessionBlockedError(f"{hosts} kept answering with rate limits: {len(left)} source(s) left as pending; "
+                                  f"run the same command again later to fetch them", summary)
     if not sum(rows.values()):
         raise NothingBuiltError(f"no pair could be built from {opts.input_name}; see `mipkit status {opts.out.name}` for the reason of each sample")
     return summary

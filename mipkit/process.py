@@ -13,6 +13,7 @@ from mipkit import records
 from mipkit.fetch import Fetcher, FetchError, SourceInfo, one_line
 from mipkit.ids import pair_id_for
 from mipkit.media import MediaError, decode_audio, encode_flac, extract_frame, fit_length
+from mipkit.politeness import HostGate
 from mipkit.recipe import Recipe
 from mipkit.records import Pair, SampleStatus, SourceRequest, Window
 
@@ -91,9 +92,12 @@ class _TooShort(Exception):
     pass
 
 
-def build_source(request: SourceRequest, recipe: Recipe, workdir: Path) -> tuple[list[Pair], list[SampleStatus]]:
-    """Fetch and process every window of one source. Temporary files are removed in all cases."""
-    fetcher = Fetcher(recipe.ytdlp)
+def build_source(request: SourceRequest, recipe: Recipe, workdir: Path,
+                 gate: HostGate | None = None) -> tuple[list[Pair], list[SampleStatus]]:
+    """Fetch and process every window of one source. Temporary files are removed in all cases.
+
+    ``gate`` holds the host's politeness and rate-limit breaker (shared by every worker)."""
+    fetcher = Fetcher(recipe.ytdlp, gate)
     auto = recipe.clip.clips_per_source
     try:
         source = fetcher.extract(request.url)

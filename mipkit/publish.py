@@ -139,7 +139,7 @@ def card_figures(dataset_dir: Path, build: dict, splits: dict[str, Any], metadat
         "taxonomy": recipe.get("taxonomy", ""),
         "labels": names,
         "fetch": {"format": ytdlp.get("format", ""), "force_keyframes_at_cuts": ytdlp.get("force_keyframes_at_cuts"),
-                  "sleep_interval": ytdlp.get("sleep_interval"), "cookies": bool(ytdlp.get("cookiefile")), "proxy": bool(ytdlp.get("proxy"))},
+                  "sleep_interval": ytdlp.get("sleep_interval"), "cookies": bool(ytdlp.get("cookiefile") or ytdlp.get("cookies_from_browser")), "proxy": bool(ytdlp.get("proxy"))},
         "total": total,
         "total_sources": len({sid for e in licences.values() for sid in e["sources"]}),
         "split_rows": split_rows,

@@ -14,6 +14,7 @@ from typing import Any
 
 from mipkit.errors import MipkitError
 from mipkit.paths import recipe_dir
+from mipkit.politeness import Politeness
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class YtdlpConfig:
     force_keyframes_at_cuts: bool = True
     cookiefile: str = ""
     proxy: str = ""
+    cookies_from_browser: str = ""  # BROWSER[:PROFILE], yt-dlp's --cookies-from-browser
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Recipe:
     splits: SplitConfig = field(default_factory=SplitConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     ytdlp: YtdlpConfig = field(default_factory=YtdlpConfig)
+    politeness: Politeness = field(default_factory=Politeness)
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Recipe":
         """Return a copy with ``section.key`` values replaced (``None`` values are ignored)."""
@@ -104,7 +107,7 @@ class Recipe:
         """Plain dict of the recipe; secrets (cookies file, proxy) are redacted by default."""
         data = dataclasses.asdict(self)
         if redact:
-            for key in ("cookiefile", "proxy"):
+            for key in ("cookiefile", "proxy", "cookies_from_browser"):
                 if data["ytdlp"].get(key):
                     data["ytdlp"][key] = "<set>"
         return data
@@ -130,6 +133,7 @@ def load_recipe(name_or_path: str) -> Recipe:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise MipkitError(f"recipe {path.name} is not valid TOML: {exc}") from None
+    politeness = Politeness.from_raw(raw.get("politeness", {}), f"recipe {path.name}")
     recipe = Recipe(
         name=raw.get("dataset", {}).get("name", path.stem),
         dataset=raw.get("dataset", {}),
@@ -138,6 +142,7 @@ def load_recipe(name_or_path: str) -> Recipe:
         splits=_section(SplitConfig, raw.get("splits", {}), f"{path.name} [splits]"),
         shards=_section(ShardConfig, raw.get("shards", {}), f"{path.name} [shards]"),
         ytdlp=_section(YtdlpConfig, raw.get("ytdlp", {}), f"{path.name} [ytdlp]"),
+        politeness=politeness,
     )
     recipe.validate()
     return recipe

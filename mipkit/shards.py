@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mipkit.fetch import one_line
+from mipkit.politeness import HostGate
 from mipkit.process import build_source, fail_all
 from mipkit.recipe import Recipe
-from mipkit.records import INTERNAL_ERROR, Pair, SampleStatus, SourceRequest
+from mipkit.records import INTERNAL_ERROR, PENDING, Pair, SampleStatus, SourceRequest
 
 PAIRS_FILE = "pairs.parquet"
 STATUS_FILE = "status.jsonl"
@@ -55,7 +57,19 @@ def shard_dir(out_dir: Path, index: int) -> Path:
 
 
 def is_done(out_dir: Path, index: int) -> bool:
-    return (shard_dir(out_dir, index) / STATS_FILE).is_file()
+    """Committed and complete: a shard committed with ``pending`` sources (a blocked host) is reopened."""
+    stats = shard_dir(out_dir, index) / STATS_FILE
+    return stats.is_file() and not json.loads(stats.read_text())["counts"].get(PENDING)
+
+
+def _kept_results(folder: Path) -> tuple[pa.Table | None, list[dict], set[str]]:
+    """What a shard committed with pending sources keeps: the pairs and statuses of its finished sources."""
+    statuses = [json.loads(line) for line in (folder / STATUS_FILE).read_text().splitlines() if line.strip()]
+    unfinished = {s["source_id"] for s in statuses if s["status"] == PENDING}
+    kept = [s for s in statuses if s["source_id"] not in unfinished]
+    table = pq.read_table(folder / PAIRS_FILE, schema=PAIR_SCHEMA)
+    table = table.filter(pc.invert(pc.is_in(table["source_id"], value_set=pa.array(sorted(unfinished), pa.string()))))
+    return table, kept, {s["source_id"] for s in kept}
 
 
 def plan_shards(sources: list[SourceRequest], per_shard: int) -> list[ShardTask]:
@@ -96,36 +110,43 @@ def run_shard(task: ShardTask, recipe: Recipe, out_dir: Path,
     ``on_event`` receives the statuses of each finished source (progress)."""
     out_dir = Path(out_dir)
     folder = shard_dir(out_dir, task.index)
+    kept_table, kept_statuses, finished = None, [], set()
     if (folder / STATS_FILE).is_file():
-        return json.loads((folder / STATS_FILE).read_text())
+        if is_done(out_dir, task.index):
+            return json.loads((folder / STATS_FILE).read_text())
+        kept_table, kept_statuses, finished = _kept_results(folder)
     shutil.rmtree(folder, ignore_errors=True)  # partial output of a killed run
     work = folder / "tmp"
     work.mkdir(parents=True)
     began = time.time()
     pairs: list[Pair] = []
-    statuses: list[SampleStatus] = []
+    statuses: list[SampleStatus] = [SampleStatus(**s) for s in kept_statuses]
+    gate = HostGate(out_dir / "build", recipe.politeness)
 
     def one(request: SourceRequest):
         try:
-            return build_source(request, recipe, work)
+            return build_source(request, recipe, work, gate)
         except Exception as exc:  # noqa: BLE001 - a bug must cost one source its samples, recorded, not the shard
             reason = f"internal error ({type(exc).__name__}: {one_line(str(exc))}); please report it"
             return [], fail_all(request, INTERNAL_ERROR, reason, recipe.clip.clips_per_source)
 
     pool = ThreadPoolExecutor(max_workers=recipe.shards.fetch_threads, thread_name_prefix=f"shard{task.index}")
     try:
-        for source_pairs, source_statuses in pool.map(one, task.sources):
+        for source_pairs, source_statuses in pool.map(one, [s for s in task.sources if s.source_id not in finished]):
             pairs.extend(source_pairs)
             statuses.extend(source_statuses)
             if on_event is not None:
                 on_event([s.status for s in source_statuses])
     except BaseException:
         # Ctrl-C: queued sources must not go on fetching; the uncommitted shard is redone next run.
+        gate.close()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
 
     table = _pairs_table(pairs)
+    if kept_table is not None:
+        table = pa.concat_tables([kept_table, table]).sort_by("pair_id")
     tmp = folder / (PAIRS_FILE + ".tmp")
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, folder / PAIRS_FILE)

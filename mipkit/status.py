@@ -38,7 +38,7 @@ def status_report(out_dir: Path) -> dict:
     failed = []
     for record in iter_statuses(out_dir):
         counts[record["status"]] += 1
-        if record["status"] != "ok":
+        if record["status"] not in ("ok", "pending"):  # pending is not a failure: the next run fetches it
             entry = {"pair_id": record.get("pair_id"), "url": record.get("url"), "status": record["status"], "error": record.get("error", "")}
             if entry["pair_id"] is None:
                 entry.pop("pair_id")

@@ -173,10 +173,10 @@ def test_a_bug_in_one_source_is_recorded_and_the_rest_builds(tmp_path, media_ser
 
     real = mipkit.shards.build_source
 
-    def flaky(request, recipe, work):
+    def flaky(request, recipe, work, *gate):
         if request.url.endswith("src1.mp4"):
             raise RuntimeError("simulated bug")
-        return real(request, recipe, work)
+        return real(request, recipe, work, *gate)
 
     monkeypatch.setattr(mipkit.shards, "build_source", flaky)
     manifest = _manifest(tmp_path, media_server, sources=2)
