@@ -87,16 +87,14 @@ def with_retries(action, cfg: YtdlpConfig, what: str, classify=None, before_try=
 
     ``classify`` maps the collected yt-dlp messages to a status (default ``classify_error``);
     ``before_try`` runs before every attempt (a rate limiter). With a ``gate``, a rate limit pauses
-    ``url``'s host for every worker (the retry waits for it), and a tripped breaker ends the source
-    as ``pending`` unless this was its last try.
+    ``url``'s host for every worker (the action waits for the gate right before its request), and a
+    tripped breaker ends the source as ``pending`` unless this was its last try.
     """
     classify = classify or classify_error
     attempt = 0
     while True:
         if before_try is not None:
             before_try()
-        if gate is not None:
-            _gate_call(gate.wait_clear, url)
         logger = _CollectingLogger()
         try:
             result = action(logger)
@@ -251,16 +249,22 @@ class Fetcher:
         host = self.gate.politeness.for_url(self.url) if self.gate is not None else None
         return ytdlp_params(self.cfg, logger, host)
 
+    def _wait_for_host(self, start: bool) -> None:
+        """Right before a request (yt-dlp is set up by then, so the host sees the spacing the gate keeps)."""
+        if self.gate is not None:
+            _gate_call(self.gate.start_source if start else self.gate.wait_clear, self.url)
+
     def extract(self, url: str) -> SourceInfo:
         """Resolve the source once; its info dict is reused for metadata and every section.
 
-        With a gate, this is where a source starts on its host: it waits for the host's politeness."""
+        With a gate, the first try is where a source starts on its host: it waits for the host's politeness."""
         self.url = url
-        if self.gate is not None:
-            _gate_call(self.gate.start_source, url)
+        tries = []
 
         def action(logger):
             with open_ytdlp(self._params(logger)) as ydl:
+                self._wait_for_host(start=not tries)
+                tries.append(1)
                 return ydl.extract_info(url, download=False)
 
         info = with_retries(action, self.cfg, "extract_info failed", gate=self.gate, url=url)
@@ -301,6 +305,7 @@ class Fetcher:
                 "continuedl": False,
             })
             with open_ytdlp(params) as ydl:
+                self._wait_for_host(start=False)
                 ydl.process_ie_result(dict(source.info), download=True)
 
         with_retries(action, self.cfg, "download failed", gate=self.gate, url=self.url)
