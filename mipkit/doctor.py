@@ -100,7 +100,7 @@ def pot_provider_check() -> Check:
     if spec is None:  # the usual case, answered without scanning every installed distribution
         return Check("PO-token provider", ABSENT, fix=POT_FIX, required=False)
     owners = importlib.metadata.packages_distributions().get("yt_dlp_plugins", [])
-    found = sorted({f"{name} {_distribution_version(name)}" for name in owners if re.search(r"pot|po.?token", name, re.I)})
+    found = sorted({f"{name} {_distribution_version(name)}" for name in owners if re.search(r"pot|po.?token", name, re.IGNORECASE)})
     if found:
         return Check("PO-token provider", OK, ", ".join(found), required=False)
     return Check("PO-token provider", ABSENT, fix=POT_FIX, required=False)

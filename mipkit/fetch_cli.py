@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -56,9 +55,9 @@ def checks_table(checks) -> Table:
 
 
 def doctor(
-    cookies: Optional[Path] = typer.Option(None, help="A Netscape cookies file to check (only counts are shown)."),
-    proxy: Optional[str] = typer.Option(None, help="A proxy URL to check for reachability (never printed)."),
-    cookies_from_browser: Optional[str] = cookies_from_browser_option(),
+    cookies: Path | None = typer.Option(None, help="A Netscape cookies file to check (only counts are shown)."),
+    proxy: str | None = typer.Option(None, help="A proxy URL to check for reachability (never printed)."),
+    cookies_from_browser: str | None = cookies_from_browser_option(),
 ) -> None:
     """Check ffmpeg, yt-dlp, the JavaScript runtime, plugins, cookies and proxy; exit 1 when a required part is missing."""
     from mipkit.doctor import run_checks

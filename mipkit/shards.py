@@ -59,7 +59,7 @@ def shard_dir(out_dir: Path, index: int) -> Path:
 def is_done(out_dir: Path, index: int) -> bool:
     """Committed and complete: a shard committed with ``pending`` sources (a blocked host) is reopened."""
     stats = shard_dir(out_dir, index) / STATS_FILE
-    return stats.is_file() and not json.loads(stats.read_text())["counts"].get(PENDING)
+    return stats.is_file() and not json.loads(stats.read_text()).get("counts", {}).get(PENDING)
 
 
 def _kept_results(folder: Path) -> tuple[pa.Table | None, list[dict], set[str]]:

@@ -15,7 +15,16 @@ from pathlib import Path
 import pytest
 from conftest import write_manifest
 
-from mipkit.doctor import MISSING, OK, WARNING, cookies_file_check, js_runtime_check, proxy_check, run_checks, ytdlp_check
+from mipkit.doctor import (
+    MISSING,
+    OK,
+    WARNING,
+    cookies_file_check,
+    js_runtime_check,
+    proxy_check,
+    run_checks,
+    ytdlp_check,
+)
 from mipkit.runtimes import RUNTIME_FIX, js_runtime_param, packaged_deno
 
 COOKIE_SECRET = "c00kieS3cretValue"
@@ -23,7 +32,7 @@ PROXY_SECRET = "pr0xyPassw0rd"
 
 
 def _mipkit(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mipkit", *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-m", "mipkit", *args], check=False, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import time
 
 import pytest
 
 from mipkit.errors import MipkitError
-from mipkit.politeness import YOUTUBE_SAFE, HostGate, HostPoliteness, Politeness, SessionBlocked, canonical_host
+from mipkit.politeness import (
+    YOUTUBE_SAFE,
+    HostGate,
+    HostPoliteness,
+    Politeness,
+    SessionBlocked,
+    canonical_host,
+)
 
 
 @pytest.mark.parametrize("url, host", [
@@ -87,7 +95,7 @@ def test_min_interval_holds_across_processes(tmp_path):
     assert len([results.get(timeout=5) for _ in range(6)]) == 6
     # The gate's own record of each start, taken under the lock (the processes' clocks are one clock).
     starts = sorted(HostGate(tmp_path, Politeness())._update(lambda s: s)["127.0.0.1"]["starts"])
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) == 6 and min(gaps) >= 0.3, gaps
 
 
