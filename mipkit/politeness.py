@@ -179,7 +179,10 @@ class HostGate:
     def _update(self, change):
         """Run ``change(state) -> result`` on the state under the lock and write it back."""
         with self._lock:
-            state = json.loads(self.path.read_text()) if self.path.is_file() else {}
+            try:
+                state = json.loads(self.path.read_text()) if self.path.is_file() else {}
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                state = {}  # a file cut by a crash: start again rather than fail every fetch
             result = change(state)
             tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(state))
