@@ -9,7 +9,7 @@ and are constructor arguments here. Conventions shared by every module:
 * Embeddings are re-normalised in fp32: a no-op for unit vectors, and it makes bf16 encoder
   outputs exactly unit-norm.
 * Under torch.distributed every module gathers embeddings from all ranks *with gradient*
-  (see ``baselines.distributed``), so negatives / neighbourhoods span the global batch.
+  (see ``baselines.runtime.distributed``), so negatives / neighbourhoods span the global batch.
   Default: each rank computes the **global-batch loss** (same value on every rank, equal to
   the single-process loss). ``local_loss=True`` (inter and intra only) makes each rank use its
   local rows as queries against all candidates (open_clip's local loss, O(n * N) memory);
@@ -20,13 +20,14 @@ and are constructor arguments here. Conventions shared by every module:
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from baselines.distributed import gather_no_grad, gather_with_grad, world_info
+from baselines.runtime.distributed import gather_no_grad, gather_with_grad, world_info
 
 LOSS_VARIANTS: tuple[str, ...] = ("coarse", "coarse+intra", "coarse+inter", "hgclim", "emoclim", "vmnet")
 
@@ -115,8 +116,14 @@ class IntraModalLoss(nn.Module):
 
     DISTANCES = ("cosine", "kl")
 
-    def __init__(self, distance: str = "cosine", w_r: float = 0.5, w_c: float = 0.5,
-                 kl_temperature: float = 0.1, local_loss: bool = False) -> None:
+    def __init__(
+        self,
+        distance: str = "cosine",
+        w_r: float = 0.5,
+        w_c: float = 0.5,
+        kl_temperature: float = 0.1,
+        local_loss: bool = False,
+    ) -> None:
         super().__init__()
         if distance not in self.DISTANCES:
             raise ValueError(f"distance must be one of {self.DISTANCES}, got {distance!r}")
@@ -138,8 +145,12 @@ class IntraModalLoss(nn.Module):
                 per_row = 1.0 - F.cosine_similarity(a_rows, b_rows, dim=1)
             else:
                 t = self.kl_temperature
-                per_row = F.kl_div(F.log_softmax(b_rows / t, dim=1), F.log_softmax(a_rows / t, dim=1),
-                                   reduction="none", log_target=True).sum(dim=1)
+                per_row = F.kl_div(
+                    F.log_softmax(b_rows / t, dim=1),
+                    F.log_softmax(a_rows / t, dim=1),
+                    reduction="none",
+                    log_target=True,
+                ).sum(dim=1)
             return (self.w_r + self.w_c) * per_row.mean()
 
 
@@ -151,8 +162,15 @@ class InterIntraLoss(nn.Module):
     {0, 3, 6, 10} and its chosen value is not recoverable from the text.
     """
 
-    def __init__(self, w_inter: float = 1.0, w_intra: float = 3.0, gamma_v: float = 1.0, gamma_m: float = 1.0,
-                 intra: Optional[IntraModalLoss] = None, inter: Optional[InterModalLoss] = None) -> None:
+    def __init__(
+        self,
+        w_inter: float = 1.0,
+        w_intra: float = 3.0,
+        gamma_v: float = 1.0,
+        gamma_m: float = 1.0,
+        intra: Optional[IntraModalLoss] = None,
+        inter: Optional[InterModalLoss] = None,
+    ) -> None:
         super().__init__()
         self.w_inter, self.w_intra = float(w_inter), float(w_intra)
         self.gamma_v, self.gamma_m = float(gamma_v), float(gamma_m)
@@ -187,8 +205,9 @@ class SupConLoss(nn.Module):
         super().__init__()
         self.temperature = float(temperature)
 
-    def forward(self, queries: Tensor, query_labels: Tensor, keys: Optional[Tensor] = None,
-                key_labels: Optional[Tensor] = None) -> Tensor:
+    def forward(
+        self, queries: Tensor, query_labels: Tensor, keys: Optional[Tensor] = None, key_labels: Optional[Tensor] = None
+    ) -> Tensor:
         with _autocast_off(queries):
             same_set = keys is None
             q = _unit(queries)
@@ -231,8 +250,12 @@ class CoarseEmotionLoss(nn.Module):
         """The four unweighted SupCon terms by name."""
         v, m = gather_with_grad(v), gather_with_grad(m)
         labels = gather_no_grad(labels.to(v.device))
-        return {"i2i": self.supcon(v, labels), "m2m": self.supcon(m, labels),
-                "i2m": self.supcon(v, labels, m, labels), "m2i": self.supcon(m, labels, v, labels)}
+        return {
+            "i2i": self.supcon(v, labels),
+            "m2m": self.supcon(m, labels),
+            "i2m": self.supcon(v, labels, m, labels),
+            "m2i": self.supcon(m, labels, v, labels),
+        }
 
     def forward(self, v: Tensor, m: Tensor, labels: Tensor) -> Tensor:
         terms = self.terms(v, m, labels)
@@ -251,8 +274,15 @@ class VMNetLoss(nn.Module):
     ``L = w_xy * L_xy + w_yx * L_yx + w_struct * (Ls_x + Ls_y)``. Global batch under DDP.
     """
 
-    def __init__(self, margin: float = 0.1, top_k: int = 100, w_xy: float = 3.0, w_yx: float = 1.0,
-                 w_struct: float = 0.2, structure: Optional[IntraModalLoss] = None) -> None:
+    def __init__(
+        self,
+        margin: float = 0.1,
+        top_k: int = 100,
+        w_xy: float = 3.0,
+        w_yx: float = 1.0,
+        w_struct: float = 0.2,
+        structure: Optional[IntraModalLoss] = None,
+    ) -> None:
         super().__init__()
         self.margin, self.top_k = float(margin), int(top_k)
         self.w_xy, self.w_yx, self.w_struct = float(w_xy), float(w_yx), float(w_struct)
@@ -291,10 +321,18 @@ class HGCLIMLoss(nn.Module):
     ``L_intra_fine`` *(choice)* is ``IntraModalLoss`` with the pre-projection encoder features as raw.
     """
 
-    def __init__(self, variant: str = "hgclim", lambda_inter: float = 1.0, lambda_intra: float = 1.0,
-                 gamma_v: float = 1.0, gamma_m: float = 1.0, coarse: Optional[CoarseEmotionLoss] = None,
-                 inter: Optional[InterModalLoss] = None, intra: Optional[IntraModalLoss] = None,
-                 vmnet: Optional[VMNetLoss] = None) -> None:
+    def __init__(
+        self,
+        variant: str = "hgclim",
+        lambda_inter: float = 1.0,
+        lambda_intra: float = 1.0,
+        gamma_v: float = 1.0,
+        gamma_m: float = 1.0,
+        coarse: Optional[CoarseEmotionLoss] = None,
+        inter: Optional[InterModalLoss] = None,
+        intra: Optional[IntraModalLoss] = None,
+        vmnet: Optional[VMNetLoss] = None,
+    ) -> None:
         super().__init__()
         if variant not in LOSS_VARIANTS:
             raise ValueError(f"variant must be one of {LOSS_VARIANTS}, got {variant!r}")
@@ -309,8 +347,15 @@ class HGCLIMLoss(nn.Module):
         self.intra = intra if intra is not None else IntraModalLoss()
         self.vmnet = vmnet if vmnet is not None else VMNetLoss()
 
-    def forward(self, v: Tensor, m: Tensor, raw_v: Optional[Tensor] = None, raw_m: Optional[Tensor] = None,
-                labels: Optional[Tensor] = None, scale: Tensor | float | None = None) -> dict[str, Tensor]:
+    def forward(
+        self,
+        v: Tensor,
+        m: Tensor,
+        raw_v: Optional[Tensor] = None,
+        raw_m: Optional[Tensor] = None,
+        labels: Optional[Tensor] = None,
+        scale: Tensor | float | None = None,
+    ) -> dict[str, Tensor]:
         if self.variant == "vmnet":
             if raw_v is None or raw_m is None:
                 raise ValueError("variant 'vmnet' needs raw_v and raw_m")

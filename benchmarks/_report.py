@@ -29,7 +29,7 @@ def machine() -> str:
             gpu = f", GPU {torch.cuda.get_device_name(0)}"
     except ImportError:
         pass
-    load = ", load average %.2f at the start" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    load = f", load average {os.getloadavg()[0]:.2f} at the start" if hasattr(os, "getloadavg") else ""
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}{gpu}{load}"
 
 
@@ -42,7 +42,7 @@ def append_section(title: str, body: str) -> Path:
     DOC.parent.mkdir(parents=True, exist_ok=True)
     if not DOC.exists():
         DOC.write_text("# Benchmarks\n\nEach section: what was measured, on which machine, with which command, when.\n")
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d")
     section = f"\n## {title} ({stamp})\n\n- machine: {machine()}\n- command: `{command()}`\n\n{body.strip()}\n"
     with DOC.open("a") as handle:
         handle.write(section)

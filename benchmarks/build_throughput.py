@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import append_section  # noqa: E402
 
-from mipkit.mediaserver import MediaServer  # noqa: E402
-from mipkit.pipeline import BuildOptions, build  # noqa: E402
-from mipkit.recipe import load_recipe  # noqa: E402
-from mipkit.synthetic_media import make_video, spec_for_index  # noqa: E402
+from mipkit.config.recipe import load_recipe  # noqa: E402
+from mipkit.demo.mediaserver import MediaServer  # noqa: E402
+from mipkit.demo.synthetic_media import make_video, spec_for_index  # noqa: E402
+from mipkit.pipeline.driver import BuildOptions, build  # noqa: E402
 
 
 def decode_seconds(paths: list[Path], start_s: float | None = None) -> float:
@@ -52,16 +52,25 @@ def main() -> None:
     parser.add_argument("--source-seconds", type=float, default=60.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--fetch-threads", type=int, default=4)
-    parser.add_argument("--long-minutes", type=float, default=10.0, help="length of the source used for bytes-per-window")
-    parser.add_argument("--no-force-keyframes", action="store_true", help="stream-copy sections (exact for mp4 edit lists only)")
+    parser.add_argument(
+        "--long-minutes", type=float, default=10.0, help="length of the source used for bytes-per-window"
+    )
+    parser.add_argument(
+        "--no-force-keyframes", action="store_true", help="stream-copy sections (exact for mp4 edit lists only)"
+    )
     parser.add_argument("--write", action="store_true", help="append the results to docs/benchmarks.md")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mipkit-bench-"))
     try:
         media = work / "media"
-        print(f"generating {args.sources} sources of {args.source_seconds:g} s and one of {args.long_minutes:g} min ...", flush=True)
-        paths = [make_video(media / f"s{i:04d}.mp4", spec_for_index(i, args.source_seconds)) for i in range(args.sources)]
+        print(
+            f"generating {args.sources} sources of {args.source_seconds:g} s and one of {args.long_minutes:g} min ...",
+            flush=True,
+        )
+        paths = [
+            make_video(media / f"s{i:04d}.mp4", spec_for_index(i, args.source_seconds)) for i in range(args.sources)
+        ]
         long_path = make_video(media / "long.mp4", spec_for_index(10_000, args.long_minutes * 60))
         start_s = 20.0
         full_decode = decode_seconds(paths)
@@ -69,14 +78,20 @@ def main() -> None:
 
         rows = []
         # Throughput: the server runs in its own process, as a remote host would (no shared GIL).
-        server_process = subprocess.Popen([sys.executable, "-m", "mipkit.mediaserver", str(media)], stdout=subprocess.PIPE, text=True)
+        server_process = subprocess.Popen(
+            [sys.executable, "-m", "mipkit.demo.mediaserver", str(media)], stdout=subprocess.PIPE, text=True
+        )
         try:
             base_url = server_process.stdout.readline().strip()
             manifest = write_manifest(work / "m.csv", [f"{base_url}/{p.name}" for p in paths], start_s)
             for workers in args.workers:
-                recipe = load_recipe("mipnet").with_overrides({"shards.sources_per_shard": max(1, args.sources // (2 * workers)),
-                                                               "shards.fetch_threads": args.fetch_threads,
-                                                               "ytdlp.force_keyframes_at_cuts": not args.no_force_keyframes})
+                recipe = load_recipe("mipnet").with_overrides(
+                    {
+                        "shards.sources_per_shard": max(1, args.sources // (2 * workers)),
+                        "shards.fetch_threads": args.fetch_threads,
+                        "ytdlp.force_keyframes_at_cuts": not args.no_force_keyframes,
+                    }
+                )
                 out = work / f"out{workers}"
                 began = time.perf_counter()
                 summary = build(BuildOptions(manifest=manifest, out=out, recipe=recipe, workers=workers))
@@ -102,10 +117,15 @@ def main() -> None:
             "|---:|---:|---:|---:|---:|---:|",
         ]
         for workers, built, seconds in rows:
-            lines.append(f"| {workers} | {built} | {seconds:.2f} | {built / seconds:.2f} | {seconds / full_decode:.1f}x | {seconds / window_decode:.1f}x |")
-        lines += ["", f"Bytes fetched for one 10-s window of a {args.long_minutes:g}-minute source: {window_bytes / 1e6:.2f} MB "
-                  f"of {whole_bytes / 1e6:.2f} MB for the whole file ({100 * window_bytes / whole_bytes:.1f} %; counted by the "
-                  "127.0.0.1 server, metadata probe included)."]
+            lines.append(
+                f"| {workers} | {built} | {seconds:.2f} | {built / seconds:.2f} | {seconds / full_decode:.1f}x | {seconds / window_decode:.1f}x |"
+            )
+        lines += [
+            "",
+            f"Bytes fetched for one 10-s window of a {args.long_minutes:g}-minute source: {window_bytes / 1e6:.2f} MB "
+            f"of {whole_bytes / 1e6:.2f} MB for the whole file ({100 * window_bytes / whole_bytes:.1f} %; counted by the "
+            "127.0.0.1 server, metadata probe included).",
+        ]
         report = "\n".join(lines)
         print(report)
         if args.write:

@@ -38,8 +38,8 @@ import torch.nn as nn
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from baselines.eval.metrics import instance_metrics  # noqa: E402
 from baselines.losses import InterIntraLoss, LearnableTemperature  # noqa: E402
-from baselines.metrics import instance_metrics  # noqa: E402
 
 LEVELS = ("no_noise", "with_noise", "more_noise", "most_noise")
 
@@ -51,7 +51,7 @@ def make_world(args, seed: int) -> dict:
     centres = torch.randn(c, z, generator=g)
 
     def view(dim: int):
-        w1 = torch.randn(z, 2 * dim, generator=g) / z ** 0.5
+        w1 = torch.randn(z, 2 * dim, generator=g) / z**0.5
         w2 = torch.randn(2 * dim, dim, generator=g) / (2 * dim) ** 0.5
         return lambda x: torch.tanh(x @ w1) @ w2
 
@@ -65,10 +65,9 @@ def make_world(args, seed: int) -> dict:
         return out + args.obs_noise * out.std() * torch.randn(out.shape, generator=g)
 
     p = args.pairs_per_cluster
-    train_a = observe(view_a, instances(p))          # [C, P, da]: pair (c, j) = a of one instance ...
-    train_b = observe(view_b, instances(p))          # ... and b of another instance of cluster c
-    tests = [(observe(view_a, instances(1))[:, 0], observe(view_b, instances(1))[:, 0])
-             for _ in range(args.test_sets)]
+    train_a = observe(view_a, instances(p))  # [C, P, da]: pair (c, j) = a of one instance ...
+    train_b = observe(view_b, instances(p))  # ... and b of another instance of cluster c
+    tests = [(observe(view_a, instances(1))[:, 0], observe(view_b, instances(1))[:, 0]) for _ in range(args.test_sets)]
     return {"train_a": train_a, "train_b": train_b, "tests": tests}
 
 
@@ -87,7 +86,7 @@ def batch_plan(level: str, n: int) -> list[int]:
 
 def draw_batch(world: dict, plan: list[int], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     c, p = world["train_a"].shape[:2]
-    clusters = torch.randperm(c, generator=g)[:len(plan)]
+    clusters = torch.randperm(c, generator=g)[: len(plan)]
     rows, cols = [], []
     for cluster, k in zip(clusters.tolist(), plan):
         pairs = torch.randperm(p, generator=g)[:k]
@@ -100,10 +99,12 @@ def draw_batch(world: dict, plan: list[int], g: torch.Generator) -> tuple[torch.
 class Encoders(nn.Module):
     def __init__(self, dim_a: int, dim_b: int, hidden: int, out: int):
         super().__init__()
-        self.a = nn.Sequential(nn.Linear(dim_a, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                               nn.Linear(hidden, out))
-        self.b = nn.Sequential(nn.Linear(dim_b, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                               nn.Linear(hidden, out))
+        self.a = nn.Sequential(
+            nn.Linear(dim_a, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out)
+        )
+        self.b = nn.Sequential(
+            nn.Linear(dim_b, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out)
+        )
         self.temperature = LearnableTemperature(0.07)
 
 
@@ -145,7 +146,10 @@ def run(args) -> tuple[str, dict]:
             for w in weights:
                 scores.setdefault((level, w), []).append(train_and_test(world, level, w, seed, args))
         print(f"seed {seed} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    lines = ["| batches | loss | R@1 | R@5 | R@10 | ΔR@1 vs CLVM | ΔR@10 vs CLVM |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| batches | loss | R@1 | R@5 | R@10 | ΔR@1 vs CLVM | ΔR@10 vs CLVM |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     gains: dict = {}
     for level in LEVELS:
         base = scores[(level, 0.0)]
@@ -171,28 +175,40 @@ def run(args) -> tuple[str, dict]:
         sds = [gains[(level, w, "sd")] for level in LEVELS]
         text = ", ".join(f"{level} {100 * s:+.1f} (± {100 * sd:.1f})" for level, s, sd in zip(LEVELS, series, sds))
         text10 = ", ".join(f"{100 * gains[(level, w, 'r@10')]:+.1f}" for level in LEVELS)
-        small = [f"{a} -> {b}" for a, b, x, y, sa, sb in zip(LEVELS, LEVELS[1:], series, series[1:], sds, sds[1:])
-                 if y - x < max(sa, sb)]
+        small = [
+            f"{a} -> {b}"
+            for a, b, x, y, sa, sb in zip(LEVELS, LEVELS[1:], series, series[1:], sds, sds[1:])
+            if y - x < max(sa, sb)
+        ]
         if monotone and grows:
             verdict = "holds (the R@1 gain of the II loss grows with every noise step)"
         elif grows:
             verdict = "holds only in part (the gain is larger at most_noise than at no_noise, but not at every step)"
         else:
             verdict = "does not hold (the gain does not grow with the noise)"
-        caveat = (f" Caveat: the step(s) {', '.join(small)} are smaller than the seed-to-seed spread of the gain."
-                  if small else "")
-        verdicts.append(f"- w_intra {w:g}: R@1 gain over CLVM by noise level (mean ± std over seeds): {text}; "
-                        f"R@10 gain: {text10}. The paper's trend {verdict}.{caveat}")
-    setup = (f"{args.clusters} clusters, {args.pairs_per_cluster} fixed training pairs each, batch {args.batch_size}, "
-             f"{args.steps} steps, MLP encoders (hidden {args.hidden}, {args.embed}-d), {args.seeds} seeds, "
-             f"{args.test_sets} test sets of one pair per cluster (view-a query -> {args.clusters} view-b candidates); "
-             f"mean ± std over seeds, in %. Total {time.perf_counter() - t0:.0f} s.")
+        caveat = (
+            f" Caveat: the step(s) {', '.join(small)} are smaller than the seed-to-seed spread of the gain."
+            if small
+            else ""
+        )
+        verdicts.append(
+            f"- w_intra {w:g}: R@1 gain over CLVM by noise level (mean ± std over seeds): {text}; "
+            f"R@10 gain: {text10}. The paper's trend {verdict}.{caveat}"
+        )
+    setup = (
+        f"{args.clusters} clusters, {args.pairs_per_cluster} fixed training pairs each, batch {args.batch_size}, "
+        f"{args.steps} steps, MLP encoders (hidden {args.hidden}, {args.embed}-d), {args.seeds} seeds, "
+        f"{args.test_sets} test sets of one pair per cluster (view-a query -> {args.clusters} view-b candidates); "
+        f"mean ± std over seeds, in %. Total {time.perf_counter() - t0:.0f} s."
+    )
     body = setup + "\n\n" + "\n".join(lines) + "\n\n" + "\n".join(verdicts)
     return body, gains
 
 
 def parse(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--clusters", type=int, default=256)
     ap.add_argument("--pairs-per-cluster", type=int, default=8)
     ap.add_argument("--latent-dim", type=int, default=16)
@@ -205,8 +221,12 @@ def parse(argv=None):
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--w-intra", type=lambda s: [float(x) for x in s.split(",")], default=[3.0],
-                    help="comma-separated II weights compared with w_intra = 0")
+    ap.add_argument(
+        "--w-intra",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[3.0],
+        help="comma-separated II weights compared with w_intra = 0",
+    )
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--test-sets", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (tiny MLPs: more threads only contend)")

@@ -28,22 +28,25 @@ from _report import append_section  # noqa: E402
 
 
 def _train_rates(run_dir: Path) -> dict:
-    from baselines.logging_utils import read_log
+    from baselines.runtime.logging import read_log
 
     records = [r for r in read_log(run_dir / "log.jsonl") if r.get("kind") == "train"]
     steps = [r for r in records if r["step"] > 1]  # the first step carries one-off costs
     if not steps:
         steps = records
     seconds = sum(r["step_time"] for r in steps)
-    return {"steps": len(steps), "seconds": seconds,
-            "step_time_median": statistics.median(r["step_time"] for r in steps),
-            "data_time_median": statistics.median(r["data_time"] for r in steps)}
+    return {
+        "steps": len(steps),
+        "seconds": seconds,
+        "step_time_median": statistics.median(r["step_time"] for r in steps),
+        "data_time_median": statistics.median(r["data_time"] for r in steps),
+    }
 
 
 def _run(common: list[str], out: Path, extra: list[str]) -> None:
     from typer.testing import CliRunner
 
-    from baselines.cli import train_app
+    from baselines.cli.app import train_app
 
     result = CliRunner().invoke(train_app, ["hgclim", *common, "--out", str(out), *extra])
     if result.exit_code != 0:
@@ -70,13 +73,30 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         dataset = args.dataset
         if dataset is None:
-            from tests.synthetic import make_pair_dataset
+            from tests.helpers.synthetic import make_pair_dataset
 
             dataset = str(tmp / "data")
             make_pair_dataset(dataset, args.pairs, max(8, args.pairs // 8), max(8, args.pairs // 8), seed=0)
-        common = ["--dataset", dataset, "--preset", args.preset, "--epochs", str(args.epochs),
-                  "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--device", args.device,
-                  "--log-every", "1", "--quiet", "--no-tensorboard", "--eval-split", "validation"]
+        common = [
+            "--dataset",
+            dataset,
+            "--preset",
+            args.preset,
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--workers",
+            str(args.workers),
+            "--device",
+            args.device,
+            "--log-every",
+            "1",
+            "--quiet",
+            "--no-tensorboard",
+            "--eval-split",
+            "validation",
+        ]
         if args.random_init:
             common.append("--random-init")
 
@@ -99,24 +119,28 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     device = "cuda" if (args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())) else "cpu"
-    body = "\n".join([
-        f"preset `{args.preset}`, device {device}, {n_train} training pairs, batch {global_batch}, "
-        f"{args.epochs} epochs, {args.workers} DataLoader workers (uncached path); loss `{config['loss']}`.",
-        "",
-        "| path | training samples/s | median step (ms) | median data wait (ms) | wall of the run (s) |",
-        "| --- | ---: | ---: | ---: | ---: |",
-        f"| cached features | {rate_c:,.0f} | {cached['step_time_median'] * 1e3:.1f} | "
-        f"{cached['data_time_median'] * 1e3:.2f} | {cached_wall:.1f} (incl. cache build {encode_seconds:.1f}) |",
-        f"| encoders every step (`--no-cache`) | {rate_u:,.1f} | {uncached['step_time_median'] * 1e3:.1f} | "
-        f"{uncached['data_time_median'] * 1e3:.2f} | {uncached_wall:.1f} |",
-        "",
-        f"Ratio cached / uncached: **{rate_c / rate_u:,.0f}x** training samples/s. "
-        f"Encoder pass of the cache build: {n_train / encode_seconds:,.1f} pairs/s "
-        f"(image + music, decode included). samples/s = batch / median step time (steps after the first).",
-    ])
+    body = "\n".join(
+        [
+            f"preset `{args.preset}`, device {device}, {n_train} training pairs, batch {global_batch}, "
+            f"{args.epochs} epochs, {args.workers} DataLoader workers (uncached path); loss `{config['loss']}`.",
+            "",
+            "| path | training samples/s | median step (ms) | median data wait (ms) | wall of the run (s) |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            f"| cached features | {rate_c:,.0f} | {cached['step_time_median'] * 1e3:.1f} | "
+            f"{cached['data_time_median'] * 1e3:.2f} | {cached_wall:.1f} (incl. cache build {encode_seconds:.1f}) |",
+            f"| encoders every step (`--no-cache`) | {rate_u:,.1f} | {uncached['step_time_median'] * 1e3:.1f} | "
+            f"{uncached['data_time_median'] * 1e3:.2f} | {uncached_wall:.1f} |",
+            "",
+            f"Ratio cached / uncached: **{rate_c / rate_u:,.0f}x** training samples/s. "
+            f"Encoder pass of the cache build: {n_train / encode_seconds:,.1f} pairs/s "
+            f"(image + music, decode included). samples/s = batch / median step time (steps after the first).",
+        ]
+    )
     print(body)
     if args.write:
-        print(f"appended to {append_section('HG-CLIM training throughput, cached vs uncached (benchmarks/train_throughput.py)', body)}")
+        print(
+            f"appended to {append_section('HG-CLIM training throughput, cached vs uncached (benchmarks/train_throughput.py)', body)}"
+        )
     return 0
 
 

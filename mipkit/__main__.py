@@ -1,3 +1,3 @@
-from mipkit.cli import main
+from mipkit.cli.app import main
 
 main()

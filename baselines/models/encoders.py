@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from mipkit.errors import MipkitError
+from mipkit.core.errors import MipkitError
 
 SAMPLE_RATE = 32_000
 CLIP_SECONDS = 10.0
@@ -28,8 +28,21 @@ DEFAULT_MUSIC_ARCH = "passt_s_swa_p16_128_ap476"
 PRESETS = ("full", "tiny")
 
 # PaSST's mel front-end as hear21passt's get_basic_model builds it (frozen: no augmentation in eval).
-PASST_MEL = dict(n_mels=128, sr=SAMPLE_RATE, win_length=800, hopsize=320, n_fft=1024, freqm=48, timem=192,
-                 htk=False, fmin=0.0, fmax=None, norm=1, fmin_aug_range=10, fmax_aug_range=2000)
+PASST_MEL = dict(
+    n_mels=128,
+    sr=SAMPLE_RATE,
+    win_length=800,
+    hopsize=320,
+    n_fft=1024,
+    freqm=48,
+    timem=192,
+    htk=False,
+    fmin=0.0,
+    fmax=None,
+    norm=1,
+    fmin_aug_range=10,
+    fmax_aug_range=2000,
+)
 
 # The tiny preset: same families, a fraction of the size (random weights only).
 TINY_IMAGE = dict(arch="convnext_atto", depths=(1, 1, 1, 1), dims=(16, 32, 64, 128), input_size=(3, 64, 64))
@@ -48,11 +61,11 @@ class ModelConfig:
     image_weights: str | None = None
     music_weights: str | None = None
     random_init: bool = False
-    init_seed: int = 0            # seed of randomly initialised encoders ("random:<seed>" in the cache key)
-    embed_dim: int = 256          # shared space
-    proj_hidden: int = 512        # hidden width of the projection head (choice)
-    dropout: float = 0.1          # projection-head dropout (choice)
-    finetune_last: int = 0        # 0 = frozen encoders; N = last N ConvNeXt stages / PaSST blocks train
+    init_seed: int = 0  # seed of randomly initialised encoders ("random:<seed>" in the cache key)
+    embed_dim: int = 256  # shared space
+    proj_hidden: int = 512  # hidden width of the projection head (choice)
+    dropout: float = 0.1  # projection-head dropout (choice)
+    finetune_last: int = 0  # 0 = frozen encoders; N = last N ConvNeXt stages / PaSST blocks train
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,7 +102,7 @@ class _Encoder(nn.Module):
         if self.finetune_last <= 0:
             return []
         stages = self.stages()
-        return stages[-self.finetune_last:] + self.tail_modules()
+        return stages[-self.finetune_last :] + self.tail_modules()
 
     def set_finetune_last(self, n: int) -> None:
         self.finetune_last = max(0, int(n))
@@ -172,13 +185,18 @@ class MusicEncoder(_Encoder):
         super().set_finetune_last(n)
         if self.finetune_last > len(self.net.blocks):
             # all blocks train: the token and position embeddings too
-            for name, p in self.net.named_parameters(recurse=False):
+            for _name, p in self.net.named_parameters(recurse=False):
                 p.requires_grad_(True)
 
     def preprocessing(self) -> dict:
         mel = {k: v for k, v in PASST_MEL.items() if k not in ("freqm", "timem", "fmin_aug_range", "fmax_aug_range")}
-        return {"kind": "passt_mel", "sample_rate": SAMPLE_RATE, "clip_samples": CLIP_SAMPLES,
-                "decode": "soundfile, mono mean, resample to 32 kHz, pad/trim", **mel}
+        return {
+            "kind": "passt_mel",
+            "sample_rate": SAMPLE_RATE,
+            "clip_samples": CLIP_SAMPLES,
+            "decode": "soundfile, mono mean, resample to 32 kHz, pad/trim",
+            **mel,
+        }
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():
@@ -222,22 +240,31 @@ def build_image_encoder(cfg: ModelConfig, weights: Path | None) -> ImageEncoder:
 
     if cfg.preset == "tiny":
         t = TINY_IMAGE
-        model = timm.create_model(t["arch"], pretrained=False, num_classes=0, depths=t["depths"], dims=t["dims"],
-                                  pretrained_cfg_overlay=dict(input_size=t["input_size"], crop_pct=1.0))
+        model = timm.create_model(
+            t["arch"],
+            pretrained=False,
+            num_classes=0,
+            depths=t["depths"],
+            dims=t["dims"],
+            pretrained_cfg_overlay=dict(input_size=t["input_size"], crop_pct=1.0),
+        )
         name = f"{t['arch']}(depths={list(t['depths'])},dims={list(t['dims'])})"
         return ImageEncoder(model, name, f"random:{cfg.init_seed}")
     if weights is None:
         model = timm.create_model(cfg.image_arch, pretrained=False, num_classes=0)
         return ImageEncoder(model, cfg.image_arch, f"random:{cfg.init_seed}")
-    from baselines.embedding_cache import sha256_file
+    from mipkit.core.files import sha256_file
 
     try:
-        model = timm.create_model(cfg.image_arch, pretrained=True, num_classes=0,
-                                  pretrained_cfg_overlay=dict(file=str(weights)))
+        model = timm.create_model(
+            cfg.image_arch, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=str(weights))
+        )
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"--image-weights: '{weights.name}' does not fit {cfg.image_arch} ({first[:200]}); "
-                           "pass weights of that architecture or choose --image-arch") from None
+        raise WeightsError(
+            f"--image-weights: '{weights.name}' does not fit {cfg.image_arch} ({first[:200]}); "
+            "pass weights of that architecture or choose --image-arch"
+        ) from None
     _check_timm_keys(model, weights, cfg.image_arch)
     return ImageEncoder(model, cfg.image_arch, "sha256:" + sha256_file(weights))
 
@@ -258,8 +285,10 @@ def _check_timm_keys(model: nn.Module, weights: Path, arch: str) -> None:
             pass
     missing = [k for k in model.state_dict() if k not in sd and not k.startswith("head.fc.")]
     if missing:
-        raise WeightsError(f"--image-weights: '{weights.name}' lacks {len(missing)} keys of {arch}: "
-                           f"{_short_list(missing)}; pass a checkpoint of that architecture")
+        raise WeightsError(
+            f"--image-weights: '{weights.name}' lacks {len(missing)} keys of {arch}: "
+            f"{_short_list(missing)}; pass a checkpoint of that architecture"
+        )
 
 
 def build_music_encoder(cfg: ModelConfig, weights: Path | None) -> MusicEncoder:
@@ -271,8 +300,17 @@ def build_music_encoder(cfg: ModelConfig, weights: Path | None) -> MusicEncoder:
         mel = AugmentMelSTFT(**PASST_MEL)
         if cfg.preset == "tiny":
             t = TINY_MUSIC
-            net = PaSST(img_size=(128, 1000), patch_size=16, stride=t["stride"], in_chans=1, num_classes=527,
-                        embed_dim=t["embed_dim"], depth=t["depth"], num_heads=t["num_heads"], distilled=True)
+            net = PaSST(
+                img_size=(128, 1000),
+                patch_size=16,
+                stride=t["stride"],
+                in_chans=1,
+                num_classes=527,
+                embed_dim=t["embed_dim"],
+                depth=t["depth"],
+                num_heads=t["num_heads"],
+                distilled=True,
+            )
             name = f"passt(embed_dim={t['embed_dim']},depth={t['depth']},stride={t['stride'][0]})"
             arch = dict(t, stride=list(t["stride"]))
         else:
@@ -281,7 +319,7 @@ def build_music_encoder(cfg: ModelConfig, weights: Path | None) -> MusicEncoder:
     _silence_passt_first_run()
     weights_id = f"random:{cfg.init_seed}"
     if weights is not None:
-        from baselines.embedding_cache import sha256_file
+        from mipkit.core.files import sha256_file
 
         load_music_weights(net, weights)
         weights_id = "sha256:" + sha256_file(weights)
@@ -295,8 +333,10 @@ def load_music_weights(net: nn.Module, weights: Path) -> None:
     try:
         sd = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line message
-        raise WeightsError(f"--music-weights: cannot read '{weights.name}' as a torch state dict "
-                           f"({type(e).__name__}); pass a PaSST .pt checkpoint") from None
+        raise WeightsError(
+            f"--music-weights: cannot read '{weights.name}' as a torch state dict "
+            f"({type(e).__name__}); pass a PaSST .pt checkpoint"
+        ) from None
     for key in ("state_dict", "model", "net"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
@@ -304,7 +344,7 @@ def load_music_weights(net: nn.Module, weights: Path) -> None:
         raise WeightsError(f"--music-weights: '{weights.name}' holds no state dict; pass a PaSST .pt checkpoint")
     for prefix in ("module.", "net."):
         if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
     if "time_new_pos_embed" in sd:
         sd = checkpoint_filter_fn(sd, net)
     result = net.load_state_dict(sd, strict=False)
@@ -314,5 +354,6 @@ def load_music_weights(net: nn.Module, weights: Path) -> None:
     if result.unexpected_keys:
         problems.append(f"unexpected {len(result.unexpected_keys)} keys: {_short_list(result.unexpected_keys)}")
     if problems:
-        raise WeightsError(f"--music-weights: '{weights.name}' does not fit the PaSST model ("
-                           + "; ".join(problems) + ")")
+        raise WeightsError(
+            f"--music-weights: '{weights.name}' does not fit the PaSST model (" + "; ".join(problems) + ")"
+        )

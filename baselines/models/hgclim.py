@@ -22,8 +22,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from baselines.losses import LearnableTemperature
-from baselines.models.encoders import (PRESETS, ImageEncoder, ModelConfig, MusicEncoder, WeightsError, _check_file,
-                                       build_image_encoder, build_music_encoder)
+from baselines.models.encoders import (
+    PRESETS,
+    ImageEncoder,
+    ModelConfig,
+    MusicEncoder,
+    WeightsError,
+    _check_file,
+    build_image_encoder,
+    build_music_encoder,
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -34,8 +42,13 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                                 nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, out_dim),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -87,25 +100,40 @@ class HGCLIM(nn.Module):
         return v, m, raw_v, raw_m
 
     def frozen_param_names(self) -> set[str]:
-        return {n for n, p in self.named_parameters() if not p.requires_grad
-                and (n.startswith("image_encoder.") or n.startswith("music_encoder."))}
+        return {
+            n
+            for n, p in self.named_parameters()
+            if not p.requires_grad and (n.startswith("image_encoder.") or n.startswith("music_encoder."))
+        }
 
     def describe(self) -> dict:
         def count(module, trainable=None):
             return sum(p.numel() for p in module.parameters() if trainable is None or p.requires_grad == trainable)
 
         return {
-            "image_encoder": {"name": self.image_encoder.name, "weights": self.image_encoder.weights_id,
-                              "out_dim": self.image_encoder.out_dim, "params": count(self.image_encoder),
-                              "trainable_params": count(self.image_encoder, True),
-                              "preprocessing": self.image_encoder.preprocessing()},
-            "music_encoder": {"name": self.music_encoder.name, "weights": self.music_encoder.weights_id,
-                              "out_dim": self.music_encoder.out_dim, "params": count(self.music_encoder),
-                              "trainable_params": count(self.music_encoder, True),
-                              "preprocessing": self.music_encoder.preprocessing()},
-            "projection": {"layers": "Linear-BatchNorm1d-ReLU-Dropout-Linear", "hidden": self.cfg.proj_hidden,
-                           "embed_dim": self.cfg.embed_dim, "dropout": self.cfg.dropout,
-                           "params": count(self.image_proj) + count(self.music_proj)},
+            "image_encoder": {
+                "name": self.image_encoder.name,
+                "weights": self.image_encoder.weights_id,
+                "out_dim": self.image_encoder.out_dim,
+                "params": count(self.image_encoder),
+                "trainable_params": count(self.image_encoder, True),
+                "preprocessing": self.image_encoder.preprocessing(),
+            },
+            "music_encoder": {
+                "name": self.music_encoder.name,
+                "weights": self.music_encoder.weights_id,
+                "out_dim": self.music_encoder.out_dim,
+                "params": count(self.music_encoder),
+                "trainable_params": count(self.music_encoder, True),
+                "preprocessing": self.music_encoder.preprocessing(),
+            },
+            "projection": {
+                "layers": "Linear-BatchNorm1d-ReLU-Dropout-Linear",
+                "hidden": self.cfg.proj_hidden,
+                "embed_dim": self.cfg.embed_dim,
+                "dropout": self.cfg.dropout,
+                "params": count(self.image_proj) + count(self.music_proj),
+            },
             "finetune_last": self.cfg.finetune_last,
         }
 
@@ -117,13 +145,17 @@ def check_weights(cfg: ModelConfig) -> tuple[Path | None, Path | None]:
     image_w = _check_file(cfg.image_weights, "--image-weights")
     music_w = _check_file(cfg.music_weights, "--music-weights")
     if cfg.preset == "tiny" and (image_w or music_w):
-        raise WeightsError("--preset tiny: tiny encoders are random by design; drop --image-weights/--music-weights "
-                           "or use --preset full")
+        raise WeightsError(
+            "--preset tiny: tiny encoders are random by design; drop --image-weights/--music-weights "
+            "or use --preset full"
+        )
     if cfg.preset == "full" and not cfg.random_init and (image_w is None or music_w is None):
         missing = [f for f, w in (("--image-weights", image_w), ("--music-weights", music_w)) if w is None]
-        raise WeightsError(f"{' and '.join(missing)}: the full preset needs local pretrained weights "
-                           "(nothing is downloaded); pass the files, or --random-init for benchmarks, "
-                           "or --preset tiny for a quick run")
+        raise WeightsError(
+            f"{' and '.join(missing)}: the full preset needs local pretrained weights "
+            "(nothing is downloaded); pass the files, or --random-init for benchmarks, "
+            "or --preset tiny for a quick run"
+        )
     if cfg.finetune_last < 0:
         raise WeightsError("--finetune-last: must be 0 (frozen encoders) or a positive number of stages")
     return image_w, music_w

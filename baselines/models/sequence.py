@@ -34,8 +34,14 @@ VIDEO_DIM, AUDIO_DIM = 1024, 128
 DEFAULT_LAYERS = {"bilstm": 1, "fc": 2, "att": 2, "gcn": 2}
 
 
-def sample_positions(lengths: torch.Tensor, k: int, sampling: str = "gs", train: bool = False,
-                     generator: torch.Generator | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+def sample_positions(
+    lengths: torch.Tensor,
+    k: int,
+    sampling: str = "gs",
+    train: bool = False,
+    generator: torch.Generator | None = None,
+    u: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Frame indices ``[B, K]`` (int64, on ``lengths.device``) for sequences of ``lengths`` frames.
 
     ``gs``: ``floor((k + u) * T / K)``, ``u ~ U[0, 1)`` per (sample, segment) when training (or the
@@ -67,16 +73,18 @@ def sample_positions(lengths: torch.Tensor, k: int, sampling: str = "gs", train:
 @dataclass
 class SequenceConfig:
     encoder: str = "bilstm"
-    hidden: int = 256             # hidden and shared output dimension (choice)
-    layers: int = 1               # LSTM layers / MLP depth / transformer layers / graph-conv layers
+    hidden: int = 256  # hidden and shared output dimension (choice)
+    layers: int = 1  # LSTM layers / MLP depth / transformer layers / graph-conv layers
     bilstm_output: str = "final"  # final = concatenated last states of both directions | mean over time (choice)
-    heads: int = 4                # att
-    gcn_radius: int = 1           # gcn: frames i and j are neighbours when |i - j| <= radius (choice)
+    heads: int = 4  # att
+    gcn_radius: int = 1  # gcn: frames i and j are neighbours when |i - j| <= radius (choice)
     dropout: float = 0.1
-    segments: int = 30            # K
-    text_dim: int = 0             # > 0: II-CLVTM (text feature of this size conditions the video encoder)
-    raw_text: str = "unit"        # II-CLVTM raw query feature: unit = concat of L2-normalised parts | plain
-    text_fusion: str = "h0+add"   # II-CLVTM biLSTM: h0 (initial hidden state only) | h0+add (also added to the pooled state)
+    segments: int = 30  # K
+    text_dim: int = 0  # > 0: II-CLVTM (text feature of this size conditions the video encoder)
+    raw_text: str = "unit"  # II-CLVTM raw query feature: unit = concat of L2-normalised parts | plain
+    text_fusion: str = (
+        "h0+add"  # II-CLVTM biLSTM: h0 (initial hidden state only) | h0+add (also added to the pooled state)
+    )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,8 +96,14 @@ class BiLSTMEncoder(nn.Module):
     def __init__(self, in_dim: int, hidden: int, layers: int, output: str, dropout: float):
         super().__init__()
         self.hidden, self.layers, self.output = hidden, layers, output
-        self.lstm = nn.LSTM(in_dim, hidden, num_layers=layers, batch_first=True, bidirectional=True,
-                            dropout=dropout if layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            in_dim,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.out = nn.Linear(2 * hidden, hidden)
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None, add: torch.Tensor | None = None) -> torch.Tensor:
@@ -129,13 +143,14 @@ class AttEncoder(nn.Module):
         self.inp = nn.Linear(in_dim, hidden)
         self.pos_embed = nn.Parameter(torch.zeros(1, max_len, hidden))
         nn.init.normal_(self.pos_embed, std=0.02)
-        layer = nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=2 * hidden, dropout=dropout,
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            hidden, heads, dim_feedforward=2 * hidden, dropout=dropout, batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.Linear(hidden, hidden)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.inp(x) + self.pos_embed[:, :x.shape[1]]
+        h = self.inp(x) + self.pos_embed[:, : x.shape[1]]
         if cond is not None:
             h = h + cond[:, None, :]
         return self.out(self.encoder(h).mean(dim=1))
@@ -249,10 +264,16 @@ class SequenceModel(nn.Module):
         def count(module):
             return sum(p.numel() for p in module.parameters()) if module is not None else 0
 
-        return {"encoder": self.cfg.encoder, "hidden": self.cfg.hidden, "layers": self.cfg.layers,
-                "video_params": count(self.video_encoder), "music_params": count(self.music_encoder),
-                "text_params": count(self.text_proj), "text_fusion": self.text_fusion,
-                "params": count(self)}
+        return {
+            "encoder": self.cfg.encoder,
+            "hidden": self.cfg.hidden,
+            "layers": self.cfg.layers,
+            "video_params": count(self.video_encoder),
+            "music_params": count(self.music_encoder),
+            "text_params": count(self.text_proj),
+            "text_fusion": self.text_fusion,
+            "params": count(self),
+        }
 
 
 def build_sequence_model(cfg: SequenceConfig, seed: int = 0) -> SequenceModel:

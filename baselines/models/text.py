@@ -18,14 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mipkit.errors import MipkitError
+from mipkit.core.errors import MipkitError
 
 TEXT_FIELDS = ("title", "keyword")
 TINY_TEXT_DIM = 64
@@ -60,12 +60,16 @@ class HashedNgramEncoder(nn.Module):
         for word in _WORD.findall(text.lower()):
             out.append(_stable_hash("w:" + word) % self.buckets)
             padded = f"#{word}#"
-            out += [_stable_hash("c:" + padded[i:i + 3]) % self.buckets for i in range(max(1, len(padded) - 2))]
+            out += [_stable_hash("c:" + padded[i : i + 3]) % self.buckets for i in range(max(1, len(padded) - 2))]
         return out or [_stable_hash("<empty>") % self.buckets]
 
     def preprocessing(self) -> dict:
-        return {"tokens": "lowercase words + character trigrams, blake2b-hashed", "buckets": self.buckets,
-                "pooling": "mean", "normalise": "l2"}
+        return {
+            "tokens": "lowercase words + character trigrams, blake2b-hashed",
+            "buckets": self.buckets,
+            "pooling": "mean",
+            "normalise": "l2",
+        }
 
     @torch.inference_mode()
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
@@ -83,8 +87,10 @@ class HFTextEncoder(nn.Module):
         try:
             import transformers
         except ImportError:
-            raise TextEncoderError("--text-weights: reading a local text model needs the 'transformers' package "
-                                   "(pip install transformers); or use --preset tiny") from None
+            raise TextEncoderError(
+                "--text-weights: reading a local text model needs the 'transformers' package "
+                "(pip install transformers); or use --preset tiny"
+            ) from None
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         self.is_clip = config.get("model_type") == "clip"
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
@@ -96,13 +102,18 @@ class HFTextEncoder(nn.Module):
         self.dim = int(config.get("projection_dim") if self.is_clip else config.get("hidden_size"))
 
     def preprocessing(self) -> dict:
-        return {"tokenizer": type(self.tokenizer).__name__, "max_length": self.max_length,
-                "pooling": "clip text projection" if self.is_clip else "attention-masked mean", "normalise": "l2"}
+        return {
+            "tokenizer": type(self.tokenizer).__name__,
+            "max_length": self.max_length,
+            "pooling": "clip text projection" if self.is_clip else "attention-masked mean",
+            "normalise": "l2",
+        }
 
     @torch.inference_mode()
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         if self.is_clip:
             return F.normalize(self.model.get_text_features(**batch).float(), dim=-1)
         hidden = self.model(**batch).last_hidden_state.float()
@@ -111,7 +122,7 @@ class HFTextEncoder(nn.Module):
 
 
 def _folder_weights_id(folder: Path) -> str:
-    from baselines.embedding_cache import sha256_file
+    from mipkit.core.files import sha256_file
 
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).is_file():
@@ -123,12 +134,15 @@ def check_text_weights(preset: str, weights: str | None) -> Path | None:
     """One-line errors for the text encoder options (before anything is built)."""
     if preset == "tiny":
         if weights:
-            raise TextEncoderError("--preset tiny: the tiny text encoder is random by design; drop --text-weights "
-                                   "or use --preset full")
+            raise TextEncoderError(
+                "--preset tiny: the tiny text encoder is random by design; drop --text-weights or use --preset full"
+            )
         return None
     if not weights:
-        raise TextEncoderError("--text-weights: II-CLVTM with the full preset needs a local text model folder "
-                               "(sentence-transformers / Hugging Face; nothing is downloaded), or --preset tiny")
+        raise TextEncoderError(
+            "--text-weights: II-CLVTM with the full preset needs a local text model folder "
+            "(sentence-transformers / Hugging Face; nothing is downloaded), or --preset tiny"
+        )
     folder = Path(weights)
     if not (folder / "config.json").is_file():
         raise TextEncoderError(f"--text-weights: '{folder.name}' is not a model folder (no config.json)")
@@ -151,23 +165,37 @@ def texts_of(split_ds, field: str) -> list[str]:
     raise TextEncoderError(f"--text: unknown field '{field}'; choose one of {', '.join(TEXT_FIELDS)}")
 
 
-def text_features(encoder, split_ds, split: str, field: str, cache_dir: str | Path | None, fingerprint: str,
-                  batch_size: int = 256, log: Callable[[str], None] = print) -> torch.Tensor:
+def text_features(
+    encoder,
+    split_ds,
+    split: str,
+    field: str,
+    cache_dir: str | Path | None,
+    fingerprint: str,
+    batch_size: int = 256,
+    log: Callable[[str], None] = print,
+) -> torch.Tensor:
     """``[N, D]`` fp32 text features of one split (CPU), from/into ``CACHE_DIR/text-{field}-{split}.pt``.
 
     The cache key (embedding cache rules: a stale file is rebuilt, never reused) holds the encoder
     name, weights id, preprocessing, the text field and the split's fingerprint.
     """
-    from baselines.embedding_cache import load_or_build
+    from baselines.data.embedding_cache import load_or_build
 
     def build() -> dict:
         texts = texts_of(split_ds, field)
-        parts = [encoder(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+        parts = [encoder(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
         return {"text": torch.cat(parts).float() if parts else torch.zeros(0, getattr(encoder, "dim", 0))}
 
     if cache_dir is None:
         return build()["text"]
-    key = {"format": 1, "split": split, "dataset_fingerprint": fingerprint, "text_field": field,
-           "text_encoder": encoder.name, "text_weights": encoder.weights_id,
-           "text_preprocessing": encoder.preprocessing()}
+    key = {
+        "format": 1,
+        "split": split,
+        "dataset_fingerprint": fingerprint,
+        "text_field": field,
+        "text_encoder": encoder.name,
+        "text_weights": encoder.weights_id,
+        "text_preprocessing": encoder.preprocessing(),
+    }
     return load_or_build(cache_dir, f"text-{field}-{split}", key, build, log=log)["text"]

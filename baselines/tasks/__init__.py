@@ -11,11 +11,11 @@ schedule, data order, checkpoints and exact resume, logging, plots). The family 
 from __future__ import annotations
 
 import importlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
-from baselines.runtime import RESUME_MAY_CHANGE, DistEnv, RunConfig, TrainError
+from baselines.runtime.config import RESUME_MAY_CHANGE, DistEnv, RunConfig, TrainError
 
 TASKS = {"hgclim": "baselines.tasks.hgclim", "iiclvm": "baselines.tasks.iiclvm"}
 
@@ -27,8 +27,8 @@ class Task:
     ``(v, m, raw_v, raw_m)`` and carries a ``temperature`` module (``LearnableTemperature``).
     """
 
-    title = ""                          # shown in the log
-    encoder_prefixes: tuple = ()        # parameter names trained with lr * encoder_lr_scale
+    title = ""  # shown in the log
+    encoder_prefixes: tuple = ()  # parameter names trained with lr * encoder_lr_scale
     resume_may_change = RESUME_MAY_CHANGE
 
     def __init__(self, cfg: RunConfig, env: DistEnv):
@@ -55,8 +55,9 @@ class Task:
         """Put the training / validation data where the batches come from; return a short description."""
         raise NotImplementedError
 
-    def batches(self, model, order: torch.Tensor, first_step: int, steps: int, batch_size: int,
-                epoch: int) -> Iterator[dict]:
+    def batches(
+        self, model, order: torch.Tensor, first_step: int, steps: int, batch_size: int, epoch: int
+    ) -> Iterator[dict]:
         raise NotImplementedError
 
     def loss(self, loss_fn, v, m, raw_v, raw_m, scale, batch: dict) -> dict:

@@ -14,14 +14,30 @@ from pathlib import Path
 
 import torch
 
-from baselines.data import dataset_display_name, emotion_names, fingerprint, get_split, labels_of, load_pair_dataset
-from baselines.embedding_cache import split_features
-from baselines.evaluate import evaluate_model, project_features, validation_metrics, write_eval
+from baselines.data.embedding_cache import split_features
+from baselines.data.pairs import (
+    dataset_display_name,
+    emotion_names,
+    fingerprint,
+    get_split,
+    labels_of,
+    load_pair_dataset,
+)
+from baselines.eval.retrieval import evaluate_model, project_features, validation_metrics, write_eval
 from baselines.losses import LOSS_VARIANTS, CoarseEmotionLoss, HGCLIMLoss, IntraModalLoss, VMNetLoss
 from baselines.models import ModelConfig, build_model
 from baselines.models.hgclim import check_weights
-from baselines.runtime import (RESUME_MAY_CHANGE, BatchSampler, InterIntraOptions, RunConfig, TrainError, barrier,
-                               check_common_options, rank_batch, render_card)
+from baselines.runtime.config import (
+    RESUME_MAY_CHANGE,
+    BatchSampler,
+    InterIntraOptions,
+    RunConfig,
+    TrainError,
+    barrier,
+    check_common_options,
+    rank_batch,
+    render_card,
+)
 from baselines.tasks import Task
 
 
@@ -60,9 +76,14 @@ def model_config_from(config: dict) -> ModelConfig:
 
 def build_loss(cfg: TrainConfig) -> HGCLIMLoss:
     return HGCLIMLoss(
-        cfg.loss, lambda_inter=cfg.lambda_inter, lambda_intra=cfg.lambda_intra, gamma_v=cfg.gamma_v,
-        gamma_m=cfg.gamma_m, coarse=CoarseEmotionLoss(cfg.supcon_temperature, tuple(cfg.coarse_weights)),
-        inter=cfg.inter_loss(), intra=cfg.intra_loss(),
+        cfg.loss,
+        lambda_inter=cfg.lambda_inter,
+        lambda_intra=cfg.lambda_intra,
+        gamma_v=cfg.gamma_v,
+        gamma_m=cfg.gamma_m,
+        coarse=CoarseEmotionLoss(cfg.supcon_temperature, tuple(cfg.coarse_weights)),
+        inter=cfg.inter_loss(),
+        intra=cfg.intra_loss(),
         vmnet=VMNetLoss(cfg.vmnet_margin, cfg.vmnet_top_k, *cfg.vmnet_weights, structure=cfg.intra_loss()),
     )
 
@@ -97,8 +118,10 @@ class HGCLIMTask(Task):
 
     def describe_data(self) -> str:
         labelled = int((labels_of(self.train_ds) >= 0).sum())
-        return (f"data: {dataset_display_name(self.cfg.dataset)} train={len(self.train_ds)} "
-                f"validation={len(self.val_ds)} labelled(train)={labelled}")
+        return (
+            f"data: {dataset_display_name(self.cfg.dataset)} train={len(self.train_ds)} "
+            f"validation={len(self.val_ds)} labelled(train)={labelled}"
+        )
 
     def build(self):
         cfg = self.cfg
@@ -111,9 +134,11 @@ class HGCLIMTask(Task):
     def prepare(self, model, log) -> str:
         cfg, env = self.cfg, self.env
         desc = model.describe()
-        log(f"HG-CLIM: loss={cfg.loss} preset={cfg.preset}; encoders: {desc['image_encoder']['name']} "
+        log(
+            f"HG-CLIM: loss={cfg.loss} preset={cfg.preset}; encoders: {desc['image_encoder']['name']} "
             f"({desc['image_encoder']['weights'][:23]}), {desc['music_encoder']['name']} "
-            f"({desc['music_encoder']['weights'][:23]})")
+            f"({desc['music_encoder']['weights'][:23]})"
+        )
         self.use_cache = cfg.cache and model.encoders_frozen
         self.feats = {}
         if not self.use_cache:
@@ -124,8 +149,9 @@ class HGCLIMTask(Task):
             if env.is_main:
                 split_features(model, ds, split, env.device, self.cache_dir, cfg.encode_batch_size, cfg.workers, log)
             barrier(env)
-            f = split_features(model, ds, split, env.device, self.cache_dir, cfg.encode_batch_size, cfg.workers,
-                               lambda _msg: None)
+            f = split_features(
+                model, ds, split, env.device, self.cache_dir, cfg.encode_batch_size, cfg.workers, lambda _msg: None
+            )
             self.feats[split] = {k: f[k].to(env.device) for k in ("raw_v", "raw_m", "labels")}
         return "cached features"
 
@@ -138,21 +164,31 @@ class HGCLIMTask(Task):
             order_dev = order.to(device)
             for s in range(first_step, steps):
                 idx = rank_batch(order_dev, s, batch_size, env)
-                yield {"inputs": {"raw_v": train["raw_v"][idx], "raw_m": train["raw_m"][idx]},
-                       "labels": train["labels"][idx]}
+                yield {
+                    "inputs": {"raw_v": train["raw_v"][idx], "raw_m": train["raw_m"][idx]},
+                    "labels": train["labels"][idx],
+                }
             return
         from torch.utils.data import DataLoader
 
-        from baselines.data import PairDataset
+        from baselines.data.pairs import PairDataset
 
         dataset = PairDataset(self.dataset_dict["train"], model.image_encoder.data_config)
-        loader = DataLoader(dataset, batch_sampler=BatchSampler(order, first_step, steps, batch_size, env),
-                            num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                            generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+        loader = DataLoader(
+            dataset,
+            batch_sampler=BatchSampler(order, first_step, steps, batch_size, env),
+            num_workers=cfg.workers,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch),
+        )
         for batch in loader:
-            yield {"inputs": {"images": batch["image"].to(device, non_blocking=True),
-                              "audio": batch["audio"].to(device, non_blocking=True)},
-                   "labels": batch["label"].to(device, non_blocking=True)}
+            yield {
+                "inputs": {
+                    "images": batch["image"].to(device, non_blocking=True),
+                    "audio": batch["audio"].to(device, non_blocking=True),
+                },
+                "labels": batch["label"].to(device, non_blocking=True),
+            }
 
     def loss(self, loss_fn, v, m, raw_v, raw_m, scale, batch):
         return loss_fn(v, m, raw_v, raw_m, batch["labels"], scale)
@@ -160,20 +196,39 @@ class HGCLIMTask(Task):
     def validate(self, model) -> dict:
         cfg, device = self.cfg, self.env.device
         if self.use_cache:
-            v, m = project_features(model, self.feats["validation"]["raw_v"], self.feats["validation"]["raw_m"],
-                                    device)
+            v, m = project_features(model, self.feats["validation"]["raw_v"], self.feats["validation"]["raw_m"], device)
         else:
-            _, v, m = evaluate_model(model, self.dataset_dict, "validation", device, None, cfg.encode_batch_size,
-                                     cfg.workers, log=lambda _msg: None)
+            _, v, m = evaluate_model(
+                model,
+                self.dataset_dict,
+                "validation",
+                device,
+                None,
+                cfg.encode_batch_size,
+                cfg.workers,
+                log=lambda _msg: None,
+            )
         return validation_metrics(v, m)
 
     def evaluate(self, model, run_dir, step, log) -> dict:
         cfg = self.cfg
-        result, v, m = evaluate_model(model, self.dataset_dict, cfg.eval_split, self.env.device,
-                                      self.cache_dir if self.use_cache else None, cfg.encode_batch_size,
-                                      cfg.workers, log=log)
-        result = {"run": Path(run_dir).name, "dataset": dataset_display_name(cfg.dataset), "split": cfg.eval_split,
-                  "checkpoint_step": step, **result}
+        result, v, m = evaluate_model(
+            model,
+            self.dataset_dict,
+            cfg.eval_split,
+            self.env.device,
+            self.cache_dir if self.use_cache else None,
+            cfg.encode_batch_size,
+            cfg.workers,
+            log=log,
+        )
+        result = {
+            "run": Path(run_dir).name,
+            "dataset": dataset_display_name(cfg.dataset),
+            "split": cfg.eval_split,
+            "checkpoint_step": step,
+            **result,
+        }
         write_eval(run_dir, cfg.eval_split, result, v, m)
         return result
 
@@ -198,37 +253,82 @@ def write_model_card(run_dir: Path, cfg: TrainConfig, model, dataset_dict, resul
         labels = labels_of(ds)
         names = emotion_names(ds)
         counts = {names[c]: int((labels == c).sum()) for c in range(len(names)) if int((labels == c).sum())}
-        splits[name] = {"n": len(ds), "labelled": int((labels >= 0).sum()), "emotions": counts,
-                        "fingerprint": fingerprint(ds)}
+        splits[name] = {
+            "n": len(ds),
+            "labelled": int((labels >= 0).sum()),
+            "emotions": counts,
+            "fingerprint": fingerprint(ds),
+        }
     return render_card(
-        "model_card.md.j2", run_dir, cfg=cfg.to_dict(), desc=desc, result=result, summary=summary, splits=splits,
-        dataset=dataset_display_name(cfg.dataset), dataset_is_hub=not Path(cfg.dataset).exists(),
+        "model_card.md.j2",
+        run_dir,
+        cfg=cfg.to_dict(),
+        desc=desc,
+        result=result,
+        summary=summary,
+        splits=splits,
+        dataset=dataset_display_name(cfg.dataset),
+        dataset_is_hub=not Path(cfg.dataset).exists(),
         image_weights=_weights_entry(cfg.image_weights, desc["image_encoder"]["weights"]),
         music_weights=_weights_entry(cfg.music_weights, desc["music_encoder"]["weights"]),
     )
 
 
-def evaluate_run(run_dir: Path, config: dict, dataset: str, split: str, checkpoint: str, device: torch.device,
-                 candidates=None, seeds=(0, 1, 2), batch_size: int = 64, workers: int = 0, log=print,
-                 image_weights: str | None = None, music_weights: str | None = None, **_ignored) -> dict:
+def evaluate_run(
+    run_dir: Path,
+    config: dict,
+    dataset: str,
+    split: str,
+    checkpoint: str,
+    device: torch.device,
+    candidates=None,
+    seeds=(0, 1, 2),
+    batch_size: int = 64,
+    workers: int = 0,
+    log=print,
+    image_weights: str | None = None,
+    music_weights: str | None = None,
+    **_ignored,
+) -> dict:
     """``mipkit eval`` of an HG-CLIM run: rebuild the model from ``config`` + a checkpoint."""
     model, step = load_run_model(run_dir, config, checkpoint, device, image_weights, music_weights)
     cache_dir = run_cache_dir(run_dir, config)
     dd = load_pair_dataset(dataset)
     if isinstance(candidates, (list, tuple)):
         candidates = candidates[0] if candidates else None
-    result, v, m = evaluate_model(model, dd, split, device, cache_dir, batch_size=batch_size, workers=workers,
-                                  candidates=candidates, seeds=seeds, log=log)
-    result = {"run": run_dir.name, "dataset": dataset_display_name(dataset), "split": split,
-              "checkpoint_step": step, **result}
+    result, v, m = evaluate_model(
+        model,
+        dd,
+        split,
+        device,
+        cache_dir,
+        batch_size=batch_size,
+        workers=workers,
+        candidates=candidates,
+        seeds=seeds,
+        log=log,
+    )
+    result = {
+        "run": run_dir.name,
+        "dataset": dataset_display_name(dataset),
+        "split": split,
+        "checkpoint_step": step,
+        **result,
+    }
     write_eval(run_dir, split, result, v, m)
     return result
 
 
-def load_run_model(run_dir: Path, config: dict, checkpoint: str, device: torch.device,
-                   image_weights: str | None = None, music_weights: str | None = None):
+def load_run_model(
+    run_dir: Path,
+    config: dict,
+    checkpoint: str,
+    device: torch.device,
+    image_weights: str | None = None,
+    music_weights: str | None = None,
+):
     """``(model, step)``: the run's model rebuilt from ``config`` + a checkpoint, on ``device``, eval mode."""
-    from baselines.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
+    from baselines.runtime.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 
     if image_weights:
         config["image_weights"] = image_weights

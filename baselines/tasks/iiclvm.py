@@ -1,7 +1,7 @@
 """II-CLVM / CLVM / II-CLVTM (seed 004) as a task of the training loop.
 
 * data: a ``mipkit build yt8m-title|yt8m-keyword`` dataset; ``rgb`` / ``audio`` frames held as uint8
-  (``baselines.frames``: on the device when they fit), batches drawn by index, frames sampled
+  (``baselines.data.frames``: on the device when they fit), batches drawn by index, frames sampled
   (GS / FD, ``baselines.models.sequence.sample_positions``) and dequantised on the device
 * model: ``baselines.models.sequence`` (biLSTM / FC / Att / GCN per modality), loss ``InterIntraLoss``
   (``w_intra = 0`` is CLVM); II-CLVTM adds a frozen text encoder's cached title / keyword features
@@ -16,15 +16,30 @@ from pathlib import Path
 
 import torch
 
-from baselines.data import dataset_display_name, fingerprint, get_split, load_pair_dataset
-from baselines.evaluate import pools, validation_metrics, write_eval
-from baselines.frames import check_yt8m_split, load_frames, place
+from baselines.data.frames import check_yt8m_split, load_frames, place
+from baselines.data.pairs import dataset_display_name, fingerprint, get_split, load_pair_dataset
+from baselines.eval.metrics import instance_metrics
+from baselines.eval.retrieval import pools, validation_metrics, write_eval
 from baselines.losses import InterIntraLoss, IntraModalLoss
-from baselines.metrics import instance_metrics
-from baselines.models.sequence import (DEFAULT_LAYERS, ENCODERS, SAMPLINGS, SequenceConfig, build_sequence_model,
-                                       sample_positions)
+from baselines.models.sequence import (
+    DEFAULT_LAYERS,
+    ENCODERS,
+    SAMPLINGS,
+    SequenceConfig,
+    build_sequence_model,
+    sample_positions,
+)
 from baselines.models.text import TEXT_FIELDS, build_text_encoder, check_text_weights, text_features
-from baselines.runtime import RESUME_MAY_CHANGE, InterIntraOptions, RunConfig, TrainError, barrier, check_common_options, rank_batch, render_card
+from baselines.runtime.config import (
+    RESUME_MAY_CHANGE,
+    InterIntraOptions,
+    RunConfig,
+    TrainError,
+    barrier,
+    check_common_options,
+    rank_batch,
+    render_card,
+)
 from baselines.tasks import Task
 
 DIRECTIONS = ("v2m", "m2v")
@@ -36,26 +51,26 @@ class IICLVMConfig(InterIntraOptions, RunConfig):
     batch_size: int = 128
     weight_decay: float = 0.01
     # model (methods.md; every *(choice)* is an option)
-    preset: str = "full"             # tiny: random hashed-n-gram text encoder, hidden 32 (CPU runs, tests)
+    preset: str = "full"  # tiny: random hashed-n-gram text encoder, hidden 32 (CPU runs, tests)
     encoder: str = "bilstm"
     sampling: str = "gs"
     segments: int = 30
-    hidden: int | None = None        # default 256 (full) / 32 (tiny)
-    layers: int | None = None        # default per encoder: bilstm 1, fc 2, att 2, gcn 2
+    hidden: int | None = None  # default 256 (full) / 32 (tiny)
+    layers: int | None = None  # default per encoder: bilstm 1, fc 2, att 2, gcn 2
     bilstm_output: str = "final"
     heads: int = 4
     gcn_radius: int = 1
     dropout: float = 0.1
-    text: str | None = None          # II-CLVTM: title | keyword
+    text: str | None = None  # II-CLVTM: title | keyword
     text_weights: str | None = None
     raw_text: str = "unit"
-    text_fusion: str = "h0+add"      # biLSTM: h0 | h0+add (choice: see baselines.models.sequence)
+    text_fusion: str = "h0+add"  # biLSTM: h0 | h0+add (choice: see baselines.models.sequence)
     # loss
     w_inter: float = 1.0
     w_intra: float = 3.0
     # data and evaluation
-    frames_on: str = "auto"          # auto | device | cpu: where the uint8 frames live during training
-    val_split: str = "validation"    # falls back to the eval split when the dataset has none
+    frames_on: str = "auto"  # auto | device | cpu: where the uint8 frames live during training
+    val_split: str = "validation"  # falls back to the eval split when the dataset has none
     eval_candidates: tuple = (1000, 1024)
     eval_seeds: tuple = (0, 1, 2)
 
@@ -68,7 +83,7 @@ class IICLVMConfig(InterIntraOptions, RunConfig):
         self.eval_seeds = tuple(int(s) for s in self.eval_seeds)
 
     @classmethod
-    def from_dict(cls, config: dict) -> "IICLVMConfig":
+    def from_dict(cls, config: dict) -> IICLVMConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in config.items() if k in names})
 
@@ -78,18 +93,33 @@ def model_name(cfg: IICLVMConfig) -> str:
 
 
 def sequence_config(cfg: IICLVMConfig, text_dim: int = 0) -> SequenceConfig:
-    return SequenceConfig(encoder=cfg.encoder, hidden=cfg.hidden, layers=cfg.layers, bilstm_output=cfg.bilstm_output,
-                          heads=cfg.heads, gcn_radius=cfg.gcn_radius, dropout=cfg.dropout, segments=cfg.segments,
-                          text_dim=text_dim, raw_text=cfg.raw_text, text_fusion=cfg.text_fusion)
+    return SequenceConfig(
+        encoder=cfg.encoder,
+        hidden=cfg.hidden,
+        layers=cfg.layers,
+        bilstm_output=cfg.bilstm_output,
+        heads=cfg.heads,
+        gcn_radius=cfg.gcn_radius,
+        dropout=cfg.dropout,
+        segments=cfg.segments,
+        text_dim=text_dim,
+        raw_text=cfg.raw_text,
+        text_fusion=cfg.text_fusion,
+    )
 
 
 def check_options(cfg: IICLVMConfig) -> None:
     """One-line errors for unusable options (the CLI prints them, exit code 2)."""
-    choices = {"--encoder": (cfg.encoder, ENCODERS), "--sampling": (cfg.sampling, SAMPLINGS),
-               "--bilstm-output": (cfg.bilstm_output, ("final", "mean")), "--raw-text": (cfg.raw_text, ("unit", "plain")),
-               "--intra-distance": (cfg.intra_distance, IntraModalLoss.DISTANCES),
-               "--frames-on": (cfg.frames_on, ("auto", "device", "cpu")), "--preset": (cfg.preset, ("full", "tiny")),
-               "--text-fusion": (cfg.text_fusion, ("h0", "h0+add"))}
+    choices = {
+        "--encoder": (cfg.encoder, ENCODERS),
+        "--sampling": (cfg.sampling, SAMPLINGS),
+        "--bilstm-output": (cfg.bilstm_output, ("final", "mean")),
+        "--raw-text": (cfg.raw_text, ("unit", "plain")),
+        "--intra-distance": (cfg.intra_distance, IntraModalLoss.DISTANCES),
+        "--frames-on": (cfg.frames_on, ("auto", "device", "cpu")),
+        "--preset": (cfg.preset, ("full", "tiny")),
+        "--text-fusion": (cfg.text_fusion, ("h0", "h0+add")),
+    }
     for flag, (value, allowed) in choices.items():
         if value not in allowed:
             raise TrainError(f"{flag}: unknown value '{value}'; choose one of {', '.join(allowed)}")
@@ -109,7 +139,7 @@ def check_options(cfg: IICLVMConfig) -> None:
 
 
 def load_yt8m(spec: str):
-    from baselines.data import DatasetError
+    from baselines.data.pairs import DatasetError
 
     try:
         return load_pair_dataset(spec)
@@ -118,8 +148,9 @@ def load_yt8m(spec: str):
 
 
 @torch.inference_mode()
-def embed(model, stores: tuple, text: torch.Tensor | None, cfg: IICLVMConfig, device: torch.device,
-          chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def embed(
+    model, stores: tuple, text: torch.Tensor | None, cfg: IICLVMConfig, device: torch.device, chunk: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Evaluation embeddings (fp32, CPU) of a split: deterministic frames (GS segment centres / FD window)."""
     rgb, audio = stores
     if len(rgb) == 0:
@@ -141,8 +172,12 @@ def embed(model, stores: tuple, text: torch.Tensor | None, cfg: IICLVMConfig, de
 
 def sequence_retrieval(v: torch.Tensor, m: torch.Tensor, candidates, seeds) -> dict:
     sim = v.float() @ m.float().T
-    return {"n_pairs": int(sim.shape[0]), DIRECTIONS[0]: instance_metrics(sim), DIRECTIONS[1]: instance_metrics(sim.T),
-            "pools": pools(sim, candidates, seeds, DIRECTIONS) if candidates else {}}
+    return {
+        "n_pairs": int(sim.shape[0]),
+        DIRECTIONS[0]: instance_metrics(sim),
+        DIRECTIONS[1]: instance_metrics(sim.T),
+        "pools": pools(sim, candidates, seeds, DIRECTIONS) if candidates else {},
+    }
 
 
 class IICLVMTask(Task):
@@ -171,10 +206,17 @@ class IICLVMTask(Task):
         return len(self.train_ds)
 
     def describe_data(self) -> str:
-        note = "" if self.val_name == self.cfg.val_split else (
-            f" (no '{self.cfg.val_split}' split: validation curves use '{self.val_name}'; no model selection is done)")
-        return (f"data: {dataset_display_name(self.cfg.dataset)} train={len(self.train_ds)} "
-                f"{self.val_name}={len(self.val_ds)}{note}")
+        note = (
+            ""
+            if self.val_name == self.cfg.val_split
+            else (
+                f" (no '{self.cfg.val_split}' split: validation curves use '{self.val_name}'; no model selection is done)"
+            )
+        )
+        return (
+            f"data: {dataset_display_name(self.cfg.dataset)} train={len(self.train_ds)} "
+            f"{self.val_name}={len(self.val_ds)}{note}"
+        )
 
     def text_encoder(self):
         if not hasattr(self, "_text_encoder"):
@@ -185,7 +227,9 @@ class IICLVMTask(Task):
         cfg = self.cfg
         text_dim = self.text_encoder().dim if cfg.text else 0
         model = build_sequence_model(sequence_config(cfg, text_dim), seed=cfg.seed)
-        loss = InterIntraLoss(cfg.w_inter, cfg.w_intra, cfg.gamma_v, cfg.gamma_m, intra=cfg.intra_loss(), inter=cfg.inter_loss())
+        loss = InterIntraLoss(
+            cfg.w_inter, cfg.w_intra, cfg.gamma_v, cfg.gamma_m, intra=cfg.intra_loss(), inter=cfg.inter_loss()
+        )
         return model, loss
 
     def uses_temperature(self, loss_fn) -> bool:
@@ -198,16 +242,19 @@ class IICLVMTask(Task):
         if env.is_main:
             text_features(self.text_encoder(), ds, split, self.cfg.text, self.cache_dir, fingerprint(ds), log=log)
         barrier(env)
-        feats = text_features(self.text_encoder(), ds, split, self.cfg.text, self.cache_dir, fingerprint(ds),
-                              log=lambda _msg: None)
+        feats = text_features(
+            self.text_encoder(), ds, split, self.cfg.text, self.cache_dir, fingerprint(ds), log=lambda _msg: None
+        )
         return feats.to(env.device)
 
     def prepare(self, model, log) -> str:
         cfg, device = self.cfg, self.env.device
         desc = model.describe()
-        log(f"{self.title}: encoder={cfg.encoder} sampling={cfg.sampling} K={cfg.segments} hidden={cfg.hidden} "
-            f"w_inter={cfg.w_inter} w_intra={cfg.w_intra}" + (f" text={cfg.text} ({self.text_encoder().name}, "
-                                                              f"{desc['text_fusion']})" if cfg.text else ""))
+        log(
+            f"{self.title}: encoder={cfg.encoder} sampling={cfg.sampling} K={cfg.segments} hidden={cfg.hidden} "
+            f"w_inter={cfg.w_inter} w_intra={cfg.w_intra}"
+            + (f" text={cfg.text} ({self.text_encoder().name}, {desc['text_fusion']})" if cfg.text else "")
+        )
         stores = [load_frames(ds, col, log=log) for ds in (self.train_ds, self.val_ds) for col in ("rgb", "audio")]
         stores = place(stores, device, cfg.frames_on, log)
         self.train_frames, self.val_frames = tuple(stores[:2]), tuple(stores[2:])
@@ -222,7 +269,9 @@ class IICLVMTask(Task):
         order_dev = order.to(rgb.lengths.device)
         for s in range(first_step, steps):
             idx = rank_batch(order_dev, s, batch_size, env)
-            u = torch.rand((idx.shape[0], cfg.segments), device=device, dtype=torch.float64)  # shared by both modalities
+            u = torch.rand(
+                (idx.shape[0], cfg.segments), device=device, dtype=torch.float64
+            )  # shared by both modalities
             pos_v = sample_positions(rgb.lengths[idx], cfg.segments, cfg.sampling, train=True, u=u.to(idx.device))
             pos_m = sample_positions(audio.lengths[idx], cfg.segments, cfg.sampling, train=True, u=u.to(idx.device))
             inputs = {"video": rgb.gather(idx, pos_v, device), "audio": audio.gather(idx, pos_m, device)}
@@ -246,10 +295,16 @@ class IICLVMTask(Task):
             check_yt8m_split(ds, "--eval-split")
             stores = tuple(load_frames(ds, col) for col in ("rgb", "audio"))
             text = self.split_text(ds, cfg.eval_split, log)
-        result, v, m = evaluate_embeddings(model, stores, text, cfg, self.env.device, cfg.eval_candidates,
-                                           cfg.eval_seeds)
-        result = {"run": Path(run_dir).name, "dataset": dataset_display_name(cfg.dataset), "split": cfg.eval_split,
-                  "checkpoint_step": step, **result}
+        result, v, m = evaluate_embeddings(
+            model, stores, text, cfg, self.env.device, cfg.eval_candidates, cfg.eval_seeds
+        )
+        result = {
+            "run": Path(run_dir).name,
+            "dataset": dataset_display_name(cfg.dataset),
+            "split": cfg.eval_split,
+            "checkpoint_step": step,
+            **result,
+        }
         write_eval(run_dir, cfg.eval_split, result, v, m)
         return result
 
@@ -262,11 +317,27 @@ class IICLVMTask(Task):
         text = None
         if cfg.text:
             enc = self.text_encoder()
-            text = {"name": enc.name, "weights": enc.weights_id, "dim": enc.dim, "preprocessing": enc.preprocessing(),
-                    "file": Path(cfg.text_weights).name if cfg.text_weights else None}
-        render_card("model_card_iiclvm.md.j2", run_dir, cfg=cfg.to_dict(), name=model_name(cfg), desc=model.describe(),
-                    result=result, summary=summary, splits=splits, val_split=self.val_name, text=text,
-                    dataset=dataset_display_name(cfg.dataset), dataset_is_hub=not Path(cfg.dataset).exists())
+            text = {
+                "name": enc.name,
+                "weights": enc.weights_id,
+                "dim": enc.dim,
+                "preprocessing": enc.preprocessing(),
+                "file": Path(cfg.text_weights).name if cfg.text_weights else None,
+            }
+        render_card(
+            "model_card_iiclvm.md.j2",
+            run_dir,
+            cfg=cfg.to_dict(),
+            name=model_name(cfg),
+            desc=model.describe(),
+            result=result,
+            summary=summary,
+            splits=splits,
+            val_split=self.val_name,
+            text=text,
+            dataset=dataset_display_name(cfg.dataset),
+            dataset_is_hub=not Path(cfg.dataset).exists(),
+        )
 
 
 TASK = IICLVMTask
@@ -274,21 +345,38 @@ TASK = IICLVMTask
 
 def evaluate_embeddings(model, stores, text, cfg: IICLVMConfig, device, candidates, seeds):
     if len(stores[0]) == 0:
-        from baselines.data import DatasetError
+        from baselines.data.pairs import DatasetError
 
         raise DatasetError("--split / --eval-split: the split to evaluate is empty; choose another split")
     v, m = embed(model, stores, text, cfg, device)
     result = sequence_retrieval(v, m, candidates, seeds)
-    result.update({"model": model_name(cfg), "sampling": f"{cfg.sampling}, K={cfg.segments}, "
-                   f"{'segment centres' if cfg.sampling == 'gs' else 'centre window'}"})
+    result.update(
+        {
+            "model": model_name(cfg),
+            "sampling": f"{cfg.sampling}, K={cfg.segments}, "
+            f"{'segment centres' if cfg.sampling == 'gs' else 'centre window'}",
+        }
+    )
     return result, v, m
 
 
-def evaluate_run(run_dir: Path, config: dict, dataset: str, split: str, checkpoint: str, device: torch.device,
-                 candidates=None, seeds=(0, 1, 2), batch_size: int = 64, workers: int = 0, log=print,
-                 text_weights: str | None = None, **_ignored) -> dict:
+def evaluate_run(
+    run_dir: Path,
+    config: dict,
+    dataset: str,
+    split: str,
+    checkpoint: str,
+    device: torch.device,
+    candidates=None,
+    seeds=(0, 1, 2),
+    batch_size: int = 64,
+    workers: int = 0,
+    log=print,
+    text_weights: str | None = None,
+    **_ignored,
+) -> dict:
     """``mipkit eval`` of an II-CLVM run: rebuild the model from ``config`` + a checkpoint."""
-    from baselines.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
+    from baselines.runtime.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 
     if text_weights:
         config["text_weights"] = text_weights
@@ -312,7 +400,12 @@ def evaluate_run(run_dir: Path, config: dict, dataset: str, split: str, checkpoi
     elif isinstance(candidates, int):
         candidates = (candidates,)
     result, v, m = evaluate_embeddings(model, stores, text, cfg, device, candidates, seeds)
-    result = {"run": run_dir.name, "dataset": dataset_display_name(dataset), "split": split,
-              "checkpoint_step": int(state.get("step", -1)), **result}
+    result = {
+        "run": run_dir.name,
+        "dataset": dataset_display_name(dataset),
+        "split": split,
+        "checkpoint_step": int(state.get("step", -1)),
+        **result,
+    }
     write_eval(run_dir, split, result, v, m)
     return result

@@ -1,0 +1,1 @@
+"""Training and evaluation commands (typer apps mounted by mipkit.cli through baselines.api)."""

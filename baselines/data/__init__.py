@@ -1,0 +1,1 @@
+"""Training data: image-music pairs, YouTube-8M frames, the embedding cache."""

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval metrics, paired retrieval, emotion-aligned retrieval."""

@@ -1,0 +1,1 @@
+"""Training runtime: run configuration, distributed helpers, checkpoints, logging."""

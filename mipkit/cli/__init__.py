@@ -1,0 +1,1 @@
+"""The mipkit command line: app.py registers every command group."""

@@ -1,0 +1,251 @@
+"""``mipkit build yt8m-title`` and ``mipkit build yt8m-keyword`` (registered by ``mipkit.cli.app``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mipkit.cli.options import check_cookies
+from mipkit.core import ui
+from mipkit.core.errors import MipkitError
+from mipkit.core.paths import recipe_dir
+
+
+@dataclass(frozen=True)
+class Yt8mRecipe:
+    """The ``[yt8m]`` section of a recipe (``recipes/yt8m-title.toml``)."""
+
+    music_label: str = "Music video"
+    music_kg_id: str = "/m/0mdxd"
+    music_label_index: int = 14
+    lookup_base: str = "http://data.yt8m.org/2/j/i"
+    lookup_rate: float = 10.0
+    lookup_retries: int = 3
+    lookup_timeout: float = 15.0
+    metadata_rate: float = 1.0
+    video_url_template: str = "https://www.youtube.com/watch?v={youtube_id}"
+    split_by: str = "partition"
+    validate_as: str = "test"
+    threads: int = 4
+
+
+def load_yt8m_recipe(name_or_path: str):
+    """``(Recipe, Yt8mRecipe)``: the shared sections ([ytdlp], [splits]) and the ``[yt8m]`` one."""
+    from mipkit.config.recipe import load_recipe
+
+    recipe = load_recipe(name_or_path)
+    path = Path(name_or_path) if name_or_path.endswith(".toml") else recipe_dir() / f"{name_or_path}.toml"
+    raw = tomllib.loads(path.read_text(encoding="utf-8")).get("yt8m", {})
+    known = {f.name for f in dataclasses.fields(Yt8mRecipe)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise MipkitError(f"recipe {path.name} [yt8m]: unknown keys {unknown}; known keys: {sorted(known)}")
+    return recipe, Yt8mRecipe(**raw)
+
+
+def default_cache_dir() -> Path:
+    """Shared by builds: downloaded TFRecords, id lookups, yt-dlp answers (``MIPKIT_CACHE`` overrides)."""
+    return Path(os.environ.get("MIPKIT_CACHE", Path.home() / ".cache" / "mipkit")) / "yt8m"
+
+
+def _build(
+    kind: str,
+    tfrecords: list[str],
+    out: Path,
+    recipe: Optional[str],
+    vocabulary: Optional[Path],
+    metadata: Optional[Path],
+    fetch: bool,
+    split_by: Optional[str],
+    validate_as: Optional[str],
+    seed: Optional[int],
+    workers: int,
+    engine: str,
+    threads: Optional[int],
+    lookup_base: Optional[str],
+    lookup_rate: Optional[float],
+    metadata_rate: Optional[float],
+    video_url_template: Optional[str],
+    cache_dir: Optional[Path],
+    cookies: Optional[Path],
+    proxy: Optional[str],
+    overwrite: bool,
+    retry_failed: bool,
+) -> None:
+    from mipkit.kinds.yt8m.build import ShardSettings, Yt8mOptions, build_yt8m
+    from mipkit.kinds.yt8m.tfrecords import music_label_index
+
+    check_cookies(cookies)
+    if metadata is not None and not metadata.is_file():
+        raise MipkitError(
+            f"--metadata {metadata.name!r} does not exist; pass a JSONL with id, youtube_id, title, tags per line"
+        )
+    if not fetch and metadata is None:
+        raise MipkitError("--no-fetch needs --metadata FILE.jsonl: without either there is no title or keyword to read")
+    base, yt = load_yt8m_recipe(recipe or f"yt8m-{kind}")
+    base = base.with_overrides(
+        {"ytdlp.cookiefile": str(cookies) if cookies else None, "ytdlp.proxy": proxy, "splits.seed": seed}
+    )
+    template = video_url_template or yt.video_url_template
+    try:
+        usable = "{youtube_id}" in template and template.format(youtube_id="x") != template
+    except (KeyError, IndexError, ValueError, AttributeError):
+        usable = False
+    if not usable:
+        raise MipkitError("--video-url-template must contain {youtube_id} and no other {...} field")
+    if vocabulary is None:
+        ui.console.print(
+            f"[yellow]note:[/yellow] no --vocabulary: using index {yt.music_label_index} for {yt.music_label!r} "
+            "(2018 vocabulary); pass the release's vocabulary.csv to be sure"
+        )
+    settings = ShardSettings(
+        kind=kind,
+        music_index=music_label_index(vocabulary, yt.music_label, yt.music_kg_id, yt.music_label_index),
+        cache_dir=str((cache_dir or default_cache_dir()).expanduser()),
+        ytdlp=base.ytdlp,
+        lookup_base=lookup_base or yt.lookup_base,
+        lookup_rate=lookup_rate if lookup_rate is not None else yt.lookup_rate,
+        lookup_retries=yt.lookup_retries,
+        lookup_timeout=yt.lookup_timeout,
+        metadata_rate=metadata_rate if metadata_rate is not None else yt.metadata_rate,
+        video_url_template=template,
+        metadata_file=str(metadata) if metadata else None,
+        fetch=fetch,
+        threads=threads or yt.threads,
+    )
+    recipe_record = {**base.to_dict(), "yt8m": dataclasses.asdict(yt)}
+    for unused in ("clip", "taxonomy", "shards"):
+        recipe_record.pop(unused, None)
+    opts = Yt8mOptions(
+        tfrecords=tfrecords,
+        out=out,
+        settings=settings,
+        recipe=recipe_record,
+        split_by=split_by or yt.split_by,
+        validate_as=validate_as or yt.validate_as,
+        ratios=base.splits.ratios(),
+        seed=base.splits.seed,
+        workers=workers,
+        engine=engine,
+        overwrite=overwrite,
+        retry_failed=retry_failed,
+    )
+    summary = build_yt8m(opts)
+    print_summary(out, summary)
+
+
+def print_summary(out: Path, summary: dict) -> None:
+    ui.stdout.print(ui.counts_table("music videos by status", summary["counts"], "music videos"))
+    skipped = summary.get("skipped", {}).get("not_music", 0)
+    ui.stdout.print(f"skipped: {skipped} videos without the 'Music video' label (counted, not listed)")
+    ui.stdout.print(ui.counts_table("videos by split", summary["splits"], "videos", key="split"))
+    ui.stdout.print(
+        f"dataset: {out}  (datasets.load_from_disk)  ·  statuses: mipkit status {out}  ·  "
+        f"metadata to reuse: {out / 'build' / 'metadata.jsonl'} (--metadata)"
+    )
+
+
+def yt8m_command(kind: str, what: str):
+    """The typer command of one subset (the two differ only in ``kind``)."""
+
+    def command(
+        tfrecords: list[str] = typer.Option(
+            ...,
+            "--tfrecords",
+            "-t",
+            help="Frame-level TFRecords: paths, folders, globs ('frame/train*.tfrecord') or http(s) URLs (downloaded to --cache-dir once). Repeatable.",
+        ),
+        out: Path = typer.Option(
+            ...,
+            "--out",
+            "-o",
+            help="Output folder: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses, metadata.jsonl).",
+        ),
+        vocabulary: Optional[Path] = typer.Option(
+            None,
+            help="The release's vocabulary.csv: 'Music video' is looked up by name (without it: index 14 of the 2018 vocabulary).",
+        ),
+        metadata: Optional[Path] = typer.Option(
+            None,
+            help="JSONL with id, youtube_id, title, tags per video (e.g. an earlier build's build/metadata.jsonl): used instead of the network.",
+        ),
+        fetch: bool = typer.Option(
+            True,
+            "--fetch/--no-fetch",
+            help="Look up ids and ask yt-dlp for videos --metadata lacks (--no-fetch: status no_metadata).",
+        ),
+        recipe: Optional[str] = typer.Option(
+            None, help=f"Recipe name in recipes/ or a .toml path (default yt8m-{kind})."
+        ),
+        split_by: Optional[str] = typer.Option(
+            None, help="partition (train* -> train, validate* -> --validate-as) or ratio (recipe [splits], by video)."
+        ),
+        validate_as: Optional[str] = typer.Option(
+            None, help="Split of validate* files: test (default; the paper has train/test only) or validation."
+        ),
+        seed: Optional[int] = typer.Option(None, help="Seed of the ratio split."),
+        workers: int = typer.Option(
+            1, min=1, help="TFRecord files built in parallel (processes, or Ray tasks). Rate limits are shared out."
+        ),
+        engine: str = typer.Option("local", help="local (process pool) or ray (RAY_ADDRESS joins a cluster)."),
+        threads: Optional[int] = typer.Option(
+            None, min=1, help="Videos resolved concurrently inside one file (recipe: 4)."
+        ),
+        lookup_base: Optional[str] = typer.Option(
+            None, help="Base URL of the id lookup (recipe: http://data.yt8m.org/2/j/i)."
+        ),
+        lookup_rate: Optional[float] = typer.Option(None, help="Id lookups per second, whole build (recipe: 10)."),
+        metadata_rate: Optional[float] = typer.Option(
+            None, help="yt-dlp metadata requests per second, whole build (recipe: 1)."
+        ),
+        video_url_template: Optional[str] = typer.Option(
+            None, help="URL yt-dlp reads for a video (recipe: https://www.youtube.com/watch?v={youtube_id})."
+        ),
+        cache_dir: Optional[Path] = typer.Option(
+            None,
+            help="Cache of downloaded TFRecords, id lookups and yt-dlp answers (default ~/.cache/mipkit/yt8m, or $MIPKIT_CACHE/yt8m).",
+        ),
+        cookies: Optional[Path] = typer.Option(
+            None, help="Netscape cookies file for yt-dlp (never printed or published)."
+        ),
+        proxy: Optional[str] = typer.Option(None, help="Proxy URL for yt-dlp (never printed or published)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier work in --out and start again."),
+        retry_failed: bool = typer.Option(
+            False, "--retry-failed", help="Redo the files whose videos hit rate limits or network errors."
+        ),
+    ) -> None:
+        _build(
+            kind,
+            tfrecords,
+            out,
+            recipe,
+            vocabulary,
+            metadata,
+            fetch,
+            split_by,
+            validate_as,
+            seed,
+            workers,
+            engine,
+            threads,
+            lookup_base,
+            lookup_rate,
+            metadata_rate,
+            video_url_template,
+            cache_dir,
+            cookies,
+            proxy,
+            overwrite,
+            retry_failed,
+        )
+
+    command.__doc__ = (
+        f"YouTube-8M music videos with {what}, as an HF dataset (uint8 rgb/audio frames, title, keywords)."
+    )
+    return command

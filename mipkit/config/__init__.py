@@ -1,0 +1,1 @@
+"""Declarative configuration: recipes, taxonomies and mapping tables between label sets."""

@@ -1,0 +1,1 @@
+"""Infrastructure every layer uses: errors, statuses, ids, paths, files, console output."""

@@ -1,0 +1,437 @@
+"""The YouTube-8M build: TFRecord files -> shards (one per file) -> DatasetDict.
+
+A shard reads its file (downloading a URL into the cache first), keeps the music videos, resolves
+their metadata on a few threads and commits ``OUT/build/shards/NNNNN/`` in the MIPNet layout:
+``videos.arrow`` (kept rows; Arrow IPC, as Parquet's per-value levels make nested uint8 lists
+slow), ``status.jsonl`` (one line per music video or bad record), ``metadata.jsonl`` (what was
+learnt about each video) and ``stats.json`` last, the commit marker.
+So ``mipkit status OUT`` and resume behave as for ``mipkit build mipnet``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import pyarrow as pa
+
+from mipkit.config.recipe import YtdlpConfig
+from mipkit.core import records, ui
+from mipkit.core.errors import MipkitError, NothingBuiltError
+from mipkit.core.files import swap_in_dataset, write_atomic, write_json
+from mipkit.core.records import SPLITS, SampleStatus
+from mipkit.kinds.yt8m import BAD_RECORD, KINDS, NO_METADATA, NOT_MUSIC
+from mipkit.kinds.yt8m.lookup import DiskCache, LookupClient
+from mipkit.kinds.yt8m.metadata import (
+    MetadataResolver,
+    YtdlpMetadata,
+    load_metadata_file,
+    merge_metadata_files,
+    write_metadata_jsonl,
+)
+from mipkit.kinds.yt8m.tfrecords import (
+    TfrecordSource,
+    dataset_features,
+    fetch_to_cache,
+    partition_of,
+    read_records,
+    resolve_inputs,
+    shard_table,
+)
+from mipkit.pipeline.engines import ENGINES, run_shards
+from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, is_done, shard_dir, shards_root, summarize
+from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
+
+VIDEOS_FILE = "videos.arrow"
+METADATA_FILE = "metadata.jsonl"
+SPLIT_MODES = ("partition", "ratio")
+# Transient answers are not knowledge: they stay out of metadata.jsonl and are retried later.
+_NOT_RECORDED = records.TRANSIENT_STATUSES | {NO_METADATA, records.DOWNLOAD_ERROR}
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    """Everything a shard worker needs (picklable: it travels to processes and Ray tasks)."""
+
+    kind: str
+    music_index: int
+    cache_dir: str
+    ytdlp: YtdlpConfig
+    lookup_base: str
+    lookup_rate: float  # per worker process
+    lookup_retries: int
+    lookup_timeout: float
+    metadata_rate: float  # per worker process
+    video_url_template: str
+    metadata_file: str | None = None
+    fetch: bool = True
+    threads: int = 4
+
+
+@dataclass
+class Yt8mTask:
+    index: int
+    source: TfrecordSource
+
+
+@dataclass
+class Yt8mOptions:
+    tfrecords: list[str]
+    out: Path
+    settings: ShardSettings
+    recipe: dict = field(default_factory=dict)  # redacted, for build.json
+    split_by: str = "partition"
+    validate_as: str = "test"
+    ratios: dict[str, float] = field(default_factory=lambda: {"train": 0.78, "validation": 0.0, "test": 0.22})
+    seed: int = 0
+    workers: int = 1
+    engine: str = "local"
+    overwrite: bool = False
+    retry_failed: bool = False
+
+
+def run_yt8m_shard(
+    task: Yt8mTask, settings: ShardSettings, out_dir: Path, on_event: Callable[[tuple[str, object]], None] | None = None
+) -> dict:
+    """Build one shard and commit it; returns its stats. Safe to call again after a kill."""
+    folder = shard_dir(out_dir, task.index)
+    if (folder / STATS_FILE).is_file():
+        return json.loads((folder / STATS_FILE).read_text())
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    began = time.time()
+    emit = (lambda kind, value: on_event((kind, value))) if on_event else (lambda kind, value: None)
+    cache = Path(settings.cache_dir)
+    local = fetch_to_cache(task.source, cache / "tfrecords", timeout=settings.lookup_timeout * 4)
+
+    music, bad, total = [], [], 0
+    for record in read_records(local, settings.music_index):
+        total += 1
+        if record.error:
+            bad.append(record)
+        elif settings.music_index in record.labels:
+            music.append(record)
+    emit("music", len(music) + len(bad))
+
+    known = load_metadata_file(Path(settings.metadata_file)) if settings.metadata_file else {}
+    resolver = MetadataResolver(
+        known,
+        LookupClient(
+            settings.lookup_base,
+            DiskCache(cache / "lookup"),
+            settings.lookup_rate,
+            settings.lookup_retries,
+            settings.lookup_timeout,
+        ),
+        YtdlpMetadata(settings.ytdlp, settings.video_url_template, settings.metadata_rate, DiskCache(cache / "ytdlp")),
+        fetch=settings.fetch,
+    )
+    statuses = [
+        SampleStatus(BAD_RECORD, f"{task.source.name} record {r.index}: {r.error}", pair_id=r.video_id, row=r.index)
+        for r in bad
+    ]
+    for status in statuses:
+        emit("video", status.status)
+    kept, learnt = [], []
+    with ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix=f"yt8m{task.index}") as pool:
+        for record, meta in zip(music, pool.map(lambda r: resolver.resolve(r.video_id), music)):
+            status, error = meta.verdict(settings.kind)
+            url = settings.video_url_template.format(youtube_id=meta.youtube_id) if meta.youtube_id else None
+            statuses.append(
+                SampleStatus(
+                    status, error, pair_id=record.video_id, source_id=meta.youtube_id, url=url, row=record.index
+                )
+            )
+            if meta.status not in _NOT_RECORDED:
+                learnt.append(meta.to_json())
+            if status == records.OK:
+                kept.append((record, meta))
+            emit("video", status)
+
+    table = shard_table([(r, m.id, m.youtube_id, m.title, m.tags) for r, m in kept], task.source)
+    tmp = folder / (VIDEOS_FILE + ".tmp")
+    with (
+        pa.OSFile(str(tmp), "wb") as sink,
+        pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer,
+    ):
+        writer.write_table(table, max_chunksize=64)
+    os.replace(tmp, folder / VIDEOS_FILE)
+    write_metadata_jsonl(folder / METADATA_FILE, learnt)
+    write_atomic(folder / STATUS_FILE, "".join(json.dumps(s.to_dict()) + "\n" for s in statuses).encode())
+    stats = {
+        "shard": task.index,
+        "source": task.source.name,
+        "records": total,
+        "music": len(music),
+        "rows": len(kept),
+        "skipped": {NOT_MUSIC: total - len(music) - len(bad)},
+        **summarize(statuses),
+        "seconds": round(time.time() - began, 3),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_atomic(folder / STATS_FILE, json.dumps(stats, indent=2).encode())  # last: marks the shard done
+    return stats
+
+
+# --- assembly: committed shards -> DatasetDict ------------------------------------------------
+
+
+def _committed(out: Path, name: str) -> list[Path]:
+    return [
+        d / name for d in sorted(shards_root(out).glob("[0-9]*")) if (d / STATS_FILE).is_file() and (d / name).is_file()
+    ]
+
+
+def _batches(path: Path):
+    reader = pa.ipc.open_file(pa.memory_map(str(path)))
+    return (reader.get_batch(i) for i in range(reader.num_record_batches))
+
+
+def _split_assigner(files: list[Path], split_by: str, validate_as: str, ratios: dict[str, float], seed: int):
+    if split_by == "partition":
+        mapping = {"train": "train", "validate": validate_as, "test": "test"}
+        return lambda table: [mapping[p] for p in table["partition"].to_pylist()]
+    from mipkit.pipeline.plan import assign_splits
+
+    ids = [v for path in files for batch in _batches(path) for v in batch.column("video_id").to_pylist()]
+    plan = assign_splits(ids, ratios, seed)
+    return lambda table: [plan[v] for v in table["video_id"].to_pylist()]
+
+
+def assemble_yt8m(out: Path, split_by: str, validate_as: str, ratios: dict[str, float], seed: int) -> dict[str, int]:
+    """Write ``OUT/{dataset_dict.json,<splits>}`` from the committed shards; returns rows per split."""
+    import datasets
+    import pyarrow.compute as pc
+    from datasets import Dataset, DatasetDict, DatasetInfo
+    from datasets.table import table_cast
+
+    datasets.disable_progress_bars()
+    files = _committed(out, VIDEOS_FILE)
+    work = build_dir(out) / "assemble"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    split_of = _split_assigner(files, split_by, validate_as, ratios, seed)
+    features = dataset_features()
+    columns, schema = list(features), features.arrow_schema
+    writers: dict[str, pa.ipc.RecordBatchStreamWriter] = {}
+    rows: Counter = Counter()
+    seen: set[str] = set()
+    for path in files:
+        for batch in _batches(path):
+            table = pa.Table.from_batches([batch])
+            fresh = [v not in seen and not seen.add(v) for v in table["video_id"].to_pylist()]  # one row per video
+            if not all(fresh):
+                table = table.filter(pa.array(fresh, pa.bool_()))
+            labels = split_of(table)
+            table = table_cast(table.append_column("split", pa.array(labels, pa.string())).select(columns), schema)
+            for split in SPLITS:
+                # Filtering copies the frames: only when a batch really mixes splits (ratio mode).
+                part = table if set(labels) == {split} else table.filter(pc.equal(table["split"], split))
+                if part.num_rows:
+                    if split not in writers:  # the stream format datasets memory-maps (Dataset.from_file)
+                        writers[split] = pa.ipc.new_stream(str(work / f"{split}.arrow"), schema)
+                    writers[split].write_table(part)
+                    rows[split] += part.num_rows
+    for writer in writers.values():
+        writer.close()
+    if split_by == "partition":
+        wanted = {"train", validate_as} | ({"test"} if rows["test"] else set())
+    else:
+        wanted = {k for k, v in ratios.items() if v > 0}
+    splits = {}
+    for split in SPLITS:
+        if rows[split]:
+            splits[split] = Dataset.from_file(str(work / f"{split}.arrow"), info=DatasetInfo(features=features))
+        elif split in wanted:
+            splits[split] = Dataset.from_dict({c: [] for c in columns}, features=features)
+    staged = work / "dataset"
+    DatasetDict(splits).save_to_disk(str(staged))
+    swap_in_dataset(staged, out, SPLITS)
+    shutil.rmtree(work, ignore_errors=True)
+    return {split: rows[split] for split in splits}
+
+
+# --- the build -------------------------------------------------------------------------------
+
+
+def _fingerprint(sources: list[TfrecordSource], settings: ShardSettings) -> str:
+    """What decides shard contents; a resumed build must match it or its shards would mix."""
+    digest = hashlib.sha256()
+    if settings.metadata_file:
+        digest.update(Path(settings.metadata_file).read_bytes())
+    digest.update(
+        json.dumps(
+            {"kind": settings.kind, "music_index": settings.music_index, "inputs": [s.identity() for s in sources]},
+            sort_keys=True,
+        ).encode()
+    )
+    return digest.hexdigest()
+
+
+def _prepare(opts: Yt8mOptions, sources: list[TfrecordSource]) -> None:
+    out = opts.out
+    if opts.overwrite:
+        shutil.rmtree(build_dir(out), ignore_errors=True)
+        (out / "dataset_dict.json").unlink(missing_ok=True)
+        for split in SPLITS:
+            shutil.rmtree(out / split, ignore_errors=True)
+    build_dir(out).mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(sources, opts.settings)
+    record = build_dir(out) / BUILD_FILE
+    if record.is_file():
+        previous = json.loads(record.read_text())
+        if previous.get("fingerprint") != fingerprint:
+            raise MipkitError(
+                f"{out.name!r} holds a build of other TFRecords, another subset or another --metadata; pass --overwrite to start again, or choose another --out"
+            )
+    write_json(
+        record,
+        {
+            "kind": f"yt8m-{opts.settings.kind}",
+            "recipe": opts.recipe,
+            "inputs": [s.name for s in sources],
+            "music_label_index": opts.settings.music_index,
+            "fingerprint": fingerprint,
+            "shards": len(sources),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    write_atomic(build_dir(out) / MANIFEST_STATUS_FILE, b"")
+
+
+def _committed_stats(out: Path) -> dict[Path, dict]:
+    return {
+        d / STATS_FILE: json.loads((d / STATS_FILE).read_text())
+        for d in sorted(shards_root(out).glob("[0-9]*"))
+        if (d / STATS_FILE).is_file()
+    }
+
+
+def _forget_transient_shards(out: Path) -> int:
+    """``--retry-failed``: un-commit shards with rate-limited or network failures (caches keep the rest)."""
+    failed = [
+        path
+        for path, stats in _committed_stats(out).items()
+        if set(stats.get("counts", {})) & records.TRANSIENT_STATUSES
+    ]
+    for path in failed:
+        path.unlink()
+    return len(failed)
+
+
+def _check_options(opts: Yt8mOptions, sources: list[TfrecordSource]) -> None:
+    if opts.settings.kind not in KINDS:
+        raise MipkitError(f"subset {opts.settings.kind!r} is unknown; choose one of {', '.join(KINDS)}")
+    if opts.engine not in ENGINES:
+        raise MipkitError(f"--engine {opts.engine!r} is unknown; choose one of {', '.join(ENGINES)}")
+    if opts.split_by not in SPLIT_MODES:
+        raise MipkitError(f"--split-by {opts.split_by!r} is unknown; choose one of {', '.join(SPLIT_MODES)}")
+    if opts.validate_as not in SPLITS:
+        raise MipkitError(f"--validate-as {opts.validate_as!r} is unknown; choose one of {', '.join(SPLITS)}")
+    if opts.split_by == "partition":
+        unknown = [s.name for s in sources if partition_of(s.name) is None]
+        if unknown:
+            raise MipkitError(
+                f"cannot tell the partition of {unknown[0]!r} from its name (train*/validate*/test*); rename it or pass --split-by ratio"
+            )
+    elif any(v < 0 for v in opts.ratios.values()) or abs(sum(opts.ratios.values()) - 1.0) > 1e-6:
+        raise MipkitError(f"split ratios {opts.ratios} must be >= 0 and sum to 1")
+    if any(partition_of(s.name) == "test" for s in sources):
+        ui.console.print(
+            "[yellow]note:[/yellow] YouTube-8M test* files carry no labels, so none of their videos is recognised as a music video"
+        )
+
+
+def build_yt8m(opts: Yt8mOptions) -> dict:
+    """Run (or resume) a YouTube-8M subset build; returns its summary (also ``OUT/build/summary.json``)."""
+    sources = resolve_inputs(opts.tfrecords)
+    _check_options(opts, sources)
+    requested = {k: v for k, v in asdict(opts.settings).items() if k != "ytdlp"}
+    share = max(1, min(opts.workers, len(sources)))  # each worker process gets its share of the rate limits
+    opts = replace(
+        opts,
+        settings=replace(
+            opts.settings,
+            lookup_rate=opts.settings.lookup_rate / share,
+            metadata_rate=opts.settings.metadata_rate / share,
+        ),
+    )
+    if opts.settings.metadata_file:
+        load_metadata_file(Path(opts.settings.metadata_file))  # a bad file fails here, not in every shard
+    opts.out.mkdir(parents=True, exist_ok=True)
+    _prepare(opts, sources)
+    if opts.retry_failed:
+        forgotten = _forget_transient_shards(opts.out)
+        if forgotten:
+            ui.console.print(f"retrying {forgotten} shard(s) with rate-limited or network failures")
+    tasks = [Yt8mTask(i, s) for i, s in enumerate(sources)]
+    pending = [t for t in tasks if not is_done(opts.out, t.index)]
+    if len(pending) < len(tasks):
+        ui.console.print(f"resuming: {len(tasks) - len(pending)} of {len(tasks)} files already done")
+    began = time.time()
+    errors: list[str] = []
+    if pending:
+        with ui.progress_bar("videos") as progress:
+            done_files = [0]
+            bar = progress.add_task(f"music videos · files 0/{len(pending)}", total=0, failed=0)
+
+            def on_event(event: tuple[str, object]) -> None:
+                kind, value = event
+                if kind == "music":
+                    progress.update(bar, total=(progress.tasks[bar].total or 0) + int(value))
+                else:  # "video": one status; "videos": {status: count} of a finished Ray task
+                    counts = value if kind == "videos" else {value: 1}
+                    failed = sum(n for status, n in counts.items() if status != records.OK)
+                    progress.update(
+                        bar, advance=sum(counts.values()), failed=progress.tasks[bar].fields["failed"] + failed
+                    )
+
+            def on_shard(task: Yt8mTask, stats: dict, streamed: bool) -> None:
+                if not streamed:  # Ray: the shard's counts arrive at its end
+                    on_event(("music", stats["requested"]))
+                    on_event(("videos", stats["counts"]))
+                done_files[0] += 1
+                progress.update(bar, description=f"music videos · files {done_files[0]}/{len(pending)}")
+
+            errors = run_shards(
+                pending,
+                run_yt8m_shard,
+                (opts.settings, opts.out),
+                workers=opts.workers,
+                engine=opts.engine,
+                on_event=on_event,
+                on_done=on_shard,
+                describe=lambda t: f"shard {t.index} ({t.source.name})",
+            )
+    for error in errors:
+        ui.console.print(f"[red]{error}[/red] (the file is not committed; run the same command again to retry it)")
+
+    rows = assemble_yt8m(opts.out, opts.split_by, opts.validate_as, opts.ratios, opts.seed)
+    metadata_rows = merge_metadata_files(_committed(opts.out, METADATA_FILE), build_dir(opts.out) / METADATA_FILE)
+    report = status_report(opts.out)
+    skipped = sum((Counter(stats.get("skipped", {})) for stats in _committed_stats(opts.out).values()), Counter())
+    summary = {
+        "subset": opts.settings.kind,
+        "counts": report["counts"],
+        "skipped": dict(skipped),
+        "splits": rows,
+        "shards": report["shards"],
+        "shard_errors": errors,
+        "metadata_rows": metadata_rows,
+        "seconds_this_run": round(time.time() - began, 2),
+        "settings": requested,
+    }
+    write_json(build_dir(opts.out) / "summary.json", summary)
+    if not sum(rows.values()):
+        raise NothingBuiltError(
+            f"no video was kept from {len(sources)} TFRecord file(s); see `mipkit status {opts.out.name}` for the reason of each music video"
+        )
+    return summary

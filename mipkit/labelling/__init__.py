@@ -1,0 +1,1 @@
+"""Model labels for built datasets (PaSST AudioSet moods)."""

@@ -1,0 +1,1 @@
+"""Media tools: ffmpeg (probe, decode, encode)."""

@@ -1,0 +1,69 @@
+"""Every requested sample's final status, read back from a build folder (``mipkit status``)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from mipkit.core.errors import MipkitError
+from mipkit.core.paths import BUILD_DIR
+from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, shards_root
+
+MANIFEST_STATUS_FILE = "manifest_status.jsonl"
+BUILD_FILE = "build.json"
+
+
+def build_dir(out_dir: Path) -> Path:
+    return Path(out_dir) / BUILD_DIR
+
+
+def iter_statuses(out_dir: Path) -> Iterator[dict]:
+    """Statuses of rows rejected while reading the manifest, then of every committed shard."""
+    root = build_dir(out_dir)
+    if not (root / BUILD_FILE).is_file():
+        raise MipkitError(
+            f"{Path(out_dir).name!r} is not a mipkit build folder (no build/{BUILD_FILE}); pass the --out folder of a build"
+        )
+    files = [root / MANIFEST_STATUS_FILE] + [
+        d / STATUS_FILE for d in sorted(shards_root(out_dir).glob("[0-9]*")) if (d / STATS_FILE).is_file()
+    ]
+    for path in files:
+        if path.is_file():
+            with path.open(encoding="utf-8") as handle:
+                for line in handle:
+                    if line.strip():
+                        yield json.loads(line)
+
+
+def status_report(out_dir: Path) -> dict:
+    """``{"counts": {...}, "failed": [...], "shards": {"done": d, "total": t}}``."""
+    counts: Counter = Counter()
+    failed = []
+    for record in iter_statuses(out_dir):
+        counts[record["status"]] += 1
+        if record["status"] not in ("ok", "pending"):  # pending is not a failure: the next run fetches it
+            entry = {
+                "pair_id": record.get("pair_id"),
+                "url": record.get("url"),
+                "status": record["status"],
+                "error": record.get("error", ""),
+            }
+            if entry["pair_id"] is None:
+                entry.pop("pair_id")
+            failed.append(entry)
+    build = json.loads((build_dir(out_dir) / BUILD_FILE).read_text())
+    done_stats = [d / STATS_FILE for d in shards_root(out_dir).glob("[0-9]*") if (d / STATS_FILE).is_file()]
+    # Skips (e.g. YouTube-8M videos that are not music videos) are counted per shard, not listed.
+    skipped: Counter = Counter()
+    for path in done_stats:
+        skipped.update(json.loads(path.read_text()).get("skipped", {}))
+    report = {
+        "counts": dict(sorted(counts.items())),
+        "failed": failed,
+        "shards": {"done": len(done_stats), "total": build.get("shards", len(done_stats))},
+    }
+    if skipped:
+        report["skipped"] = dict(sorted(skipped.items()))
+    return report

@@ -1,0 +1,1 @@
+"""Release a build: dataset card, publishing (Hub, folder), hydrate, privacy scrubbing."""

@@ -1,0 +1,1 @@
+"""Test helpers: synthetic datasets, media and YouTube-8M fixtures."""
