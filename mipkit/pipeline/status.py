@@ -57,12 +57,15 @@ def status_report(out_dir: Path) -> dict:
     done_stats = [d / STATS_FILE for d in shards_root(out_dir).glob("[0-9]*") if (d / STATS_FILE).is_file()]
     # Skips (e.g. YouTube-8M videos that are not music videos) are counted per shard, not listed.
     skipped: Counter = Counter()
+    complete = 0  # a shard committed with pending sources (a blocked host) is not done yet
     for path in done_stats:
-        skipped.update(json.loads(path.read_text()).get("skipped", {}))
+        stats = json.loads(path.read_text())
+        skipped.update(stats.get("skipped", {}))
+        complete += not stats.get("counts", {}).get("pending")
     report = {
         "counts": dict(sorted(counts.items())),
         "failed": failed,
-        "shards": {"done": len(done_stats), "total": build.get("shards", len(done_stats))},
+        "shards": {"done": complete, "total": build.get("shards", len(done_stats))},
     }
     if skipped:
         report["skipped"] = dict(sorted(skipped.items()))

@@ -106,6 +106,7 @@ def test_a_429_storm_stops_with_exit_75_and_the_rerun_fetches_only_the_pending_s
     report = _status(out)
     # The stormy source was answered 429 on its last try (recipe: 2 retries); the four after it never started.
     assert report["counts"] == {"ok": 1, "pending": 4, "rate_limited": 1}
+    assert report["shards"] == {"done": 0, "total": 2}  # both hold pending sources
     assert [f["status"] for f in report["failed"]] == ["rate_limited"]  # pending is not a failure
     assert len(fault_server.requests_for(stormy)) == 3
     assert all(not fault_server.requests_for(url) for url in good[1:])
