@@ -24,6 +24,20 @@ def train_and_evaluate(dataset_dir: str | Path, run_dir: str | Path, **options: 
     return run(dataset_dir, run_dir, **options)
 
 
+def search_run(run_dir: str | Path, **query: Any) -> dict:
+    """``mipkit search``: the top-k of a library for one query (``baselines.eval.search.search_run``)."""
+    from baselines.eval.search import search_run as run
+
+    return run(run_dir, **query)
+
+
+def render_search_results(result: dict) -> Any:
+    """The rich table of a search result."""
+    from baselines.eval.search import render_results
+
+    return render_results(result)
+
+
 def build_passt_encoder(preset: str, seed: int, weights_path: Path | None) -> Any:
     """The PaSST music encoder the labeller runs; a bad checkpoint raises ``WeightsError``."""
     from baselines.models.encoders import ModelConfig, build_music_encoder

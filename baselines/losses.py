@@ -54,10 +54,12 @@ def _query_rows(local: Tensor, gathered: Tensor, local_loss: bool) -> tuple[Tens
 
 
 class LearnableTemperature(nn.Module):
-    """Learnable softmax temperature stored as ``log(1/tau)``; ``forward()`` returns ``1/tau``.
+    """Learnable softmax temperature stored as ``log(1/tau)``; ``forward()`` returns ``1/tau = exp(param)``.
 
-    ``scale = exp(log_inverse_tau).clamp(max=max_inverse)`` (CLIP: ``1/tau <= 100``). Clamping the
-    output (not the parameter in place) keeps the module stateless w.r.t. the optimiser step.
+    The cap ``1/tau <= max_inverse`` (CLIP: 100) is kept by :meth:`clamp_`, which the training loop calls
+    after every optimizer step (open_clip's ``logit_scale.clamp_(0, log(100))``). Clamping the *parameter*,
+    not the output, keeps it trainable at the cap: with ``min(exp(p), 100)`` the gradient is exactly zero
+    once ``p > log(100)`` and the scale could never come back down.
     """
 
     def __init__(self, init: float = 0.07, max_inverse: float = 100.0, learnable: bool = True) -> None:
@@ -68,11 +70,17 @@ class LearnableTemperature(nn.Module):
         self.log_inverse_tau = nn.Parameter(torch.tensor(math.log(1.0 / init)), requires_grad=learnable)
 
     def forward(self) -> Tensor:
-        return self.log_inverse_tau.float().exp().clamp(max=self.max_inverse)
+        return self.log_inverse_tau.float().exp()
+
+    @torch.no_grad()
+    def clamp_(self) -> LearnableTemperature:
+        """Clamp the parameter in place to ``[0, log(max_inverse)]`` (``1 <= 1/tau <= max_inverse``)."""
+        self.log_inverse_tau.clamp_(0.0, math.log(self.max_inverse))
+        return self
 
     @property
     def tau(self) -> float:
-        """Current (clamped) temperature as a python float, for logging."""
+        """Current temperature as a python float, for logging."""
         return 1.0 / float(self.forward().detach())
 
 

@@ -121,6 +121,7 @@ def train_and_test(world: dict, level: str, w_intra: float, seed: int, args) -> 
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         opt.step()
+        model.temperature.clamp_()
     model.eval()
     results = []
     with torch.no_grad():

@@ -15,6 +15,19 @@ if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; 
   fi
 fi
 
+# The dataset browser and retrieval gallery tests open pages in Debian's chromium (driven by Playwright;
+# Playwright's own browser downloads are not used). Without it those tests are skipped.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing Debian's chromium (for the browser tests)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+      || echo "[setup] chromium could not be installed: the browser tests will be skipped" >&2
+  else
+    echo "[setup] chromium is missing: the browser tests will be skipped (Debian/Ubuntu: sudo apt-get install chromium)" >&2
+  fi
+fi
+
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
   echo "[setup] mipkit needs Python >= 3.11 (found: $("$PYTHON" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2

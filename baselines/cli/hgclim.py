@@ -170,6 +170,11 @@ def eval_command(
         "--image-label-column",
         help="--emotion-aligned: label column of the image set (ClassLabel or string)",
     ),
+    html: bool = typer.Option(
+        False,
+        "--html",
+        help="also write a retrieval gallery RUN/gallery/index.html (top-5 both ways for a seeded sample of queries)",
+    ),
     mapping: str = typer.Option(
         "none",
         "--mapping",
@@ -226,15 +231,17 @@ def eval_command(
             image_weights=image_weights,
             music_weights=music_weights,
             text_weights=text_weights,
+            html=html,
         )
     except MipkitError as e:
         _fail(e)
         return
+    gallery = f" and {result['gallery']}" if result.get("gallery") else ""
     _report(
         result,
         json_out,
         lambda: render_table(result, title=f"{result['run']} · {result['dataset']} · {split}"),
-        f"{Path(run).name}/eval_{split}.json and eval_{split}.png",
+        f"{Path(run).name}/eval_{split}.json, eval_{split}.png{gallery}",
         err,
     )
 

@@ -79,7 +79,10 @@ def sequence_command(
     text_fusion: str = typer.Option(
         "h0+add",
         "--text-fusion",
-        help="iiclvtm biLSTM: h0 (text = initial hidden state, the paper) | h0+add (also added to the pooled state) (choice)",
+        help="iiclvtm biLSTM: h0 (text = initial hidden state, the paper) | h0+c0 (initial hidden and cell state) | h0+add (also added to the pooled state) (choice)",
+    ),
+    lstm_forget_bias: float = typer.Option(
+        0.0, "--lstm-forget-bias", help="biLSTM initial forget-gate bias (0 = PyTorch's init; 1 is common practice)"
     ),
     # loss
     w_inter: float = typer.Option(1.0, "--w-inter", help="weight of the inter-modal loss"),

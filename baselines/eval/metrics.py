@@ -7,7 +7,8 @@ single queries) and return python floats.
 
 * ``instance_metrics``: the true match of query i is candidate i (the only relevant item).
 * ``label_metrics``: relevant = same (emotion) label; per-query values are averaged within each
-  query class, then macro-averaged over classes (EMO-CLIM protocol).
+  query class, then macro-averaged over classes (EMO-CLIM protocol). Tied scores: the expected value
+  under a uniformly random order of the tied candidates (tie-aware P@k, RR and AP).
 * ``retrieval_report``: both directions from paired embeddings.
 * ``pooled_instance_metrics``: the papers' protocol (random 1000-candidate test sets, several seeds).
 """
@@ -103,15 +104,63 @@ def instance_metrics(sim: Any, chunk_size: int = 1024, ties: str = "mean") -> di
     }
 
 
+def _log_binomial(n: Tensor, k: Tensor) -> Tensor:
+    return torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
+
+
+def _tie_aware_label_rows(scores: Tensor, relevant: Tensor, ks: Sequence[int]) -> dict[str, Tensor]:
+    """Per-query expected P@k, RR and AP under a uniformly random order of tied candidates.
+
+    ``scores`` [B, N] sorted descending, ``relevant`` [B, N] float64 in the same order, every row with at
+    least one relevant item. Tied candidates form contiguous groups; a position i of group g (start s_g,
+    size n_g, r_g relevant, R_g relevant in earlier groups) is relevant with probability ``rho = r_g / n_g``.
+    """
+    n_rows, n_cands = scores.shape
+    device = scores.device
+    new_group = torch.ones_like(scores, dtype=torch.bool)
+    new_group[:, 1:] = scores[:, 1:] != scores[:, :-1]
+    group = new_group.long().cumsum(dim=1) - 1  # groups are numbered 0.. in score order
+    size_g = torch.zeros(n_rows, n_cands, dtype=torch.float64, device=device).scatter_add_(
+        1, group, torch.ones_like(relevant)
+    )
+    hits_g = torch.zeros_like(size_g).scatter_add_(1, group, relevant)
+    start_g, before_g = size_g.cumsum(dim=1) - size_g, hits_g.cumsum(dim=1) - hits_g  # exclusive sums
+    size, hits, start, before = (t.gather(1, group) for t in (size_g, hits_g, start_g, before_g))
+    rho = hits / size
+    position = torch.arange(1, n_cands + 1, device=device, dtype=torch.float64).expand(n_rows, -1)
+    out = {f"p@{k}": rho[:, : min(k, n_cands)].sum(dim=1) / k for k in ks}
+    # AP = 1/R sum_i rel_i * hits_in_top_i / i; given i relevant, each other slot of its group before i is
+    # relevant with probability (r - 1) / (n - 1) (McSherry & Najork 2008, tie-aware AP).
+    expected_hits = before + 1 + (position - start - 1) * (hits - 1) / (size - 1).clamp(min=1)
+    out["map"] = (rho * expected_hits / position).sum(dim=1) / relevant.sum(dim=1)
+    # RR: the first relevant item lies in the first group with a relevant member, at offset x = i - s of
+    # that group with probability C(n - x, r - 1) / C(n, r) (the x - 1 slots before it are irrelevant).
+    first_group = (hits_g > 0).long().argmax(dim=1, keepdim=True)  # argmax returns the first maximum
+    offset = position - start
+    possible = (group == first_group) & (size - offset >= hits - 1)
+    log_p = _log_binomial(size - offset, (hits - 1).clamp(min=0)) - _log_binomial(size, hits)
+    out["mrr"] = torch.where(possible, log_p.exp() / position, torch.zeros_like(position)).sum(dim=1)
+    return out
+
+
 def label_metrics(
     sim: Any, query_labels: Any, candidate_labels: Any, ks: Sequence[int] = (1, 5), chunk_size: int = 1024
 ) -> dict[str, float]:
     """Label-aligned (emotion) retrieval, class-macro-averaged (EMO-CLIM protocol).
 
     Relevant: ``candidate_labels[j] == query_labels[i]``. Per query, over the candidates sorted by
-    descending score (ties: lower candidate index first):
-    ``p@k = #relevant in top k / k``; ``rr = 1 / position of the first relevant``;
+    descending score: ``p@k = #relevant in top k / k``; ``rr = 1 / position of the first relevant``;
     ``ap = mean over relevant positions p of (#relevant in top p / p)``.
+
+    Ties: each metric is its **expected value under a uniformly random order of tied candidates**
+    (exactly equal scores), so neither the candidate order nor a collapsed model can change it (all
+    scores equal: ``p@k`` = the class share). A position in a tie group of size n with r relevant items is
+    relevant with probability r/n (``p@k``: the sum of these over the top k, divided by k); the first
+    relevant item sits at offset x of the first group holding one with probability C(n-x, r-1) / C(n, r)
+    (``rr``: the expectation of 1/position); ``ap`` is the tie-aware average precision of McSherry &
+    Najork (ECIR 2008). On tie-free scores these are the plain values (``tests`` prove both against
+    torchmetrics and a brute-force average over all permutations).
+
     Each metric is averaged over the queries of a class, then over classes. Queries labelled -1
     (unlabelled) or without any relevant candidate are skipped; candidates labelled -1 are never
     relevant. Returns keys ``p@k`` for k in ``ks``, ``mrr`` and ``map`` (nan if no query counts).
@@ -130,21 +179,15 @@ def label_metrics(
     names = [f"p@{k}" for k in ks] + ["mrr", "map"]
     per_query: dict[str, list[Tensor]] = {name: [] for name in names}
     kept_labels: list[Tensor] = []
-    positions = torch.arange(1, sim.shape[1] + 1, device=device, dtype=torch.float64)
     for start in range(0, sim.shape[0], chunk_size):
         block_labels = query_labels[start : start + chunk_size]
-        order = torch.sort(sim[start : start + chunk_size], dim=1, descending=True, stable=True).indices
+        scores, order = torch.sort(sim[start : start + chunk_size], dim=1, descending=True, stable=True)
         relevant = candidate_labels[order] == block_labels[:, None]
-        n_relevant = relevant.sum(dim=1)
-        keep = (block_labels >= 0) & (n_relevant > 0)
-        relevant, n_relevant = relevant[keep].double(), n_relevant[keep].double()
+        keep = (block_labels >= 0) & (relevant.sum(dim=1) > 0)
         kept_labels.append(block_labels[keep])
-        hits_so_far = relevant.cumsum(dim=1)
-        for k in ks:
-            per_query[f"p@{k}"].append(hits_so_far[:, min(k, sim.shape[1]) - 1] / k)
-        first_hit = relevant.argmax(dim=1).double() + 1  # argmax returns the first maximum
-        per_query["mrr"].append(1.0 / first_hit)
-        per_query["map"].append((hits_so_far / positions * relevant).sum(dim=1) / n_relevant)
+        rows = _tie_aware_label_rows(scores[keep], relevant[keep].double(), ks)
+        for name in names:
+            per_query[name].append(rows[name])
     labels = torch.cat(kept_labels)
     if labels.numel() == 0:
         return {name: float("nan") for name in names}

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from baselines.eval.chance import instance_chance, label_chance
 from baselines.eval.metrics import instance_metrics, instance_ranks, label_metrics, pooled_instance_metrics
 
 
@@ -88,11 +89,13 @@ def retrieval_metrics(
     candidates: int | None = None,
     seeds: Sequence[int] = (0, 1, 2),
 ) -> dict:
-    """All evaluation numbers of paired image-music embeddings (row i of ``v`` and of ``m`` is a true pair)."""
+    """All evaluation numbers of paired image-music embeddings (row i of ``v`` and of ``m`` is a true pair),
+    with the chance level of each (``result["chance"]``)."""
     sim = v.float() @ m.float().T
     result: dict = {"n_pairs": int(sim.shape[0])}
     for direction, scores in (("i2m", sim), ("m2i", sim.T)):
         result[direction] = instance_metrics(scores)
+    result["chance"] = {"instance": instance_chance(int(sim.shape[0]))}
     result["emotion"] = None
     if labels is not None:
         labels = labels.to(sim.device)
@@ -106,6 +109,7 @@ def retrieval_metrics(
                 "classes": [emotion_names[c] if emotion_names and c < len(emotion_names) else str(c) for c in present],
                 "averaging": "per query, mean within each emotion class, then macro over classes",
             }
+            result["chance"]["emotion"] = label_chance(labels.cpu(), labels.cpu())
     if candidates:
         result["pooled"] = {
             "candidates": int(candidates),
@@ -161,18 +165,29 @@ def render_table(result: dict, title: str = "retrieval"):
     table.add_column("metric")
     table.add_column(DIRECTION_NAMES[d1], justify="right")
     table.add_column(DIRECTION_NAMES[d2], justify="right")
+    table.add_column("chance", justify="right", style="dim")
+    chance = result.get("chance") or {}
+    instance = chance.get("instance") or instance_chance(int(result["n_pairs"]))
+
+    def level(values: dict, key: str, fmt: str) -> str:
+        return fmt.format(values[key]) if key in values else "-"
+
     for key in ("mrr", "r@1", "r@5", "r@10", "p@1", "median_rank", "mean_rank"):
         fmt = "{:.1f}" if "rank" in key else "{:.4f}"
-        table.add_row(key, fmt.format(result[d1][key]), fmt.format(result[d2][key]))
+        table.add_row(key, fmt.format(result[d1][key]), fmt.format(result[d2][key]), level(instance, key, fmt))
     if result.get("emotion"):
+        emotion = chance.get("emotion") or {}
         for key in ("p@1", "p@5", "mrr", "map"):
-            table.add_row(f"emotion {key}", f"{result['emotion'][d1][key]:.4f}", f"{result['emotion'][d2][key]:.4f}")
+            cells = [f"{result['emotion'][d][key]:.4f}" for d in (d1, d2)]
+            table.add_row(f"emotion {key}", *cells, level(emotion, key, "{:.4f}"))
     pooled = [result["pooled"]] if result.get("pooled") else list((result.get("pools") or {}).values())
     for pool in pooled:
+        pool_chance = instance_chance(min(int(pool["candidates"]), int(result["n_pairs"])))
         for key in ("r@1", "r@5", "r@10", "mrr", "median_rank"):
             fmt = "{:.1f} ± {:.1f}" if "rank" in key else "{:.4f} ± {:.4f}"
             cells = [fmt.format(pool[d]["mean"][key], pool[d]["std"][key]) for d in (d1, d2)]
-            table.add_row(f"{key} (from {pool['candidates']}, {len(pool['seeds'])} sets)", *cells)
+            name = f"{key} (from {pool['candidates']}, {len(pool['seeds'])} sets)"
+            table.add_row(name, *cells, level(pool_chance, key, "{:.1f}" if "rank" in key else "{:.4f}"))
     table.caption = f"{result['n_pairs']} pairs" + (
         "; pools larger than the split use every pair" if any(p[d1]["used_all_pairs"] for p in pooled) else ""
     )

@@ -149,11 +149,24 @@ def check_weights(cfg: ModelConfig) -> tuple[Path | None, Path | None]:
             "--preset tiny: tiny encoders are random by design; drop --image-weights/--music-weights "
             "or use --preset full"
         )
+    if cfg.preset == "full" and not cfg.random_init:
+        # Without the flags, the checkpoints `mipkit weights download` stored (nothing is downloaded here).
+        from mipkit.config.weights import default_weights
+
+        image_w = image_w or default_weights(cfg.image_arch)
+        music_w = music_w or default_weights(cfg.music_arch)
     if cfg.preset == "full" and not cfg.random_init and (image_w is None or music_w is None):
-        missing = [f for f, w in (("--image-weights", image_w), ("--music-weights", music_w)) if w is None]
+        missing = [
+            f"{flag} (or `mipkit weights download {arch}`)"
+            for flag, arch, w in (
+                ("--image-weights", cfg.image_arch, image_w),
+                ("--music-weights", cfg.music_arch, music_w),
+            )
+            if w is None
+        ]
         raise WeightsError(
             f"{' and '.join(missing)}: the full preset needs local pretrained weights "
-            "(nothing is downloaded); pass the files, or --random-init for benchmarks, "
+            "(nothing is downloaded while training); pass the files, or --random-init for benchmarks, "
             "or --preset tiny for a quick run"
         )
     if cfg.finetune_last < 0:

@@ -13,6 +13,8 @@
   adds the same projection to the biLSTM's pooled state: measured here, an untrained biLSTM's final
   states are bit-identical in float32 whatever its initial state after K = 30 steps of YouTube-8M-scale
   inputs, so with ``"h0"`` alone (the paper's wording) the text barely reaches the embedding.
+  ``"h0+c0"`` also sets the initial cell state, ``forget_bias`` the forget gates' initial bias; neither
+  makes the text help (``benchmarks/iiclvtm_text.py``, table in ``docs/iiclvm.md``).
 * Raw features of the intra loss: the temporal average of the sampled, dequantised input; for
   II-CLVTM the query's raw feature is ``concat(text, temporal-average video)`` (each part
   L2-normalised first, *choice* ``raw_text = "unit"``; ``"plain"`` concatenates as is).
@@ -32,6 +34,7 @@ ENCODERS = ("bilstm", "fc", "att", "gcn")
 SAMPLINGS = ("gs", "fd")
 VIDEO_DIM, AUDIO_DIM = 1024, 128
 DEFAULT_LAYERS = {"bilstm": 1, "fc": 2, "att": 2, "gcn": 2}
+TEXT_FUSIONS = ("h0", "h0+c0", "h0+add")
 
 
 def sample_positions(
@@ -82,9 +85,8 @@ class SequenceConfig:
     segments: int = 30  # K
     text_dim: int = 0  # > 0: II-CLVTM (text feature of this size conditions the video encoder)
     raw_text: str = "unit"  # II-CLVTM raw query feature: unit = concat of L2-normalised parts | plain
-    text_fusion: str = (
-        "h0+add"  # II-CLVTM biLSTM: h0 (initial hidden state only) | h0+add (also added to the pooled state)
-    )
+    text_fusion: str = "h0+add"  # II-CLVTM biLSTM: h0 | h0+c0 (initial hidden and cell state) | h0+add (TEXT_FUSIONS)
+    forget_bias: float = 0.0  # biLSTM: initial forget-gate bias (b_ih + b_hh of the f gate); 0 = PyTorch's init
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,7 +95,7 @@ class SequenceConfig:
 class BiLSTMEncoder(nn.Module):
     """Bidirectional LSTM; output = concatenated final states (or mean over time), then a linear map."""
 
-    def __init__(self, in_dim: int, hidden: int, layers: int, output: str, dropout: float):
+    def __init__(self, in_dim: int, hidden: int, layers: int, output: str, dropout: float, forget_bias: float = 0.0):
         super().__init__()
         self.hidden, self.layers, self.output = hidden, layers, output
         self.lstm = nn.LSTM(
@@ -104,13 +106,28 @@ class BiLSTMEncoder(nn.Module):
             bidirectional=True,
             dropout=dropout if layers > 1 else 0.0,
         )
+        if forget_bias:
+            with torch.no_grad():  # gate order i, f, g, o; the f gate's total bias b_ih + b_hh = forget_bias
+                for name, bias in self.lstm.named_parameters():
+                    if name.startswith("bias_"):
+                        bias[hidden : 2 * hidden] = forget_bias if name.startswith("bias_ih") else 0.0
         self.out = nn.Linear(2 * hidden, hidden)
 
-    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None, add: torch.Tensor | None = None) -> torch.Tensor:
+    def _state(self, value: torch.Tensor) -> torch.Tensor:
+        """[B, 2 * hidden] -> [layers * 2, B, hidden], the same for every layer."""
+        return value.view(value.shape[0], 2, self.hidden).transpose(0, 1).repeat(self.layers, 1, 1).contiguous()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        h0: torch.Tensor | None = None,
+        add: torch.Tensor | None = None,
+        c0: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         state = None
-        if h0 is not None:  # [B, 2 * hidden] -> [layers * 2, B, hidden], the same for every layer
-            h = h0.view(h0.shape[0], 2, self.hidden).transpose(0, 1).repeat(self.layers, 1, 1).contiguous()
-            state = (h, torch.zeros_like(h))
+        if h0 is not None:
+            h = self._state(h0)
+            state = (h, torch.zeros_like(h) if c0 is None else self._state(c0))
         seq, (h_n, _) = self.lstm(x, state)
         if self.output == "mean":
             pooled = seq.mean(dim=1)
@@ -192,7 +209,7 @@ class GCNEncoder(nn.Module):
 
 def build_encoder(cfg: SequenceConfig, in_dim: int) -> nn.Module:
     if cfg.encoder == "bilstm":
-        return BiLSTMEncoder(in_dim, cfg.hidden, cfg.layers, cfg.bilstm_output, cfg.dropout)
+        return BiLSTMEncoder(in_dim, cfg.hidden, cfg.layers, cfg.bilstm_output, cfg.dropout, cfg.forget_bias)
     if cfg.encoder == "fc":
         return FCEncoder(in_dim, cfg.hidden, cfg.layers, cfg.dropout)
     if cfg.encoder == "att":
@@ -227,7 +244,8 @@ class SequenceModel(nn.Module):
             return None
         if self.cfg.encoder != "bilstm":
             return "added to every frame"
-        return "initial hidden state" + (" and added to the pooled state" if self.cfg.text_fusion == "h0+add" else "")
+        extra = {"h0": "", "h0+c0": " and initial cell state", "h0+add": " and added to the pooled state"}
+        return "initial hidden state" + extra[self.cfg.text_fusion]
 
     def encode_video(self, video: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         cond = None
@@ -238,7 +256,10 @@ class SequenceModel(nn.Module):
         if cond is None:
             out = self.video_encoder(video)
         elif self.cfg.encoder == "bilstm":
-            out = self.video_encoder(video, cond, cond if self.cfg.text_fusion == "h0+add" else None)
+            fusion = self.cfg.text_fusion
+            out = self.video_encoder(
+                video, cond, cond if fusion == "h0+add" else None, cond if fusion == "h0+c0" else None
+            )
         else:
             out = self.video_encoder(video, cond)
         return F.normalize(out.float(), dim=-1)

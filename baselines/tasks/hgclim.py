@@ -288,9 +288,10 @@ def evaluate_run(
     log=print,
     image_weights: str | None = None,
     music_weights: str | None = None,
+    html: bool = False,
     **_ignored,
 ) -> dict:
-    """``mipkit eval`` of an HG-CLIM run: rebuild the model from ``config`` + a checkpoint."""
+    """``mipkit eval`` of an HG-CLIM run: rebuild the model from ``config`` + a checkpoint (``html``: and a gallery)."""
     model, step = load_run_model(run_dir, config, checkpoint, device, image_weights, music_weights)
     cache_dir = run_cache_dir(run_dir, config)
     dd = load_pair_dataset(dataset)
@@ -316,6 +317,10 @@ def evaluate_run(
         **result,
     }
     write_eval(run_dir, split, result, v, m)
+    if html:
+        from baselines.eval.gallery import write_gallery
+
+        result["gallery"] = write_gallery(run_dir, dd[split], v, m, split, result).relative_to(run_dir).as_posix()
     return result
 
 

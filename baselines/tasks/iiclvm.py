@@ -25,6 +25,7 @@ from baselines.models.sequence import (
     DEFAULT_LAYERS,
     ENCODERS,
     SAMPLINGS,
+    TEXT_FUSIONS,
     SequenceConfig,
     build_sequence_model,
     sample_positions,
@@ -64,7 +65,8 @@ class IICLVMConfig(InterIntraOptions, RunConfig):
     text: str | None = None  # II-CLVTM: title | keyword
     text_weights: str | None = None
     raw_text: str = "unit"
-    text_fusion: str = "h0+add"  # biLSTM: h0 | h0+add (choice: see baselines.models.sequence)
+    text_fusion: str = "h0+add"  # biLSTM: h0 | h0+c0 | h0+add (choice: see baselines.models.sequence)
+    lstm_forget_bias: float = 0.0  # biLSTM: initial forget-gate bias (0 = PyTorch's init)
     # loss
     w_inter: float = 1.0
     w_intra: float = 3.0
@@ -105,6 +107,7 @@ def sequence_config(cfg: IICLVMConfig, text_dim: int = 0) -> SequenceConfig:
         text_dim=text_dim,
         raw_text=cfg.raw_text,
         text_fusion=cfg.text_fusion,
+        forget_bias=cfg.lstm_forget_bias,
     )
 
 
@@ -118,7 +121,7 @@ def check_options(cfg: IICLVMConfig) -> None:
         "--intra-distance": (cfg.intra_distance, IntraModalLoss.DISTANCES),
         "--frames-on": (cfg.frames_on, ("auto", "device", "cpu")),
         "--preset": (cfg.preset, ("full", "tiny")),
-        "--text-fusion": (cfg.text_fusion, ("h0", "h0+add")),
+        "--text-fusion": (cfg.text_fusion, TEXT_FUSIONS),
     }
     for flag, (value, allowed) in choices.items():
         if value not in allowed:
@@ -171,11 +174,14 @@ def embed(
 
 
 def sequence_retrieval(v: torch.Tensor, m: torch.Tensor, candidates, seeds) -> dict:
+    from baselines.eval.chance import instance_chance
+
     sim = v.float() @ m.float().T
     return {
         "n_pairs": int(sim.shape[0]),
         DIRECTIONS[0]: instance_metrics(sim),
         DIRECTIONS[1]: instance_metrics(sim.T),
+        "chance": {"instance": instance_chance(int(sim.shape[0]))},
         "pools": pools(sim, candidates, seeds, DIRECTIONS) if candidates else {},
     }
 
@@ -373,9 +379,10 @@ def evaluate_run(
     workers: int = 0,
     log=print,
     text_weights: str | None = None,
+    html: bool = False,
     **_ignored,
 ) -> dict:
-    """``mipkit eval`` of an II-CLVM run: rebuild the model from ``config`` + a checkpoint."""
+    """``mipkit eval`` of an II-CLVM run: rebuild the model from ``config`` + a checkpoint (``html``: and a gallery)."""
     from baselines.runtime.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 
     if text_weights:
@@ -408,4 +415,8 @@ def evaluate_run(
         **result,
     }
     write_eval(run_dir, split, result, v, m)
+    if html:
+        from baselines.eval.gallery import write_gallery
+
+        result["gallery"] = write_gallery(run_dir, ds, v, m, split, result).relative_to(run_dir).as_posix()
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mipkit.cli import build, demo, doctor, inspect, label, publish, yt8m
+from mipkit.cli import browse, build, demo, doctor, inspect, label, publish, search, weights, yt8m
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError, NothingBuiltError, SessionBlockedError
 
@@ -18,6 +18,7 @@ build_app = typer.Typer(no_args_is_help=True, help="Build a dataset from a recip
 train_app = typer.Typer(no_args_is_help=True, help="Train a model.")
 app.add_typer(build_app, name="build")
 app.add_typer(train_app, name="train")
+app.add_typer(weights.weights_app, name="weights")
 
 build_app.command("mipnet")(build.build_mipnet)
 app.command("status")(inspect.status)
@@ -35,6 +36,7 @@ def _mount_baselines() -> None:
     baseline_app, eval_command = train_and_eval_commands()
     train_app.add_typer(baseline_app, name="baseline")
     app.command("eval")(eval_command)
+    app.command("search")(search.search)
 
 
 _mount_baselines()
@@ -44,6 +46,20 @@ app.command("label")(label.label)
 build_app.command("audioset-mood")(label.build_audioset_mood)
 app.command("push-to-hub")(publish.push_to_hub_command)
 app.command("hydrate")(publish.hydrate_command)
+app.command("browse")(browse.browse)
+
+
+INTERRUPTED = "interrupted: what was committed is kept; run the same command again to resume"
+
+
+def _from_ctrl_c(exc: BaseException) -> bool:
+    """Typer turns KeyboardInterrupt into ``Exit(130)`` and then ``SystemExit``: look down the chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def main() -> None:
@@ -61,8 +77,12 @@ def main() -> None:
         ui.console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        ui.console.print("interrupted: committed shards are kept; run the same command again to resume")
+        ui.console.print(INTERRUPTED)
         raise SystemExit(130) from None
+    except SystemExit as exc:  # every long command, not only those that catch Ctrl-C themselves
+        if exc.code == 130 and _from_ctrl_c(exc):
+            ui.console.print(INTERRUPTED)
+        raise
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ def build_mipnet(
     workers: int = typer.Option(1, min=1, help="Shards built in parallel (processes, or Ray tasks)."),
     engine: str = typer.Option("local", help="local (process pool) or ray (RAY_ADDRESS joins a cluster)."),
     clips_per_source: Optional[int] = typer.Option(None, min=1, help="Evenly spaced windows for rows without start_s."),
-    clip_seconds: Optional[float] = typer.Option(None, help="Clip length in seconds (recipe: 10)."),
-    sample_rate: Optional[int] = typer.Option(None, help="Audio sample rate (recipe: 32000)."),
+    clip_seconds: Optional[float] = typer.Option(None, help="Clip length in seconds, up to 600 (recipe: 10)."),
+    sample_rate: Optional[int] = typer.Option(None, help="Audio sample rate, 8000-192000 Hz (recipe: 32000)."),
     shard_size: Optional[int] = typer.Option(None, min=1, help="Sources per shard."),
     fetch_threads: Optional[int] = typer.Option(None, min=1, help="Sources fetched concurrently inside a shard."),
     format: Optional[str] = typer.Option(None, "--format", help="yt-dlp format selector."),
@@ -52,12 +52,7 @@ def build_mipnet(
     from mipkit.config.recipe import load_recipe
     from mipkit.pipeline.driver import BuildOptions, build
 
-    labeller = None
-    if label_with:
-        from mipkit.labelling.passt import make_labeller
-
-        labeller = make_labeller(label_with, weights)  # before the build: a bad --weights fails in seconds
-
+    # Configuration first: a bad value is a one-line error before any work.
     check_cookies(cookies)
     config = load_recipe(recipe).with_overrides(
         {
@@ -74,6 +69,11 @@ def build_mipnet(
         }
     )
     config = apply_fetch_flags(config, politeness, cookies_from_browser)
+    labeller = None
+    if label_with:
+        from mipkit.labelling.passt import make_labeller
+
+        labeller = make_labeller(label_with, weights)  # before the build: a bad --weights fails in seconds
     summary = build(
         BuildOptions(
             manifest=manifest,

@@ -103,6 +103,7 @@ def build_audioset_mood(
     from mipkit.cli.build import print_build_summary
     from mipkit.config.recipe import load_recipe
     from mipkit.config.taxonomy import load_taxonomy
+    from mipkit.core.ownership import writing
     from mipkit.kinds.audioset_mood import (
         SELECTION_FILE,
         default_labels_file,
@@ -140,18 +141,18 @@ def build_audioset_mood(
         f"{counts['bad_row']} bad rows, {counts['duplicate']} duplicates"
     )
     # The kept list (not the URLs: a mirror may change between runs) identifies the build for resume.
-    out.mkdir(parents=True, exist_ok=True)
-    selected = write_selection(out / SELECTION_FILE, selection)
-    summary = build(
-        BuildOptions(
-            out=out,
-            recipe=config,
-            reader=lambda taxonomy: (selection.sources, selection.problems),
-            inputs=[*files, selected],
-            kind="audioset-mood",
-            workers=workers,
-            engine=engine,
-            overwrite=overwrite,
+    with writing(out):  # the same lock and claim as the build it runs
+        selected = write_selection(out / SELECTION_FILE, selection)
+        summary = build(
+            BuildOptions(
+                out=out,
+                recipe=config,
+                reader=lambda taxonomy: (selection.sources, selection.problems),
+                inputs=[*files, selected],
+                kind="audioset-mood",
+                workers=workers,
+                engine=engine,
+                overwrite=overwrite,
+            )
         )
-    )
     print_build_summary(out, summary)

@@ -1,4 +1,4 @@
-"""What several command groups check the same way."""
+"""What several command groups check the same way, and the fetch flags every media build shares."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from mipkit.config.recipe import check_cookies_file
 from mipkit.core.errors import MipkitError
 
 POLITENESS_HELP = (
@@ -17,11 +18,9 @@ BROWSER_HELP = "Use this browser's cookies: BROWSER[:PROFILE] as in yt-dlp (neve
 
 
 def check_cookies(cookies: Path | None) -> None:
-    """``--cookies`` must name an existing file (its path is never printed: only its name)."""
-    if cookies is not None and not cookies.is_file():
-        raise MipkitError(
-            f"--cookies file {cookies.name!r} does not exist; export cookies in Netscape format and pass that file"
-        )
+    """``--cookies`` must name an existing Netscape cookies file (only its name is ever printed, never its values)."""
+    if cookies is not None:
+        check_cookies_file(cookies)
 
 
 def politeness_option():

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -14,39 +12,16 @@ import typer
 from mipkit.cli.options import check_cookies
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError
-from mipkit.core.paths import recipe_dir
-
-
-@dataclass(frozen=True)
-class Yt8mRecipe:
-    """The ``[yt8m]`` section of a recipe (``recipes/yt8m-title.toml``)."""
-
-    music_label: str = "Music video"
-    music_kg_id: str = "/m/0mdxd"
-    music_label_index: int = 14
-    lookup_base: str = "http://data.yt8m.org/2/j/i"
-    lookup_rate: float = 10.0
-    lookup_retries: int = 3
-    lookup_timeout: float = 15.0
-    metadata_rate: float = 1.0
-    video_url_template: str = "https://www.youtube.com/watch?v={youtube_id}"
-    split_by: str = "partition"
-    validate_as: str = "test"
-    threads: int = 4
 
 
 def load_yt8m_recipe(name_or_path: str):
-    """``(Recipe, Yt8mRecipe)``: the shared sections ([ytdlp], [splits]) and the ``[yt8m]`` one."""
-    from mipkit.config.recipe import load_recipe
+    """``(Recipe, Yt8mConfig)``: the shared sections ([ytdlp], [splits]) and the ``[yt8m]`` one (defaults if absent)."""
+    from mipkit.config.recipe import Yt8mConfig, load_recipe
 
     recipe = load_recipe(name_or_path)
-    path = Path(name_or_path) if name_or_path.endswith(".toml") else recipe_dir() / f"{name_or_path}.toml"
-    raw = tomllib.loads(path.read_text(encoding="utf-8")).get("yt8m", {})
-    known = {f.name for f in dataclasses.fields(Yt8mRecipe)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise MipkitError(f"recipe {path.name} [yt8m]: unknown keys {unknown}; known keys: {sorted(known)}")
-    return recipe, Yt8mRecipe(**raw)
+    if recipe.yt8m is None:
+        recipe = dataclasses.replace(recipe, yt8m=Yt8mConfig())
+    return recipe, recipe.yt8m
 
 
 def default_cache_dir() -> Path:
@@ -88,11 +63,23 @@ def _build(
         )
     if not fetch and metadata is None:
         raise MipkitError("--no-fetch needs --metadata FILE.jsonl: without either there is no title or keyword to read")
-    base, yt = load_yt8m_recipe(recipe or f"yt8m-{kind}")
+    base, _ = load_yt8m_recipe(recipe or f"yt8m-{kind}")
     base = base.with_overrides(
-        {"ytdlp.cookiefile": str(cookies) if cookies else None, "ytdlp.proxy": proxy, "splits.seed": seed}
+        {
+            "ytdlp.cookiefile": str(cookies) if cookies else None,
+            "ytdlp.proxy": proxy,
+            "splits.seed": seed,
+            "yt8m.lookup_base": lookup_base,
+            "yt8m.lookup_rate": lookup_rate,
+            "yt8m.metadata_rate": metadata_rate,
+            "yt8m.video_url_template": video_url_template,
+            "yt8m.threads": threads,
+            "yt8m.split_by": split_by,
+            "yt8m.validate_as": validate_as,
+        }
     )
-    template = video_url_template or yt.video_url_template
+    yt = base.yt8m
+    template = yt.video_url_template
     try:
         usable = "{youtube_id}" in template and template.format(youtube_id="x") != template
     except (KeyError, IndexError, ValueError, AttributeError):
@@ -109,17 +96,17 @@ def _build(
         music_index=music_label_index(vocabulary, yt.music_label, yt.music_kg_id, yt.music_label_index),
         cache_dir=str((cache_dir or default_cache_dir()).expanduser()),
         ytdlp=base.ytdlp,
-        lookup_base=lookup_base or yt.lookup_base,
-        lookup_rate=lookup_rate if lookup_rate is not None else yt.lookup_rate,
+        lookup_base=yt.lookup_base,
+        lookup_rate=yt.lookup_rate,
         lookup_retries=yt.lookup_retries,
         lookup_timeout=yt.lookup_timeout,
-        metadata_rate=metadata_rate if metadata_rate is not None else yt.metadata_rate,
+        metadata_rate=yt.metadata_rate,
         video_url_template=template,
         metadata_file=str(metadata) if metadata else None,
         fetch=fetch,
-        threads=threads or yt.threads,
+        threads=yt.threads,
     )
-    recipe_record = {**base.to_dict(), "yt8m": dataclasses.asdict(yt)}
+    recipe_record = base.to_dict()
     for unused in ("clip", "taxonomy", "shards"):
         recipe_record.pop(unused, None)
     opts = Yt8mOptions(
@@ -127,8 +114,8 @@ def _build(
         out=out,
         settings=settings,
         recipe=recipe_record,
-        split_by=split_by or yt.split_by,
-        validate_as=validate_as or yt.validate_as,
+        split_by=yt.split_by,
+        validate_as=yt.validate_as,
         ratios=base.splits.ratios(),
         seed=base.splits.seed,
         workers=workers,

@@ -42,6 +42,7 @@ class SourceRequest:
     source_id: str
     url: str
     windows: list[Window] = field(default_factory=list)
+    spellings: list[str] = field(default_factory=list)  # how the input wrote ``url``; several = merged into one source
 
 
 @dataclass

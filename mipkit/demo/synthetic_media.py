@@ -2,12 +2,17 @@
 
 Audio is a linear chirp, so any 10-s window has a unique waveform (a wrong start time shows up as a
 collapsed correlation). Video luma rises with time (``luma = LUMA_PER_S * t``), so a frame's
-brightness tells when it was taken; chroma and base pitch differ per source, so image and music of
-one source belong together (a learnable pairing for the demo training).
+brightness tells when it was taken; chroma and base pitch differ per source.
+
+Demo sources (:func:`demo_spec_for_index`) are cut into *scenes* instead: each scene's hidden factor
+(a hue and a pattern) drives the picture (colour, number of stripes) and the music together (pitch;
+beats per second and number of harmonics), so the image and the clip of one window belong together
+and differ from every other window: a pairing the demo's tiny model can learn.
 """
 
 from __future__ import annotations
 
+import colorsys
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +27,35 @@ CHROMA = 16
 
 
 @dataclass(frozen=True)
+class Scene:
+    """A stretch of a demo source from ``start_s`` on, with the hidden factor picture and music share."""
+
+    start_s: float
+    hue: float  # 0..1: colour of the picture, pitch of the music
+    pattern: int  # 1..4: stripes in the picture, beats per second and harmonics in the music
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(self.hue, 0.85, 0.95))
+
+    @property
+    def frequency(self) -> float:
+        return 110.0 * 2 ** (2 * self.hue)  # two octaves, 110..440 Hz
+
+    @property
+    def harmonics(self) -> int:
+        # Many harmonics: their spacing shows the pitch even to a small random PaSST, which mostly sees
+        # which spectro-temporal patches are lit, not where they are; their count is the timbre.
+        return 2 + 2 * self.pattern
+
+    def music(self, t: np.ndarray, amplitude: float) -> np.ndarray:
+        """This scene's music at times ``t``: ``harmonics`` partials of ``frequency``, ``pattern`` beats per second."""
+        weights = 1.0 / np.arange(1, self.harmonics + 1)
+        tone = sum(w * np.sin(2 * np.pi * (h + 1) * self.frequency * t) for h, w in enumerate(weights)) / weights.sum()
+        return amplitude * (0.55 + 0.45 * np.sin(2 * np.pi * self.pattern * t)) * tone
+
+
+@dataclass(frozen=True)
 class SourceSpec:
     """What a generated source contains; ``expected_audio`` recomputes any window of it."""
 
@@ -31,9 +65,19 @@ class SourceSpec:
     cb: int = 128  # chroma of the picture (per-source colour)
     cr: int = 128
     amplitude: float = 0.5
+    scenes: tuple[Scene, ...] = ()  # demo sources: scene colours and tones replace the luma ramp and the chirp
+
+    def scene_at(self, at_s: float) -> Scene:
+        return [scene for scene in self.scenes if scene.start_s <= at_s][-1]
 
     def expected_audio(self, start_s: float, seconds: float, sample_rate: int) -> np.ndarray:
         t = start_s + np.arange(int(round(seconds * sample_rate))) / sample_rate
+        if self.scenes:
+            out = np.zeros_like(t)
+            for scene in self.scenes:
+                playing = t >= scene.start_s
+                out[playing] = scene.music(t[playing], self.amplitude)
+            return out.astype(np.float32)
         return (self.amplitude * np.sin(2 * np.pi * (self.f0 * t + self.sweep * t * t / 2))).astype(np.float32)
 
     def expected_luma(self, at_s: float) -> float:
@@ -57,12 +101,51 @@ def spec_for_index(index: int, seconds: float) -> SourceSpec:
     )
 
 
+def demo_spec_for_index(
+    index: int, seconds: float, scene_starts: tuple[float, ...] = (0.0, 13.0, 26.0, 39.0)
+) -> SourceSpec:
+    """A demo source: its scenes' hues walk the colour circle by the golden ratio, so that every window of
+    every source gets its own colour (and pitch), and the patterns cycle through 1..4."""
+    scenes = []
+    for k, start in enumerate(scene_starts):
+        window = index * len(scene_starts) + k
+        scenes.append(Scene(start_s=start, hue=(window * 0.618034) % 1.0, pattern=1 + (window * 3 + index) % 4))
+    return SourceSpec(seconds=seconds, scenes=tuple(scenes))
+
+
+def _scene_filter(spec: SourceSpec) -> str:
+    """The video filter of a source cut into scenes: striped colour pictures.
+
+    The pictures are filled boxes switched on per scene, and the music is rendered by numpy: a
+    per-pixel ``geq`` and an ``aevalsrc`` of ten partials took minutes for the demo's sources."""
+    boxes = []
+    ends = [scene.start_s for scene in spec.scenes[1:]] + [spec.seconds + 1]
+    for scene, end in zip(spec.scenes, ends):
+        enable = f"enable='gte(t,{scene.start_s})*lt(t,{end})'"
+        bright = "0x{:02x}{:02x}{:02x}".format(*scene.rgb)
+        dark = "0x{:02x}{:02x}{:02x}".format(*(int(0.3 * (255 - c)) for c in scene.rgb))
+        boxes.append(f"drawbox=x=0:y=0:w=iw:h=ih:color={bright}:t=fill:{enable}")
+        bands = 2 * scene.pattern
+        for band in range(1, bands, 2):
+            boxes.append(f"drawbox=x=0:y=ih*{band}/{bands}:w=iw:h=ih/{bands}+1:color={dark}:t=fill:{enable}")
+    return ",".join(boxes + ["format=yuv420p"])
+
+
 def make_video(path: str | Path, spec: SourceSpec, size: str = "160x120", fps: int = 10, gop: int = 20) -> Path:
     """Write an H.264 + AAC mp4 (moov atom first, so readers can seek over HTTP)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     luma = f"min(255,{LUMA_BASE}+{LUMA_PER_S}*T)"
     chirp = f"{spec.amplitude}*sin(2*PI*({spec.f0}*t+{spec.sweep}*t*t/2))"
+    video_filter = f"format=yuv420p,geq=lum='{luma}':cb={spec.cb}:cr={spec.cr}"
+    audio_input = ["-f", "lavfi", "-i", f"aevalsrc=exprs={chirp}:s=44100:d={spec.seconds}"]
+    if spec.scenes:
+        import soundfile as sf
+
+        video_filter = _scene_filter(spec)
+        wav = path.with_name(path.name + ".wav")
+        sf.write(wav, spec.expected_audio(0.0, spec.seconds, 44100), 44100, subtype="FLOAT")
+        audio_input = ["-i", str(wav)]
     cmd = [
         "ffmpeg",
         "-nostdin",
@@ -73,12 +156,9 @@ def make_video(path: str | Path, spec: SourceSpec, size: str = "160x120", fps: i
         "lavfi",
         "-i",
         f"color=c=black:s={size}:r={fps}:d={spec.seconds}",
-        "-f",
-        "lavfi",
-        "-i",
-        f"aevalsrc=exprs={chirp}:s=44100:d={spec.seconds}",
+        *audio_input,
         "-vf",
-        f"format=yuv420p,geq=lum='{luma}':cb={spec.cb}:cr={spec.cr}",
+        video_filter,
         "-c:v",
         "libx264",
         "-preset",
@@ -96,7 +176,11 @@ def make_video(path: str | Path, spec: SourceSpec, size: str = "160x120", fps: i
         "-shortest",
         str(path),
     ]
-    subprocess.run(cmd, check=True)
+    try:
+        subprocess.run(cmd, check=True)
+    finally:
+        if spec.scenes:
+            wav.unlink(missing_ok=True)
     return path
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import math
 import os
 import re
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from mipkit.config.taxonomy import Taxonomy
 from mipkit.core.errors import MipkitError
-from mipkit.core.ids import pair_id_for, sanitize_id  # sanitize_id: cache file names only
+from mipkit.core.ids import pair_id_for, parse_time_s, sanitize_id  # sanitize_id: cache file names only
 from mipkit.core.paths import recipe_dir
 from mipkit.core.records import BAD_ROW, DUPLICATE, SampleStatus, SourceRequest, Window
 
@@ -85,17 +84,20 @@ def read_class_labels(path: str | Path) -> dict[str, ClassLabel]:
     if not path.is_file():
         raise MipkitError(f"--labels file {str(path)!r} does not exist; pass AudioSet's class_labels_indices.csv")
     labels: dict[str, ClassLabel] = {}
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        for number, row in enumerate(csv.reader(handle, skipinitialspace=True), 1):
-            if not row or row[0].strip().lower() == "index":
-                continue
-            try:
-                index, mid, name = int(row[0]), row[1].strip(), ",".join(row[2:]).strip()
-            except (ValueError, IndexError):
-                raise MipkitError(
-                    f"--labels {path.name} line {number} is not 'index,mid,display_name'; pass AudioSet's class_labels_indices.csv"
-                ) from None
-            labels[mid] = ClassLabel(index, mid, name)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise MipkitError(f"--labels {path.name} is not UTF-8 text; pass AudioSet's class_labels_indices.csv") from None
+    for number, row in enumerate(csv.reader(text.splitlines(), skipinitialspace=True), 1):
+        if not row or row[0].strip().lower() == "index":
+            continue
+        try:
+            index, mid, name = int(row[0]), row[1].strip(), ",".join(row[2:]).strip()
+        except (ValueError, IndexError):
+            raise MipkitError(
+                f"--labels {path.name} line {number} is not 'index,mid,display_name'; pass AudioSet's class_labels_indices.csv"
+            ) from None
+        labels[mid] = ClassLabel(index, mid, name)
     if not labels:
         raise MipkitError(f"--labels {path.name} has no rows; pass AudioSet's class_labels_indices.csv")
     return labels
@@ -144,10 +146,10 @@ def _parse_line(fields: list[str]) -> Segment | str:
     if not _YTID.match(ytid):
         return f"YTID {ytid!r} is not a YouTube id"
     try:
-        start, end = float(fields[1]), float(fields[2])
-    except ValueError:
-        return f"start/end {fields[1].strip()!r}/{fields[2].strip()!r} are not numbers"
-    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
+        start, end = parse_time_s(fields[1].strip(), "start_seconds"), parse_time_s(fields[2].strip(), "end_seconds")
+    except ValueError as exc:
+        return str(exc)
+    if end <= start:
         return f"segment {fields[1].strip()}-{fields[2].strip()} s must have 0 <= start < end"
     # A quoted list is one field; an unquoted one is split by csv, so join what is left.
     mids = [m.strip() for m in ",".join(fields[3:]).split(",") if m.strip()]
@@ -159,12 +161,17 @@ def _parse_line(fields: list[str]) -> Segment | str:
 def iter_segments(path: Path):
     """``(line number, Segment or reason)`` for every non-comment, non-blank line."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, 1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            fields = next(csv.reader([text], skipinitialspace=True))
-            yield number, _parse_line(fields)
+        try:
+            for number, line in enumerate(handle, 1):  # streamed: unbalanced_train_segments.csv has 2 million lines
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                fields = next(csv.reader([text], skipinitialspace=True))
+                yield number, _parse_line(fields)
+        except UnicodeDecodeError:
+            raise MipkitError(
+                f"--segments {path.name} is not UTF-8 text; pass AudioSet's segment CSV as published (or re-save it as UTF-8)"
+            ) from None
 
 
 @dataclass

@@ -16,12 +16,27 @@ from typing import Any
 
 from mipkit.config.taxonomy import Taxonomy
 from mipkit.core.errors import MipkitError
-from mipkit.core.ids import normalize_url, pair_id_for, source_id_for, youtube_id
+from mipkit.core.ids import canonical_url, pair_id_for, parse_time_s, source_id_for
 from mipkit.core.records import BAD_ROW, DUPLICATE, SampleStatus, SourceRequest, Window
 
 KNOWN_COLUMNS = ("url", "start_s", "emotion", "title", "license")
-MAX_START_S = 1e6  # about 11.5 days: anything later is a typo, not a video position
-_URL_SCHEMES = ("http://", "https://")
+
+
+def _repeated(names) -> str | None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: a key given twice is an error, not silently the last value."""
+    repeated = _repeated(key for key, _ in pairs)
+    if repeated is not None:
+        raise ValueError(f"key {repeated!r} appears twice in one object")
+    return dict(pairs)
 
 
 def _iter_rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -32,6 +47,11 @@ def _iter_rows(path: Path) -> Iterator[dict[str, Any]]:
             if not reader.fieldnames or "url" not in [f.strip() for f in reader.fieldnames]:
                 raise MipkitError(
                     f"manifest {path.name} has no 'url' column; columns must include: url (and optionally {', '.join(KNOWN_COLUMNS[1:])})"
+                )
+            repeated = _repeated((f or "").strip() for f in reader.fieldnames)
+            if repeated is not None:
+                raise MipkitError(
+                    f"manifest {path.name}: column {repeated!r} appears twice in the header; keep one of them"
                 )
             for row in reader:
                 if None in row:  # DictReader puts cells beyond the header under the key None
@@ -46,17 +66,24 @@ def _iter_rows(path: Path) -> Iterator[dict[str, Any]]:
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = json.loads(line, object_pairs_hook=_unique_keys)
                 except json.JSONDecodeError as exc:
                     yield {"__error__": f"line {number} is not valid JSON ({exc.msg})"}
+                    continue
+                except ValueError as exc:
+                    yield {"__error__": f"line {number}: {exc}"}
                     continue
                 yield obj if isinstance(obj, dict) else {"__error__": f"line {number} is not a JSON object"}
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
-        if "url" not in table.column_names:
+        names = pq.read_schema(path).names
+        repeated = _repeated(names)
+        if repeated is not None:
+            raise MipkitError(f"manifest {path.name}: column {repeated!r} appears twice; keep one of them")
+        if "url" not in names:
             raise MipkitError(f"manifest {path.name} has no 'url' column; columns must include: url")
+        table = pq.read_table(path)
         for batch in table.to_batches():
             yield from batch.to_pylist()
     else:
@@ -74,15 +101,7 @@ def is_blank(value: Any) -> bool:
 
 def parse_start(value: Any) -> float:
     """A window start in seconds, or ``ValueError`` with the reason (shared by manifests and releases)."""
-    if isinstance(value, bool):
-        raise ValueError(f"start_s {value!r} is not a number")
-    try:
-        start = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"start_s {value!r} is not a number") from None
-    if not math.isfinite(start) or not 0 <= start <= MAX_START_S:
-        raise ValueError(f"start_s {value!r} must be a number of seconds between 0 and {MAX_START_S:g}")
-    return start
+    return parse_time_s(value, "start_s")
 
 
 def optional_text(row: dict[str, Any], key: str) -> str | None:
@@ -96,9 +115,10 @@ def _parse_row(raw: dict[str, Any], taxonomy: Taxonomy) -> tuple[str, Window] | 
     url = raw.get("url")
     if is_blank(url):
         return "empty url"
-    url = str(url).strip()
-    if not youtube_id(url) and not url.lower().startswith(_URL_SCHEMES):
-        return f"url {url[:80]!r} is neither a YouTube id nor an http(s) URL"
+    try:
+        url = canonical_url(str(url))
+    except ValueError as exc:
+        return str(exc)
     start_s = None
     if not is_blank(raw.get("start_s")):
         try:
@@ -111,7 +131,7 @@ def _parse_row(raw: dict[str, Any], taxonomy: Taxonomy) -> tuple[str, Window] | 
             emotion = taxonomy.normalize(str(raw["emotion"]))
         except ValueError as exc:
             return str(exc)
-    return normalize_url(url), Window(
+    return url, Window(
         row=0,
         start_s=start_s,
         emotion=emotion,
@@ -163,7 +183,10 @@ def read_manifest(path: str | Path, taxonomy: Taxonomy) -> tuple[list[SourceRequ
             )
             continue
         seen_windows.add(key)
-        sources.setdefault(source_id, SourceRequest(source_id=source_id, url=url)).windows.append(window)
+        request = sources.setdefault(source_id, SourceRequest(source_id=source_id, url=url))
+        if str(raw["url"]) not in request.spellings:
+            request.spellings.append(str(raw["url"]))  # two or more: a merge, recorded in build/merged_sources.jsonl
+        request.windows.append(window)
     if not sources and not problems:
         raise MipkitError(f"manifest {path.name} has no rows; add one row per source (column 'url')")
     return list(sources.values()), problems

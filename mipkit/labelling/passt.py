@@ -24,6 +24,15 @@ import numpy as np
 from mipkit.config.taxonomy import load_taxonomy
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError
+from mipkit.core.ownership import (
+    MARKER,
+    check_plain_dataset,
+    claim,
+    exclusive,
+    read_marker,
+    staging_folder,
+    write_marker,
+)
 from mipkit.core.paths import BUILD_DIR
 from mipkit.pipeline.assemble import write_model_labels
 
@@ -257,24 +266,6 @@ def _link_or_copy(src, dst) -> None:
         shutil.copy2(src, dst)
 
 
-def _remove_orphaned_staging(target: Path) -> None:
-    """Remove half-written staging folders of labelling runs that were killed (their process is gone)."""
-    for folder in target.parent.glob(f".{target.name}.labelling-*"):
-        pid = folder.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def distribution_of(emotions_by_split: dict[str, list], names: list[str]) -> dict[str, dict[str, int]]:
     return {
         split: dict(Counter(names[e] if e is not None and e >= 0 else "unlabelled" for e in labels))
@@ -288,6 +279,17 @@ def label_dataset(
     threshold: float = 0.5,
     drop: bool = False,
     out: str | Path | None = None,
+) -> dict:
+    """Label every pair of ``dataset_dir`` whose label did not come with the data (see ``_label``).
+
+    Holds the lock of the folder it writes, so no build or other labelling run writes it meanwhile."""
+    target = Path(out) if out is not None else Path(dataset_dir)
+    with exclusive(target, "--out" if out is not None else "DATASET_DIR"):
+        return _label(dataset_dir, labeller, threshold, drop, out)
+
+
+def _label(
+    dataset_dir: str | Path, labeller: PasstMoodLabeller, threshold: float, drop: bool, out: str | Path | None
 ) -> dict:
     """Label every pair of ``dataset_dir`` whose label did not come with the data.
 
@@ -306,12 +308,17 @@ def label_dataset(
             f"{source.name!r} is not a saved dataset (no dataset_dict.json); pass the --out folder of a mipkit build"
         )
     in_place = target.resolve() == source.resolve()
-    if not in_place and target.exists() and any(target.iterdir()):
+    # In place, the split folders are rewritten and the rest is carried over: a split holding a file
+    # that neither datasets nor mipkit wrote is refused. --out must be new or empty.
+    owner = read_marker(source) if in_place else claim(target, "--out", create=False)
+    if not in_place and target.exists() and any(target.iterdir()):  # even a labelled copy of ours is not overwritten
         raise MipkitError(
             f"--out {target.name!r} exists and is not empty; pass a new folder, or leave --out away to relabel in place"
         )
     datasets.disable_progress_bars()
     dataset = load_from_disk(str(source))
+    if in_place:
+        check_plain_dataset(source, dataset.keys(), "DATASET_DIR")
     first = next(iter(dataset.values()))
     missing = [c for c in ("audio", *LABEL_COLUMNS) if c not in first.column_names]
     if missing or not isinstance(first.features["emotion"], ClassLabel):
@@ -368,11 +375,14 @@ def label_dataset(
         "labelled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
-    _remove_orphaned_staging(target)
-    staged = target.with_name(f".{target.name}.labelling-{os.getpid()}")
-    shutil.rmtree(staged, ignore_errors=True)
+    staged = staging_folder(target, "labelling", owner or "unowned")
     try:
         _write_dataset(DatasetDict(relabelled), staged)
+        if owner is not None:  # the new splits belong to the same output: a later build may replace them
+            for split in relabelled:
+                write_marker(staged / split, owner)
+        else:  # a dataset saved by someone else, relabelled in place: no claim on it
+            (staged / MARKER).unlink()
         (staged / LABELLING_FILE).write_text(json.dumps(summary, indent=2))
         ui.bar_chart(
             staged / CHART_FILE,

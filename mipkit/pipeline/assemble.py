@@ -17,7 +17,9 @@ import pyarrow.parquet as pq
 
 from mipkit.config.recipe import Recipe
 from mipkit.config.taxonomy import Taxonomy
+from mipkit.core.errors import MipkitError
 from mipkit.core.files import swap_in_dataset
+from mipkit.core.ownership import check_replaceable, read_marker, write_marker
 from mipkit.core.paths import BUILD_DIR
 from mipkit.core.records import SPLITS
 from mipkit.pipeline.shard import PAIRS_FILE, STATS_FILE, shards_root
@@ -122,7 +124,7 @@ def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[s
 
     ``split_of`` maps every source id to its split (``splits.plan_splits``)."""
     import datasets
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset
 
     datasets.disable_progress_bars()  # our own progress covers the build; theirs would interleave
     out_dir = Path(out_dir)
@@ -168,11 +170,27 @@ def assemble(out_dir: Path, recipe: Recipe, taxonomy: Taxonomy, split_of: dict[s
             )
         else:
             splits[split] = Dataset.from_dict({c: [] for c in columns}, features=features)
-    staged = work / "dataset"
-    # An empty split must still get one (empty) shard file: with zero files, datasets 5.2 saves a
-    # split that load_from_disk cannot read back.
-    DatasetDict(splits).save_to_disk(str(staged), num_shards={s: 1 for s in SPLITS if not rows[s]} or None)
+    save_splits(out_dir, splits, work)
+    return {split: rows[split] for split in SPLITS}
 
+
+def save_splits(out_dir: Path, splits: dict, work: Path) -> None:
+    """The one way every build kind writes its ``DatasetDict``: staged under ``work``, then swapped in.
+
+    Every split gets at least one data file (with none, datasets 5.2 saves a split that
+    load_from_disk cannot read back), and only split folders of this build are replaced."""
+    from datasets import DatasetDict
+
+    owner = read_marker(out_dir)
+    if owner is None:
+        raise MipkitError(
+            f"{out_dir.name!r} is not a mipkit build folder (no owner marker); pass the --out folder of a build"
+        )
+    for split in SPLITS:
+        check_replaceable(out_dir / split, owner)
+    staged = work / "dataset"
+    DatasetDict(splits).save_to_disk(str(staged), num_shards={s: 1 for s, ds in splits.items() if not len(ds)} or None)
+    for split in splits:  # the new splits belong to this build: a later run may replace them
+        write_marker(staged / split, owner)
     swap_in_dataset(staged, out_dir, SPLITS)
     shutil.rmtree(work, ignore_errors=True)
-    return {split: rows[split] for split in SPLITS}

@@ -21,6 +21,7 @@ from filelock import FileLock
 
 from mipkit.config.politeness import Politeness, canonical_host
 
+GATE_DIR = "politeness"  # inside OUT/build: one state file per machine
 _HOUR_S = 3600.0
 _POLL_S = 0.5  # how often a waiting fetch looks again (a trip or Ctrl-C elsewhere ends its wait)
 
@@ -45,9 +46,9 @@ class HostGate:
     session. Times are wall-clock (``time.time``): the same on every process of the machine.
     """
 
-    def __init__(self, state_dir: Path, politeness: Politeness):
-        self.politeness = politeness
-        state_dir = Path(state_dir) / "politeness"
+    def __init__(self, state_dir: Path, politeness: Politeness | None = None):
+        self.politeness = politeness or Politeness()
+        state_dir = Path(state_dir) / GATE_DIR
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / f"{_node_key()}.json"
         self._lock = FileLock(str(self.path) + ".lock")

@@ -54,6 +54,10 @@ PAIR_SCHEMA = pa.schema(
 )
 
 
+class ShardNotCommitted(RuntimeError):
+    """A sample hit a bug of ours: the shard is redone next run rather than committed with a wrong status."""
+
+
 @dataclass
 class ShardTask:
     index: int
@@ -124,11 +128,11 @@ def summarize(statuses: list[SampleStatus]) -> dict:
 
 
 def run_shard(
-    task: ShardTask, recipe: Recipe, out_dir: Path, on_event: Callable[[list[str]], None] | None = None
+    task: ShardTask, recipe: Recipe, out_dir: Path, on_event: Callable[[dict[str, int]], None] | None = None
 ) -> dict:
     """Build one shard and commit it; returns its stats. Safe to call again after a kill.
 
-    ``on_event`` receives the statuses of each finished source (progress)."""
+    ``on_event`` receives ``{status: count}`` of each finished source (progress)."""
     out_dir = Path(out_dir)
     folder = shard_dir(out_dir, task.index)
     kept_table, kept_statuses, finished = None, [], set()
@@ -157,13 +161,19 @@ def run_shard(
             pairs.extend(source_pairs)
             statuses.extend(source_statuses)
             if on_event is not None:
-                on_event([s.status for s in source_statuses])
+                on_event(dict(Counter(s.status for s in source_statuses)))
     except BaseException:
         # Ctrl-C: queued sources must not go on fetching; the uncommitted shard is redone next run.
         gate.close()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
+    internal = [s for s in statuses if s.status == INTERNAL_ERROR]
+    if internal:
+        shutil.rmtree(work, ignore_errors=True)
+        raise ShardNotCommitted(
+            f"{len(internal)} sample(s) hit an internal error, so the shard is not committed: {internal[0].error}"
+        )
 
     table = _pairs_table(pairs)
     if kept_table is not None:

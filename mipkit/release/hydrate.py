@@ -19,7 +19,7 @@ from typing import Any
 
 from mipkit.config.taxonomy import Taxonomy
 from mipkit.core.errors import MipkitError
-from mipkit.core.ids import pair_id_for, sanitize_id, source_id_for
+from mipkit.core.ids import CREDENTIALS_IN_URL, pair_id_for, redact_url, sanitize_id, source_id_for  # noqa: F401 - re-exported
 from mipkit.core.records import BAD_ROW, DUPLICATE, SPLITS, SampleStatus, SourceRequest, Window
 from mipkit.kinds.mipnet import is_blank, optional_text, parse_start
 from mipkit.pipeline.status import BUILD_FILE, build_dir
@@ -54,12 +54,7 @@ PAIR_COLUMNS = (
 # --------------------------------------------------------------------------- privacy of a release
 
 
-CREDENTIALS_IN_URL = r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@"  # RE2 and Python syntax alike
-
-
-def redact_url(url: str | None) -> str | None:
-    """Drop ``user:password@`` from a URL: credentials never travel with a release."""
-    return re.sub(CREDENTIALS_IN_URL, r"\1", url) if url else url
+# CREDENTIALS_IN_URL and redact_url live in mipkit.core.ids (the browser and the search results use them too).
 
 
 def private_strings(dataset_dir: Path, build: dict) -> list[str]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError
+from mipkit.core.ownership import claim, exclusive, remove_owned, staging_folder
 from mipkit.core.paths import cards_dir
 from mipkit.pipeline.status import status_report
 from mipkit.release.hydrate import CREDENTIALS_IN_URL, load_build, private_strings, release_splits, scrub
@@ -361,14 +362,6 @@ def write_release(
     ] + written
 
 
-def _is_release_folder(path: Path) -> bool:
-    return (
-        (path / CARD_FILE).is_file()
-        and (path / DATA_DIR).is_dir()
-        and {p.name for p in path.iterdir()} <= {CARD_FILE, CHART_FILE, DATA_DIR, ".gitattributes"}
-    )
-
-
 def export_to_folder(
     dataset_dir: Path,
     out: Path,
@@ -376,23 +369,23 @@ def export_to_folder(
     metadata_only: bool = False,
     max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
 ) -> list[WrittenFile]:
-    """``--to-folder``: write next to ``out`` and swap in when complete; an earlier release there is replaced."""
+    """``--to-folder``: write next to ``out`` and swap in when complete; an earlier release of mipkit there is replaced.
+
+    Staging folders of killed runs (``.NAME.partial-PID``, process gone) are removed first."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_release_folder(out))):
-        raise MipkitError(
-            f"--to-folder {out.name!r} exists and is not an earlier release (README.md + data/); choose a new or empty folder"
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        written = write_release(dataset_dir, staging, repo_id, metadata_only, max_shard_size)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    flag = "--to-folder"
+    with exclusive(out, flag):
+        owner = claim(out, flag, create=False)
+        staging = staging_folder(out, "partial", owner)
+        try:
+            written = write_release(dataset_dir, staging, repo_id, metadata_only, max_shard_size)
+            if out.exists() and not any(out.iterdir()):
+                out.rmdir()
+            elif out.exists():
+                remove_owned(out, owner, flag)
+            os.replace(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return written
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -170,6 +171,25 @@ def test_resume_continues_at_the_saved_step_with_identical_weights(run_a, data, 
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert (run_b / "MODEL_CARD.md").is_file()
+
+
+def test_resume_from_a_scale_past_the_cap_clamps_it_and_lets_it_come_back_down(data, cache, tmp_path):
+    """A checkpoint whose temperature parameter sits past log(100) (an output-clamp-era run) resumes at
+    1/tau = 100 and the loop's in-place clamp keeps it trainable: the poorly aligned tiny model asks for a
+    smaller scale, so tau rises again (under the old output clamp it stayed at 0.01 forever)."""
+    run = tmp_path / "run_cap"
+    common = ["--dataset", str(data), "--out", str(run), "--epochs", "2", "--cache-dir", str(cache), *FAST]
+    assert train(*common, "--stop-at-step", "1").exit_code == 0
+    path = run / "checkpoints" / "latest.pt"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model"]["temperature.log_inverse_tau"] = torch.tensor(math.log(1000.0))
+    torch.save(ckpt, path)
+    assert train(*common, "--resume", "latest").exit_code == 0
+    taus = [r["temperature"] for r in records(run, "train") if r["step"] > 1]
+    assert taus[0] == pytest.approx(0.01, rel=1e-5)  # clamped on load: 1/tau = 100, not 1000
+    assert all(b > a for a, b in zip(taus, taus[1:])), taus  # and it moves off the cap, step after step
+    final = torch.load(path, weights_only=True)["model"]["temperature.log_inverse_tau"]
+    assert float(final) < math.log(100.0)
 
 
 def test_training_improves_retrieval_over_the_untrained_model(data, cache, tmp_path):

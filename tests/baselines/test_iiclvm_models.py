@@ -88,7 +88,7 @@ def test_encoders_shapes_unit_norm_and_raw_features(encoder, text_dim):
     assert all(p.grad is not None for n, p in model.named_parameters() if "temperature" not in n)
 
 
-@pytest.mark.parametrize("fusion", ["h0", "h0+add"])
+@pytest.mark.parametrize("fusion", ["h0", "h0+c0", "h0+add"])
 def test_bilstm_text_feature_is_the_initial_hidden_state(fusion):
     model = build_sequence_model(
         SequenceConfig(encoder="bilstm", hidden=8, segments=6, text_dim=5, dropout=0.0, text_fusion=fusion)
@@ -97,7 +97,8 @@ def test_bilstm_text_feature_is_the_initial_hidden_state(fusion):
     lstm = model.video_encoder.lstm
     cond = model.text_proj(text)
     h0 = cond.view(3, 2, 8).transpose(0, 1).contiguous()  # [directions, B, hidden]
-    _, (h_n, _) = lstm(video, (h0, torch.zeros_like(h0)))
+    c0 = h0 if fusion == "h0+c0" else torch.zeros_like(h0)
+    _, (h_n, _) = lstm(video, (h0, c0))
     pooled = torch.cat([h_n[0], h_n[1]], dim=-1) + (cond if fusion == "h0+add" else 0)
     expected = torch.nn.functional.normalize(model.video_encoder.out(pooled), dim=-1)
     assert torch.allclose(model.encode_video(video, text), expected, atol=1e-6)
@@ -105,6 +106,19 @@ def test_bilstm_text_feature_is_the_initial_hidden_state(fusion):
     assert not torch.allclose(h_zero, h_n)
     with pytest.raises(ValueError, match="text"):
         model.encode_video(video)
+
+
+def test_forget_gate_bias_sets_the_f_gate_of_every_layer_and_direction():
+    plain = build_sequence_model(SequenceConfig(encoder="bilstm", hidden=8, layers=2), seed=1)
+    biased = build_sequence_model(SequenceConfig(encoder="bilstm", hidden=8, layers=2, forget_bias=1.0), seed=1)
+    biases = dict(biased.video_encoder.lstm.named_parameters())
+    names = [n for n in biases if n.startswith("bias_ih")]
+    assert len(names) == 4  # 2 layers x 2 directions
+    for name in names:
+        total = biases[name] + biases[name.replace("bias_ih", "bias_hh")]
+        assert torch.equal(total[8:16], torch.ones(8))  # gates i, f, g, o: f is the second block
+        reference = dict(plain.video_encoder.lstm.named_parameters())[name]
+        assert torch.equal(biases[name][:8], reference[:8]) and torch.equal(biases[name][16:], reference[16:])
 
 
 def test_an_untrained_bilstm_forgets_its_initial_state_over_k_steps():

@@ -31,16 +31,46 @@ def _unit(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> tor
 
 
 # ---------------------------------------------------------------- temperature
-def test_learnable_temperature_init_and_clamp():
+def test_learnable_temperature_init_and_in_place_clamp():
     temp = LearnableTemperature(init=0.07, max_inverse=100.0)
     assert temp().item() == pytest.approx(1 / 0.07, rel=1e-6)
     assert temp.tau == pytest.approx(0.07, rel=1e-6)
     with torch.no_grad():
         temp.log_inverse_tau.fill_(math.log(1000.0))
+    assert temp.clamp_().log_inverse_tau.item() == pytest.approx(math.log(100.0))
     scale = temp()
-    assert scale.item() == pytest.approx(100.0)
+    assert scale.item() == pytest.approx(100.0, rel=1e-6)
     scale.backward()
-    assert temp.log_inverse_tau.grad.item() == 0.0  # clamped: no push further out
+    assert temp.log_inverse_tau.grad.item() == pytest.approx(100.0, rel=1e-6)  # still trainable at the cap
+    with torch.no_grad():
+        temp.log_inverse_tau.fill_(-1.0)
+    assert temp.clamp_().log_inverse_tau.item() == 0.0  # and never below 1/tau = 1
+
+
+def test_a_scale_driven_past_the_cap_comes_back_down_when_the_loss_asks():
+    """open_clip's rule: clamp the parameter after each step. Aligned pairs push 1/tau up past 100
+    (clamped back to 100); wrong pairs then pull it down again, which an output clamp (zero gradient
+    past the cap) could never do."""
+    temp = LearnableTemperature(0.07)
+    opt = torch.optim.Adam(temp.parameters(), lr=0.5)
+    loss_fn, v = InterModalLoss(), torch.eye(8)
+    pushed_past = False
+    for _ in range(30):  # aligned: the loss always asks for a larger scale
+        opt.zero_grad()
+        loss_fn(v, v, temp()).backward()
+        opt.step()
+        pushed_past |= temp.log_inverse_tau.item() > math.log(100.0)
+        temp.clamp_()
+    assert pushed_past and temp().item() == pytest.approx(100.0, rel=1e-6)
+    wrong = v[torch.roll(torch.arange(8), 1)]
+    scales = []
+    for _ in range(5):  # wrong pairs: the loss asks for a smaller scale
+        opt.zero_grad()
+        loss_fn(v, wrong, temp()).backward()
+        opt.step()
+        temp.clamp_()
+        scales.append(temp().item())
+    assert scales[-1] < 50.0 and scales == sorted(scales, reverse=True)
 
 
 # ---------------------------------------------------------------- inter-modal

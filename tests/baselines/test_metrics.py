@@ -155,6 +155,84 @@ def test_label_metrics_perfect_ranking():
     assert got == {"p@1": 1.0, "p@5": 1.0, "mrr": 1.0, "map": 1.0}
 
 
+# ---------------------------------------------------------------- label metrics under ties
+def _index_order_label_metrics(sim, query_labels, candidate_labels, ks=(1, 5)):
+    """Plain per-query P@k / RR / AP with ties broken by candidate index (python loops), class-macro."""
+    per_class: dict[int, dict[str, list[float]]] = {}
+    rows, candidate_labels = sim.tolist(), candidate_labels.tolist()
+    for i, q in enumerate(query_labels.tolist()):
+        ranked = sorted(range(len(candidate_labels)), key=lambda j: (-rows[i][j], j))
+        rel = [candidate_labels[j] == q for j in ranked]
+        if q < 0 or not any(rel):
+            continue
+        row = per_class.setdefault(q, {key: [] for key in [f"p@{k}" for k in ks] + ["mrr", "map"]})
+        for k in ks:
+            row[f"p@{k}"].append(sum(rel[:k]) / k)
+        row["mrr"].append(1.0 / (rel.index(True) + 1))
+        row["map"].append(sum(sum(rel[: p + 1]) / (p + 1) for p in range(len(rel)) if rel[p]) / sum(rel))
+    return {
+        key: float(np.mean([np.mean(row[key]) for row in per_class.values()])) for key in next(iter(per_class.values()))
+    }
+
+
+def _brute_force_tie_expectation(sim, query_labels, candidate_labels, ks=(1, 5)):
+    """The index-order metrics averaged over every permutation of the candidates (= every tie order)."""
+    import itertools
+
+    totals: dict[str, float] = {}
+    perms = list(itertools.permutations(range(sim.shape[1])))
+    for perm in perms:
+        perm = torch.tensor(perm)
+        got = _index_order_label_metrics(sim[:, perm], query_labels, candidate_labels[perm], ks)
+        for key, value in got.items():
+            totals[key] = totals.get(key, 0.0) + value
+    return {key: value / len(perms) for key, value in totals.items()}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_label_metrics_equal_the_brute_force_average_over_all_tie_orders(seed):
+    g = torch.Generator().manual_seed(seed)
+    n_queries, n_candidates = 5, 5 + seed % 2  # 120 or 720 orders
+    sim = torch.randint(0, 3, (n_queries, n_candidates), generator=g).double() / 2  # heavy ties
+    query_labels = torch.randint(0, 3, (n_queries,), generator=g)
+    candidate_labels = torch.randint(0, 3, (n_candidates,), generator=g)
+    candidate_labels[0] = -1  # never relevant
+    query_labels[0] = candidate_labels[1]  # at least one query counts
+    got = label_metrics(sim, query_labels, candidate_labels, ks=(1, 3, 5))
+    expected = _brute_force_tie_expectation(sim, query_labels, candidate_labels, ks=(1, 3, 5))
+    assert got == pytest.approx(expected, abs=1e-12)
+    tied_whole_rows = torch.zeros(n_queries, n_candidates, dtype=torch.float64)
+    assert label_metrics(tied_whole_rows, query_labels, candidate_labels, ks=(1, 3, 5)) == pytest.approx(
+        _brute_force_tie_expectation(tied_whole_rows, query_labels, candidate_labels, ks=(1, 3, 5)), abs=1e-12
+    )
+
+
+def test_a_collapsed_model_scores_chance_whatever_the_candidate_order():
+    """All scores equal, 4 balanced classes: index tie-breaking gave MRR 0.268 or 0.508 depending only
+    on whether the candidates were sorted by class; the expectation is the same for both orders."""
+    sorted_labels, interleaved = torch.arange(40) // 10, torch.arange(40) % 4
+    sim = torch.zeros(40, 40)
+    a = label_metrics(sim, sorted_labels, sorted_labels)
+    b = label_metrics(sim, interleaved, interleaved)
+    assert a == pytest.approx(b, abs=1e-12)
+    assert a["p@1"] == pytest.approx(0.25) and a["p@5"] == pytest.approx(0.25)
+    n, r = 40, 10  # E[1/X], X = position of the first of r relevant among n shuffled items
+    from math import comb
+
+    assert a["mrr"] == pytest.approx(sum(comb(n - x, r - 1) / comb(n, r) / x for x in range(1, n - r + 2)))
+    # E[AP] of a random order = (H_n + (r - 1) / (n - 1) * (n - H_n)) / n: 0.313 here, -> r / n only as n grows
+    harmonic = sum(1 / i for i in range(1, n + 1))
+    assert a["map"] == pytest.approx((harmonic + (r - 1) / (n - 1) * (n - harmonic)) / n)
+    assert _index_order_label_metrics(sim, sorted_labels, sorted_labels)["mrr"] != pytest.approx(a["mrr"], abs=0.05)
+
+
+def test_label_metrics_without_ties_are_the_plain_values():
+    sim, query_labels, candidate_labels = _labelled_case(9)
+    assert label_metrics(sim, query_labels, candidate_labels) == pytest.approx(
+        _index_order_label_metrics(sim, query_labels, candidate_labels), abs=1e-12
+    )
+
+
 # ---------------------------------------------------------------- report and pooled protocol
 def test_retrieval_report_both_directions():
     g = torch.Generator().manual_seed(8)

@@ -104,3 +104,69 @@ def make_pair_dataset(
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     dd.save_to_disk(str(out_dir))
     return datasets.load_from_disk(str(out_dir))
+
+
+def _scene_png(scene, size=(96, 128)) -> bytes:
+    """The demo's picture of a scene: ``2 * pattern`` horizontal bands, bright in the scene's colour and dark."""
+    from PIL import Image
+
+    h, w = size
+    bright = np.array(scene.rgb, dtype=np.float32)
+    dark = 0.3 * (255 - bright)
+    band = (np.arange(h) * 2 * scene.pattern // h) % 2
+    img = np.where(band[:, None, None] == 1, dark, bright) * np.ones((h, w, 1), dtype=np.float32)
+    buf = io.BytesIO()
+    Image.fromarray(img.astype(np.uint8)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def make_scene_dataset(out_dir, n_train: int = 36, n_val: int = 8, n_test: int = 20):
+    """A pair dataset made of the demo's scenes (``mipkit.synthetic_media.demo_spec_for_index``) without a build:
+    the image and the clip of a pair share the scene's hue and pattern, as in ``bash scripts/demo.sh``."""
+    import datasets
+    import soundfile as sf
+
+    from mipkit.demo.synthetic_media import demo_spec_for_index
+
+    windows = [
+        scene
+        for index in range(-(-(n_train + n_val + n_test) // 4))
+        for scene in demo_spec_for_index(index, 52.0).scenes
+    ]
+    t = np.arange(int(SAMPLE_RATE * SECONDS)) / SAMPLE_RATE
+    splits, start = {}, 0
+    for split, n in (("train", n_train), ("validation", n_val), ("test", n_test)):
+        rows = {
+            k: [] for k in ("pair_id", "image", "audio", "emotion", "source_url", "start_s", "end_s", "title", "split")
+        }
+        for i, scene in enumerate(windows[start : start + n], start):
+            audio = io.BytesIO()
+            sf.write(audio, scene.music(t, 0.5).astype(np.float32), SAMPLE_RATE, format="FLAC")
+            rows["pair_id"].append(f"scene{i:04d}")
+            rows["image"].append({"bytes": _scene_png(scene), "path": None})
+            rows["audio"].append({"bytes": audio.getvalue(), "path": None})
+            rows["emotion"].append(min(int(scene.hue * 7), 6))
+            rows["source_url"].append(f"http://127.0.0.1/scene{i // 4:03d}.mp4")
+            rows["start_s"].append(float(scene.start_s + 1.5))
+            rows["end_s"].append(float(scene.start_s + 11.5))
+            rows["title"].append(f"scene {i}: hue {scene.hue:.2f}, pattern {scene.pattern}")
+            rows["split"].append(split)
+        start += n
+        features = datasets.Features(
+            {
+                "pair_id": datasets.Value("string"),
+                "image": datasets.Image(),
+                "audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
+                "emotion": datasets.ClassLabel(names=EMOTIONS),
+                "source_url": datasets.Value("string"),
+                "start_s": datasets.Value("float32"),
+                "end_s": datasets.Value("float32"),
+                "title": datasets.Value("string"),
+                "split": datasets.Value("string"),
+            }
+        )
+        ds = datasets.Dataset.from_dict(rows, features=features)
+        splits[split] = ds.cast_column("audio", datasets.Audio(sampling_rate=SAMPLE_RATE))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    datasets.DatasetDict(splits).save_to_disk(str(out_dir))
+    return datasets.load_from_disk(str(out_dir))

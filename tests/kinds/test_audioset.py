@@ -95,7 +95,7 @@ def test_malformed_rows_and_unknown_mids_are_bad_rows_with_reasons(tmp_path):
     reasons = {row: error.split(": ", 1)[1] for row, (status, error) in problems.items() if status == "bad_row"}
     assert reasons == {
         10: "YTID 'bad id!' is not a YouTube id",
-        11: "start/end 'ten'/'40.000' are not numbers",
+        11: "start_seconds 'ten' is not a number",
         12: "segment 40.000-30.000 s must have 0 <= start < end",
         13: "expected 'YTID, start_seconds, end_seconds, \"mid,...\"', got 2 fields",
         14: "unknown label mid '/m/0zzzzz' (not in the --labels file)",

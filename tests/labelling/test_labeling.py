@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from mipkit.config.mapping import load_mapping, map_labels
 from mipkit.config.taxonomy import load_taxonomy
 from mipkit.core.errors import MipkitError
+from mipkit.core.ownership import write_marker
 from mipkit.labelling.passt import decode_clip, label_dataset, make_labeller
 
 runner = CliRunner()
@@ -383,5 +384,6 @@ def test_a_killed_labelling_run_leaves_no_staging_folder_behind(labeller, built,
     ).stdout.strip()
     orphan = built.with_name(f".{built.name}.labelling-{dead}")
     (orphan / "train").mkdir(parents=True)
+    write_marker(orphan, "a-killed-run")  # what staging_folder writes first
     label_dataset(built, labeller, threshold=0.0)
     assert not orphan.exists()

@@ -184,24 +184,6 @@ def test_splits_do_not_move_when_other_sources_come_back(tmp_path, media_dir):
     assert {pid: after[pid] for pid in before} == before
 
 
-def test_a_bug_in_one_source_is_recorded_and_the_rest_builds(tmp_path, media_server, monkeypatch):
-    import mipkit.pipeline.shard
-
-    real = mipkit.pipeline.shard.build_source
-
-    def flaky(request, recipe, work, *gate):
-        if request.url.endswith("src1.mp4"):
-            raise RuntimeError("simulated bug")
-        return real(request, recipe, work, *gate)
-
-    monkeypatch.setattr(mipkit.pipeline.shard, "build_source", flaky)
-    manifest = _manifest(tmp_path, media_server, sources=2)
-    summary = build(BuildOptions(manifest=manifest, out=tmp_path / "ds", recipe=small_recipe()))
-    assert summary["counts"] == {"internal_error": 1, "ok": 1}
-    failed = json.loads(runner.invoke(app, ["status", str(tmp_path / "ds"), "--json"]).stdout)["failed"]
-    assert failed[0]["status"] == "internal_error" and "RuntimeError: simulated bug" in failed[0]["error"]
-
-
 def test_ctrl_c_stops_a_pooled_build_and_the_rerun_completes(tmp_path, media_server):
     """SIGINT to the process group (what a terminal sends): queued shards are cancelled, and the
     same command run again builds exactly the missing shards."""
@@ -240,7 +222,7 @@ def test_ctrl_c_stops_a_pooled_build_and_the_rerun_completes(tmp_path, media_ser
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode != 0 and "interrupted: committed shards are kept" in stderr
+    assert process.returncode != 0 and "interrupted: what was committed is kept" in stderr
     committed = len(list(shards.glob("*/stats.json")))
     assert 2 <= committed < 4, "the build ran on after Ctrl-C"
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)

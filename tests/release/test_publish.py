@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from mipkit.cli.app import app
 from mipkit.core.errors import MipkitError
+from mipkit.core.ownership import MARKER
 from mipkit.pipeline.status import status_report
 from mipkit.release.hydrate import METADATA_COLUMNS, private_strings, redact_url, scrub
 from mipkit.release.publish import TASK_CATEGORIES, export_to_folder, hub_license, size_category
@@ -33,7 +34,8 @@ runner = CliRunner()
 
 
 def _files(folder: Path) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    """The release's files (without mipkit's owner marker, which says the folder may be replaced)."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MARKER}
 
 
 def _card(folder: Path) -> tuple[dict, str]:
@@ -179,7 +181,7 @@ def test_an_existing_folder_that_is_not_a_release_is_left_alone(built_dataset, t
     out, _ = built_dataset
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(MipkitError, match="exists and is not an earlier release"):
+    with pytest.raises(MipkitError, match="holds files mipkit did not write"):
         export_to_folder(out, tmp_path / "mine", REPO_ID)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     with pytest.raises(MipkitError, match="is not a finished mipkit build"):

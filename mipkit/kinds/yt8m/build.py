@@ -5,7 +5,9 @@ their metadata on a few threads and commits ``OUT/build/shards/NNNNN/`` in the M
 ``videos.arrow`` (kept rows; Arrow IPC, as Parquet's per-value levels make nested uint8 lists
 slow), ``status.jsonl`` (one line per music video or bad record), ``metadata.jsonl`` (what was
 learnt about each video) and ``stats.json`` last, the commit marker.
-So ``mipkit status OUT`` and resume behave as for ``mipkit build mipnet``.
+It is a build kind of the one driver (``mipkit.pipeline.driver.run_build``): its shard function and its
+assembly are its own; lock, resume, ``--retry-failed``, progress and the summary are shared, so
+``mipkit status OUT`` and resume behave as for ``mipkit build mipnet``.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import pyarrow as pa
 
 from mipkit.config.recipe import YtdlpConfig
 from mipkit.core import records, ui
-from mipkit.core.errors import MipkitError, NothingBuiltError
-from mipkit.core.files import swap_in_dataset, write_atomic, write_json
+from mipkit.core.errors import MipkitError
+from mipkit.core.files import write_atomic
 from mipkit.core.records import SPLITS, SampleStatus
 from mipkit.kinds.yt8m import BAD_RECORD, KINDS, NO_METADATA, NOT_MUSIC
 from mipkit.kinds.yt8m.lookup import DiskCache, LookupClient
@@ -46,9 +48,11 @@ from mipkit.kinds.yt8m.tfrecords import (
     resolve_inputs,
     shard_table,
 )
-from mipkit.pipeline.engines import ENGINES, run_shards
-from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, is_done, shard_dir, shards_root, summarize
-from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
+from mipkit.pipeline.assemble import save_splits
+from mipkit.pipeline.driver import Kind, run_build
+from mipkit.pipeline.engines import ENGINES
+from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, shard_dir, shards_root, summarize
+from mipkit.pipeline.status import build_dir
 
 VIDEOS_FILE = "videos.arrow"
 METADATA_FILE = "metadata.jsonl"
@@ -99,7 +103,7 @@ class Yt8mOptions:
 
 
 def run_yt8m_shard(
-    task: Yt8mTask, settings: ShardSettings, out_dir: Path, on_event: Callable[[tuple[str, object]], None] | None = None
+    task: Yt8mTask, settings: ShardSettings, out_dir: Path, on_event: Callable[[object], None] | None = None
 ) -> dict:
     """Build one shard and commit it; returns its stats. Safe to call again after a kill."""
     folder = shard_dir(out_dir, task.index)
@@ -108,7 +112,7 @@ def run_yt8m_shard(
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     began = time.time()
-    emit = (lambda kind, value: on_event((kind, value))) if on_event else (lambda kind, value: None)
+    emit = on_event or (lambda event: None)  # the driver's protocol: ("total", n), then {status: 1} per video
     cache = Path(settings.cache_dir)
     local = fetch_to_cache(task.source, cache / "tfrecords", timeout=settings.lookup_timeout * 4)
 
@@ -119,7 +123,7 @@ def run_yt8m_shard(
             bad.append(record)
         elif settings.music_index in record.labels:
             music.append(record)
-    emit("music", len(music) + len(bad))
+    emit(("total", len(music) + len(bad)))
 
     known = load_metadata_file(Path(settings.metadata_file)) if settings.metadata_file else {}
     resolver = MetadataResolver(
@@ -139,7 +143,7 @@ def run_yt8m_shard(
         for r in bad
     ]
     for status in statuses:
-        emit("video", status.status)
+        emit({status.status: 1})
     kept, learnt = [], []
     with ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix=f"yt8m{task.index}") as pool:
         for record, meta in zip(music, pool.map(lambda r: resolver.resolve(r.video_id), music)):
@@ -154,7 +158,7 @@ def run_yt8m_shard(
                 learnt.append(meta.to_json())
             if status == records.OK:
                 kept.append((record, meta))
-            emit("video", status)
+            emit({status: 1})
 
     table = shard_table([(r, m.id, m.youtube_id, m.title, m.tags) for r, m in kept], task.source)
     tmp = folder / (VIDEOS_FILE + ".tmp")
@@ -210,7 +214,7 @@ def assemble_yt8m(out: Path, split_by: str, validate_as: str, ratios: dict[str, 
     """Write ``OUT/{dataset_dict.json,<splits>}`` from the committed shards; returns rows per split."""
     import datasets
     import pyarrow.compute as pc
-    from datasets import Dataset, DatasetDict, DatasetInfo
+    from datasets import Dataset, DatasetInfo
     from datasets.table import table_cast
 
     datasets.disable_progress_bars()
@@ -252,10 +256,7 @@ def assemble_yt8m(out: Path, split_by: str, validate_as: str, ratios: dict[str, 
             splits[split] = Dataset.from_file(str(work / f"{split}.arrow"), info=DatasetInfo(features=features))
         elif split in wanted:
             splits[split] = Dataset.from_dict({c: [] for c in columns}, features=features)
-    staged = work / "dataset"
-    DatasetDict(splits).save_to_disk(str(staged))
-    swap_in_dataset(staged, out, SPLITS)
-    shutil.rmtree(work, ignore_errors=True)
+    save_splits(out, splits, work)
     return {split: rows[split] for split in splits}
 
 
@@ -274,57 +275,6 @@ def _fingerprint(sources: list[TfrecordSource], settings: ShardSettings) -> str:
         ).encode()
     )
     return digest.hexdigest()
-
-
-def _prepare(opts: Yt8mOptions, sources: list[TfrecordSource]) -> None:
-    out = opts.out
-    if opts.overwrite:
-        shutil.rmtree(build_dir(out), ignore_errors=True)
-        (out / "dataset_dict.json").unlink(missing_ok=True)
-        for split in SPLITS:
-            shutil.rmtree(out / split, ignore_errors=True)
-    build_dir(out).mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(sources, opts.settings)
-    record = build_dir(out) / BUILD_FILE
-    if record.is_file():
-        previous = json.loads(record.read_text())
-        if previous.get("fingerprint") != fingerprint:
-            raise MipkitError(
-                f"{out.name!r} holds a build of other TFRecords, another subset or another --metadata; pass --overwrite to start again, or choose another --out"
-            )
-    write_json(
-        record,
-        {
-            "kind": f"yt8m-{opts.settings.kind}",
-            "recipe": opts.recipe,
-            "inputs": [s.name for s in sources],
-            "music_label_index": opts.settings.music_index,
-            "fingerprint": fingerprint,
-            "shards": len(sources),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
-    )
-    write_atomic(build_dir(out) / MANIFEST_STATUS_FILE, b"")
-
-
-def _committed_stats(out: Path) -> dict[Path, dict]:
-    return {
-        d / STATS_FILE: json.loads((d / STATS_FILE).read_text())
-        for d in sorted(shards_root(out).glob("[0-9]*"))
-        if (d / STATS_FILE).is_file()
-    }
-
-
-def _forget_transient_shards(out: Path) -> int:
-    """``--retry-failed``: un-commit shards with rate-limited or network failures (caches keep the rest)."""
-    failed = [
-        path
-        for path, stats in _committed_stats(out).items()
-        if set(stats.get("counts", {})) & records.TRANSIENT_STATUSES
-    ]
-    for path in failed:
-        path.unlink()
-    return len(failed)
 
 
 def _check_options(opts: Yt8mOptions, sources: list[TfrecordSource]) -> None:
@@ -351,7 +301,7 @@ def _check_options(opts: Yt8mOptions, sources: list[TfrecordSource]) -> None:
 
 
 def build_yt8m(opts: Yt8mOptions) -> dict:
-    """Run (or resume) a YouTube-8M subset build; returns its summary (also ``OUT/build/summary.json``)."""
+    """Run (or resume) a YouTube-8M subset build through the one build driver; returns its summary."""
     sources = resolve_inputs(opts.tfrecords)
     _check_options(opts, sources)
     requested = {k: v for k, v in asdict(opts.settings).items() if k != "ytdlp"}
@@ -366,72 +316,38 @@ def build_yt8m(opts: Yt8mOptions) -> dict:
     )
     if opts.settings.metadata_file:
         load_metadata_file(Path(opts.settings.metadata_file))  # a bad file fails here, not in every shard
-    opts.out.mkdir(parents=True, exist_ok=True)
-    _prepare(opts, sources)
-    if opts.retry_failed:
-        forgotten = _forget_transient_shards(opts.out)
-        if forgotten:
-            ui.console.print(f"retrying {forgotten} shard(s) with rate-limited or network failures")
-    tasks = [Yt8mTask(i, s) for i, s in enumerate(sources)]
-    pending = [t for t in tasks if not is_done(opts.out, t.index)]
-    if len(pending) < len(tasks):
-        ui.console.print(f"resuming: {len(tasks) - len(pending)} of {len(tasks)} files already done")
-    began = time.time()
-    errors: list[str] = []
-    if pending:
-        with ui.progress_bar("videos") as progress:
-            done_files = [0]
-            bar = progress.add_task(f"music videos · files 0/{len(pending)}", total=0, failed=0)
 
-            def on_event(event: tuple[str, object]) -> None:
-                kind, value = event
-                if kind == "music":
-                    progress.update(bar, total=(progress.tasks[bar].total or 0) + int(value))
-                else:  # "video": one status; "videos": {status: count} of a finished Ray task
-                    counts = value if kind == "videos" else {value: 1}
-                    failed = sum(n for status, n in counts.items() if status != records.OK)
-                    progress.update(
-                        bar, advance=sum(counts.values()), failed=progress.tasks[bar].fields["failed"] + failed
-                    )
+    def finish(out: Path, rows: dict[str, int]) -> dict:
+        return {
+            "subset": opts.settings.kind,
+            "settings": requested,
+            "metadata_rows": merge_metadata_files(_committed(out, METADATA_FILE), build_dir(out) / METADATA_FILE),
+        }
 
-            def on_shard(task: Yt8mTask, stats: dict, streamed: bool) -> None:
-                if not streamed:  # Ray: the shard's counts arrive at its end
-                    on_event(("music", stats["requested"]))
-                    on_event(("videos", stats["counts"]))
-                done_files[0] += 1
-                progress.update(bar, description=f"music videos · files {done_files[0]}/{len(pending)}")
-
-            errors = run_shards(
-                pending,
-                run_yt8m_shard,
-                (opts.settings, opts.out),
-                workers=opts.workers,
-                engine=opts.engine,
-                on_event=on_event,
-                on_done=on_shard,
-                describe=lambda t: f"shard {t.index} ({t.source.name})",
-            )
-    for error in errors:
-        ui.console.print(f"[red]{error}[/red] (the file is not committed; run the same command again to retry it)")
-
-    rows = assemble_yt8m(opts.out, opts.split_by, opts.validate_as, opts.ratios, opts.seed)
-    metadata_rows = merge_metadata_files(_committed(opts.out, METADATA_FILE), build_dir(opts.out) / METADATA_FILE)
-    report = status_report(opts.out)
-    skipped = sum((Counter(stats.get("skipped", {})) for stats in _committed_stats(opts.out).values()), Counter())
-    summary = {
-        "subset": opts.settings.kind,
-        "counts": report["counts"],
-        "skipped": dict(skipped),
-        "splits": rows,
-        "shards": report["shards"],
-        "shard_errors": errors,
-        "metadata_rows": metadata_rows,
-        "seconds_this_run": round(time.time() - began, 2),
-        "settings": requested,
-    }
-    write_json(build_dir(opts.out) / "summary.json", summary)
-    if not sum(rows.values()):
-        raise NothingBuiltError(
-            f"no video was kept from {len(sources)} TFRecord file(s); see `mipkit status {opts.out.name}` for the reason of each music video"
-        )
-    return summary
+    kind = Kind(
+        name=f"yt8m-{opts.settings.kind}",
+        tasks=[Yt8mTask(i, s) for i, s in enumerate(sources)],
+        shard_fn=run_yt8m_shard,
+        shard_args=(opts.settings, opts.out),
+        fingerprint=_fingerprint(sources, opts.settings),
+        assemble=lambda out: assemble_yt8m(out, opts.split_by, opts.validate_as, opts.ratios, opts.seed),
+        record={
+            "recipe": opts.recipe,
+            "inputs": [s.name for s in sources],
+            "music_label_index": opts.settings.music_index,
+        },
+        unit="videos",
+        task_name="file",
+        describe=lambda t: f"shard {t.index} ({t.source.name})",
+        finish=finish,
+        changed="other TFRecords, another subset or another --metadata",
+        nothing_built=f"no video was kept from {len(sources)} TFRecord file(s)",
+    )
+    return run_build(
+        opts.out,
+        kind,
+        workers=opts.workers,
+        engine=opts.engine,
+        overwrite=opts.overwrite,
+        retry_failed=opts.retry_failed,
+    )

@@ -106,21 +106,26 @@ def load_metadata_file(path: Path) -> dict[str, dict]:
     with _FILES_LOCK:
         if key not in _FILES:
             rows: dict[str, dict] = {}
-            with path.open(encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except ValueError:
-                        raise MipkitError(
-                            f"--metadata {path.name!r} line {number} is not JSON; each line must be one object with id, youtube_id, title, tags"
-                        ) from None
-                    if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"]:
-                        raise MipkitError(
-                            f"--metadata {path.name!r} line {number} has no string 'id' (the 4-character pseudo id)"
-                        )
-                    rows[row["id"]] = row
+            try:
+                with path.open(encoding="utf-8") as handle:
+                    for number, line in enumerate(handle, 1):
+                        if not line.strip():
+                            continue
+                        try:
+                            row = json.loads(line)
+                        except ValueError:
+                            raise MipkitError(
+                                f"--metadata {path.name!r} line {number} is not JSON; each line must be one object with id, youtube_id, title, tags"
+                            ) from None
+                        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not row["id"]:
+                            raise MipkitError(
+                                f"--metadata {path.name!r} line {number} has no string 'id' (the 4-character pseudo id)"
+                            )
+                        rows[row["id"]] = row
+            except UnicodeDecodeError:
+                raise MipkitError(
+                    f"--metadata {path.name!r} is not UTF-8 text; pass a JSONL with id, youtube_id, title, tags per line"
+                ) from None
             _FILES.clear()
             _FILES[key] = rows
         return _FILES[key]

@@ -381,20 +381,25 @@ def music_label_index(
         raise MipkitError(
             f"--vocabulary {path.name!r} does not exist; pass the vocabulary.csv of the YouTube-8M release"
         )
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "Index" not in reader.fieldnames or "Name" not in reader.fieldnames:
-            raise MipkitError(
-                f"--vocabulary {path.name!r} has no Index and Name columns; pass the vocabulary.csv of the YouTube-8M release"
-            )
-        for row in reader:
-            if (row.get("Name") or "").strip().lower() == name.lower() or (
-                kg_id and (row.get("KnowledgeGraphId") or "").strip() == kg_id
-            ):
-                try:
-                    return int(row["Index"])
-                except (TypeError, ValueError):
-                    break
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "Index" not in reader.fieldnames or "Name" not in reader.fieldnames:
+                raise MipkitError(
+                    f"--vocabulary {path.name!r} has no Index and Name columns; pass the vocabulary.csv of the YouTube-8M release"
+                )
+            for row in reader:
+                if (row.get("Name") or "").strip().lower() == name.lower() or (
+                    kg_id and (row.get("KnowledgeGraphId") or "").strip() == kg_id
+                ):
+                    try:
+                        return int(row["Index"])
+                    except (TypeError, ValueError):
+                        break
+    except UnicodeDecodeError:
+        raise MipkitError(
+            f"--vocabulary {path.name!r} is not UTF-8 text; pass the vocabulary.csv of the YouTube-8M release"
+        ) from None
     raise MipkitError(
         f"--vocabulary {path.name!r} has no class named {name!r} ({kg_id}); pass the vocabulary.csv of the YouTube-8M release"
     )
