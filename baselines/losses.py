@@ -1,6 +1,6 @@
 """Loss modules of the mipkit baselines (HG-CLIM, II-CLVM / CLVM, EMO-CLIM, VM-NET).
 
-Equations follow ``shared/spec/methods.md``; items marked *(choice)* there are reconstructions
+Equations follow ``docs/methods.md``; items marked *(choice)* there are reconstructions
 and are constructor arguments here. Conventions shared by every module:
 
 * Normalisation, logits and losses run in fp32 with autocast disabled, even inside
@@ -85,7 +85,7 @@ class LearnableTemperature(nn.Module):
 
 
 class InterModalLoss(nn.Module):
-    """Symmetric instance-level InfoNCE (both papers, eq. 2 of seed 004).
+    """Symmetric instance-level InfoNCE (both papers; II loss paper, section III-C1, eq. 2).
 
     ``S = scale * v @ m.T`` on L2-normalised ``v, m`` [N, d];
     ``L = alpha * CE(S, I) + beta * CE(S.T, I)`` (row i's target is column i).
@@ -111,7 +111,7 @@ class InterModalLoss(nn.Module):
 
 
 class IntraModalLoss(nn.Module):
-    """Intra-modal structure loss of the II loss (seed 004, section III-C2).
+    """Intra-modal structure loss of the II loss (II loss paper, section III-C2).
 
     ``A = cos(raw_i, raw_j)`` (a constant of the batch: raw is detached), ``B = cos(emb_i, emb_j)``.
     * ``cosine`` *(choice)*: ``r_i = cos(A_i., B_i.)``; ``L = (w_r + w_c) * mean_i(1 - r_i)`` (the column
@@ -163,7 +163,7 @@ class IntraModalLoss(nn.Module):
 
 
 class InterIntraLoss(nn.Module):
-    """II loss (seed 004, eqs. 9-10): ``w_inter * L_inter + w_intra * (gamma_v * L_v + gamma_m * L_m)``.
+    """II loss (II loss paper, section III-C2, eqs. 9-10): ``w_inter * L_inter + w_intra * (gamma_v * L_v + gamma_m * L_m)``.
 
     ``w_intra = 0`` is CLVM: the total is exactly ``w_inter * L_inter`` (the intra terms are still
     computed, without graph, for logging). Default ``w_intra = 3`` *(choice)*: the paper sweeps
@@ -319,7 +319,7 @@ class VMNetLoss(nn.Module):
 
 
 class HGCLIMLoss(nn.Module):
-    """HG-CLIM loss and its ablation rows (seed 000).
+    """HG-CLIM loss and its ablation rows (HG-CLIM paper, sections 3 and 4.3).
 
     ``L = L_coarse + lambda_inter * L_inter_fine + lambda_intra * (gamma_v * L_intra_v + gamma_m * L_intra_m)``
     Variants (``LOSS_VARIANTS``) and the terms they return besides ``loss``:

@@ -1,4 +1,4 @@
-"""HG-CLIM's loss ablation (seed 000, Table 4.3) on controlled cached-feature data.
+"""HG-CLIM's loss ablation (HG-CLIM paper, section 4.3, ablation table) on controlled cached-feature data.
 
 Data: every pair has an emotion class ``c`` (``--classes``, uniform) and an instance latent ``u``. Its
 latent is ``[--class-scale * centre_c, --instance-scale * u]``: the class part is shared by every pair of a class

@@ -243,7 +243,7 @@ def main(argv=None) -> int:
     if args.write:
         from benchmarks._report import append_section
 
-        path = append_section("II loss against false negatives (seed 004 section IV-C, generated data)", body)
+        path = append_section("II loss against false negatives (II loss paper, section IV-C, generated data)", body)
         print(f"appended to {path.relative_to(REPO)}", file=sys.stderr)
     return 0
 

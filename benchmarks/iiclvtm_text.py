@@ -12,7 +12,7 @@ Each variant is the real ``SequenceModel`` (biLSTM, ``--hidden``) with the real 
 ``--seeds`` seeds. Test: video->music R@1 / R@10 / MRR over ``--test`` pairs with the right text,
 the texts shuffled among the test pairs, and zero text; ``none`` is II-CLVM (no text) for reference.
 
-    python benchmarks/iiclvtm_text.py            # about 15 min on one busy shared CPU core
+    python benchmarks/iiclvtm_text.py            # about 25 min on one busy shared CPU core
     python benchmarks/iiclvtm_text.py --write    # also write the table to docs/iiclvm.md
 """
 

@@ -42,6 +42,9 @@ stamp=.venv/.mipkit-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[setup] installing mipkit and its dependencies into .venv (the first time takes a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
+  # pyproject.toml's build-system needs setuptools>=77 (PEP 639 licence fields); with it in .venv the wheel
+  # test builds offline, without build isolation. Older venvs ship setuptools 65.
+  .venv/bin/python -m pip install -q --upgrade 'setuptools>=77'
   .venv/bin/python -m pip install -q -e '.[test]'
   touch "$stamp"
 fi

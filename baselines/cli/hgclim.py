@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from baselines.cli import common
 from baselines.cli.common import fail as _fail
 from mipkit.core.errors import MipkitError
 
@@ -58,17 +59,15 @@ def hgclim(
     lambda_inter: float = typer.Option(1.0, "--lambda-inter", help="weight of the fine inter-modal loss"),
     lambda_intra: float = typer.Option(1.0, "--lambda-intra", help="weight of the fine intra-modal loss"),
     gamma_v: float = typer.Option(1.0, "--gamma-v", help="intra loss weight of the image modality"),
-    gamma_m: float = typer.Option(1.0, "--gamma-m", help="intra loss weight of the music modality"),
+    gamma_m: common.GammaM = 1.0,
     inter_alpha: float = typer.Option(0.5, "--inter-alpha", help="weight of CE(S, I) (image->music) in the inter loss"),
     inter_beta: float = typer.Option(0.5, "--inter-beta", help="weight of CE(S^T, I) (music->image) in the inter loss"),
     intra_distance: str = typer.Option(
         "cosine", "--intra-distance", help="cosine | kl: row-similarity distance of the intra loss (choice)"
     ),
-    intra_w_r: float = typer.Option(0.5, "--intra-w-r", help="row weight w_r of the intra loss"),
-    intra_w_c: float = typer.Option(0.5, "--intra-w-c", help="column weight w_c of the intra loss"),
-    intra_kl_temperature: float = typer.Option(
-        0.1, "--intra-kl-temperature", help="softmax temperature of the kl distance"
-    ),
+    intra_w_r: common.IntraWR = 0.5,
+    intra_w_c: common.IntraWC = 0.5,
+    intra_kl_temperature: common.IntraKlTemperature = 0.1,
     supcon_temperature: float = typer.Option(
         0.07, "--supcon-temperature", help="temperature of the coarse SupCon terms"
     ),
@@ -79,37 +78,33 @@ def hgclim(
     vmnet_top_k: int = typer.Option(100, "--vmnet-top-k", help="VM-NET hardest negatives per anchor"),
     vmnet_weights: str = typer.Option("3,1,0.2", "--vmnet-weights", help="VM-NET weights w_xy,w_yx,w_struct"),
     # optimisation
-    epochs: int = typer.Option(30, "--epochs", min=0),
+    epochs: common.Epochs = 30,
     batch_size: int = typer.Option(
         256, "--batch-size", min=2, help="pairs per process (global batch = this x world size)"
     ),
-    lr: float = typer.Option(1e-3, "--lr", help="peak learning rate (AdamW, cosine schedule)"),
+    lr: common.Lr = 0.001,
     encoder_lr_scale: float = typer.Option(0.1, "--encoder-lr-scale", help="lr factor of fine-tuned encoder stages"),
     weight_decay: float = typer.Option(0.1, "--weight-decay"),
-    warmup_steps: Optional[int] = typer.Option(
-        None, "--warmup-steps", help="linear warmup steps (default 5% of all steps)"
-    ),
-    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="clip the gradient norm to this value"),
+    warmup_steps: common.WarmupSteps = None,
+    grad_clip: common.GradClip = None,
     # runtime
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    seed: int = typer.Option(0, "--seed"),
+    device: common.Device = "auto",
+    seed: common.Seed = 0,
     cache: bool = typer.Option(True, "--cache/--no-cache", help="train on cached frozen-encoder features"),
     cache_dir: Optional[str] = typer.Option(
         None, "--cache-dir", help="embedding cache folder (default RUN/cache); runs may share one"
     ),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the training forward"),
+    compile: common.Compile = False,
     workers: int = typer.Option(4, "--workers", min=0, help="DataLoader workers for decoding media"),
     encode_batch_size: int = typer.Option(64, "--encode-batch-size", min=1, help="batch size of encoder passes"),
-    log_every: int = typer.Option(10, "--log-every", min=1, help="log every N steps"),
-    save_every_steps: int = typer.Option(0, "--save-every-steps", min=0, help="also checkpoint every N steps"),
-    keep_checkpoints: bool = typer.Option(
-        False, "--keep-checkpoints", help="keep every epoch's checkpoint, not only latest.pt"
-    ),
-    resume: Optional[str] = typer.Option(None, "--resume", help="latest | PATH of a checkpoint"),
-    stop_at_step: Optional[int] = typer.Option(None, "--stop-at-step", help="stop with a checkpoint after this step"),
-    eval_split: str = typer.Option("test", "--eval-split", help="split of the final evaluation"),
-    tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard"),
-    quiet: bool = typer.Option(False, "--quiet", help="no console log lines"),
+    log_every: common.LogEvery = 10,
+    save_every_steps: common.SaveEverySteps = 0,
+    keep_checkpoints: common.KeepCheckpoints = False,
+    resume: common.Resume = None,
+    stop_at_step: common.StopAtStep = None,
+    eval_split: common.EvalSplit = "test",
+    tensorboard: common.Tensorboard = True,
+    quiet: common.Quiet = False,
 ) -> None:
     """Train HG-CLIM (ConvNeXt + PaSST, hybrid-granularity contrastive loss) and evaluate it."""
     from baselines.train import TrainConfig, main
@@ -138,7 +133,7 @@ def eval_command(
     ),
     seeds: str = typer.Option("0,1,2", "--seeds", help="seeds of the candidate pools"),
     checkpoint: str = typer.Option("latest", "--checkpoint", help="latest | PATH"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    device: common.Device = "auto",
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="batch size of encoder passes"),
     workers: int = typer.Option(2, "--workers", min=0),
     image_weights: Optional[str] = typer.Option(None, "--image-weights", help="override the run's image weights file"),

@@ -1,4 +1,4 @@
-"""``mipkit train baseline iiclvm | clvm | iiclvtm``: the sequence-encoder models of seed 004.
+"""``mipkit train baseline iiclvm | clvm | iiclvtm``: the sequence-encoder models of the II loss paper (docs/methods.md).
 
 One command body registered under three names (``baselines.cli.app`` calls :func:`register`):
 
@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from baselines.cli import common
 from mipkit.core.errors import MipkitError
 
 HELP = {
@@ -90,29 +91,25 @@ def sequence_command(
         None, "--w-intra", help="weight of the intra-modal loss (default 3, choice; clvm: 0)"
     ),
     gamma_v: float = typer.Option(1.0, "--gamma-v", help="intra loss weight of the video (query) modality"),
-    gamma_m: float = typer.Option(1.0, "--gamma-m", help="intra loss weight of the music modality"),
+    gamma_m: common.GammaM = 1.0,
     inter_alpha: float = typer.Option(0.5, "--inter-alpha", help="weight of CE(S, I) (video->music)"),
     inter_beta: float = typer.Option(0.5, "--inter-beta", help="weight of CE(S^T, I) (music->video)"),
     intra_distance: str = typer.Option("cosine", "--intra-distance", help="cosine | kl (choice)"),
-    intra_w_r: float = typer.Option(0.5, "--intra-w-r", help="row weight w_r of the intra loss"),
-    intra_w_c: float = typer.Option(0.5, "--intra-w-c", help="column weight w_c of the intra loss"),
-    intra_kl_temperature: float = typer.Option(
-        0.1, "--intra-kl-temperature", help="softmax temperature of the kl distance"
-    ),
+    intra_w_r: common.IntraWR = 0.5,
+    intra_w_c: common.IntraWC = 0.5,
+    intra_kl_temperature: common.IntraKlTemperature = 0.1,
     # optimisation
-    epochs: int = typer.Option(30, "--epochs", min=0),
+    epochs: common.Epochs = 30,
     batch_size: int = typer.Option(
         128, "--batch-size", min=2, help="pairs per process (global batch = this x world size)"
     ),
-    lr: float = typer.Option(1e-3, "--lr", help="peak learning rate (AdamW, cosine schedule)"),
+    lr: common.Lr = 0.001,
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
-    warmup_steps: Optional[int] = typer.Option(
-        None, "--warmup-steps", help="linear warmup steps (default 5% of all steps)"
-    ),
-    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="clip the gradient norm to this value"),
+    warmup_steps: common.WarmupSteps = None,
+    grad_clip: common.GradClip = None,
     # runtime
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    seed: int = typer.Option(0, "--seed"),
+    device: common.Device = "auto",
+    seed: common.Seed = 0,
     frames_on: str = typer.Option(
         "auto", "--frames-on", help="auto | device | cpu: where the uint8 frames live (auto: the device when they fit)"
     ),
@@ -120,24 +117,22 @@ def sequence_command(
     cache_dir: Optional[str] = typer.Option(
         None, "--cache-dir", help="text feature cache folder (default RUN/cache); runs may share one"
     ),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the training forward"),
-    log_every: int = typer.Option(10, "--log-every", min=1, help="log every N steps"),
-    save_every_steps: int = typer.Option(0, "--save-every-steps", min=0, help="also checkpoint every N steps"),
-    keep_checkpoints: bool = typer.Option(
-        False, "--keep-checkpoints", help="keep every epoch's checkpoint, not only latest.pt"
-    ),
-    resume: Optional[str] = typer.Option(None, "--resume", help="latest | PATH of a checkpoint"),
-    stop_at_step: Optional[int] = typer.Option(None, "--stop-at-step", help="stop with a checkpoint after this step"),
+    compile: common.Compile = False,
+    log_every: common.LogEvery = 10,
+    save_every_steps: common.SaveEverySteps = 0,
+    keep_checkpoints: common.KeepCheckpoints = False,
+    resume: common.Resume = None,
+    stop_at_step: common.StopAtStep = None,
     val_split: str = typer.Option(
         "validation", "--val-split", help="split of the per-epoch validation (the eval split when absent)"
     ),
-    eval_split: str = typer.Option("test", "--eval-split", help="split of the final evaluation"),
+    eval_split: common.EvalSplit = "test",
     eval_candidates: str = typer.Option(
         "1000,1024", "--eval-candidates", help="candidate pool sizes of the final evaluation"
     ),
     eval_seeds: str = typer.Option("0,1,2", "--eval-seeds", help="seeds of the random test sets"),
-    tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard"),
-    quiet: bool = typer.Option(False, "--quiet", help="no console log lines"),
+    tensorboard: common.Tensorboard = True,
+    quiet: common.Quiet = False,
 ) -> None:
     from baselines.cli.common import fail as _fail
     from baselines.tasks.iiclvm import IICLVMConfig

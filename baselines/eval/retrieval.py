@@ -218,6 +218,22 @@ def write_eval(run_dir: str | Path, split: str, result: dict, v: torch.Tensor, m
     return json_path, png_path
 
 
+def write_run_eval(run_dir: str | Path, dataset: str, split: str, step: int, result: dict, v, m) -> dict:
+    """A run's evaluation headed by what was evaluated (run, dataset, split, checkpoint step), written by
+    ``write_eval``; returns the headed result."""
+    from baselines.data.pairs import dataset_display_name
+
+    result = {
+        "run": Path(run_dir).name,
+        "dataset": dataset_display_name(dataset),
+        "split": split,
+        "checkpoint_step": step,
+        **result,
+    }
+    write_eval(run_dir, split, result, v, m)
+    return result
+
+
 def evaluate_model(
     model,
     dataset_dict,

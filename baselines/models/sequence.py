@@ -1,4 +1,4 @@
-"""II-CLVM / CLVM / II-CLVTM models (seed 004): frame sampling and sequence encoders of YouTube-8M features.
+"""II-CLVM / CLVM / II-CLVTM models (docs/methods.md): frame sampling and sequence encoders of YouTube-8M features.
 
 * Sampling (:func:`sample_positions`): ``gs`` global sparse sampling splits a sequence of T frames
   evenly into K segments and takes one frame per segment, ``floor((k + u) * T / K)`` with ``u``

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mipkit.core.errors import MipkitError
+from mipkit.core.files import atomic_writer
 
 LATEST = "latest.pt"
 
@@ -81,12 +82,8 @@ def save_atomic(obj, path: str | Path) -> Path:
     leaves the previous file or the new one, never a truncated one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
+    with atomic_writer(path, suffix=f".tmp{os.getpid()}") as handle:
         torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
     return path
 
 

@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from baselines.runtime.checkpoint import CheckpointError, rng_state
+from mipkit.core.devices import resolve_device as resolve_any_device
 from mipkit.core.errors import MipkitError
 
 # Options that may differ between the run that wrote a checkpoint and the run resuming from it
@@ -97,7 +98,7 @@ def check_common_options(cfg: RunConfig) -> None:
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class InterIntraOptions:
-    """Options of the inter- and intra-modal loss terms (methods.md), shared by every model family."""
+    """Options of the inter- and intra-modal loss terms (docs/methods.md), shared by every model family."""
 
     gamma_v: float = 1.0
     gamma_m: float = 1.0
@@ -134,15 +135,8 @@ class DistEnv:
 
 
 def resolve_device(option: str, local_rank: int = 0) -> torch.device:
-    if option == "auto":
-        option = "cuda" if torch.cuda.is_available() else "cpu"
-    if option == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainError("--device cuda: no CUDA device is visible; use --device cpu or auto")
-        return torch.device("cuda", local_rank)
-    if option == "cpu":
-        return torch.device("cpu")
-    raise TrainError(f"--device: unknown device '{option}'; choose auto, cpu or cuda")
+    """``--device`` of training and evaluation: ``cuda`` is this process's GPU (``LOCAL_RANK`` under torchrun)."""
+    return resolve_any_device(option, local_rank, error=TrainError)
 
 
 def init_distributed(device_option: str) -> DistEnv:

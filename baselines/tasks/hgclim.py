@@ -23,7 +23,7 @@ from baselines.data.pairs import (
     labels_of,
     load_pair_dataset,
 )
-from baselines.eval.retrieval import evaluate_model, project_features, validation_metrics, write_eval
+from baselines.eval.retrieval import evaluate_model, project_features, validation_metrics, write_run_eval
 from baselines.losses import LOSS_VARIANTS, CoarseEmotionLoss, HGCLIMLoss, IntraModalLoss, VMNetLoss
 from baselines.models import ModelConfig, build_model
 from baselines.models.hgclim import check_weights
@@ -55,7 +55,7 @@ class TrainConfig(InterIntraOptions, RunConfig):
     proj_hidden: int = 512
     dropout: float = 0.1
     finetune_last: int = 0
-    # loss (methods.md; every *(choice)* is an option)
+    # loss (docs/methods.md; every *(choice)* is an option)
     loss: str = "hgclim"
     lambda_inter: float = 1.0
     lambda_intra: float = 1.0
@@ -222,15 +222,7 @@ class HGCLIMTask(Task):
             cfg.workers,
             log=log,
         )
-        result = {
-            "run": Path(run_dir).name,
-            "dataset": dataset_display_name(cfg.dataset),
-            "split": cfg.eval_split,
-            "checkpoint_step": step,
-            **result,
-        }
-        write_eval(run_dir, cfg.eval_split, result, v, m)
-        return result
+        return write_run_eval(run_dir, cfg.dataset, cfg.eval_split, step, result, v, m)
 
     def done_message(self, result) -> str:
         return f"{self.cfg.eval_split} MRR i2m={result['i2m']['mrr']:.4f} m2i={result['m2i']['mrr']:.4f}"
@@ -309,14 +301,7 @@ def evaluate_run(
         seeds=seeds,
         log=log,
     )
-    result = {
-        "run": run_dir.name,
-        "dataset": dataset_display_name(dataset),
-        "split": split,
-        "checkpoint_step": step,
-        **result,
-    }
-    write_eval(run_dir, split, result, v, m)
+    result = write_run_eval(run_dir, dataset, split, step, result, v, m)
     if html:
         from baselines.eval.gallery import write_gallery
 

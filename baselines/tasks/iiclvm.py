@@ -1,4 +1,4 @@
-"""II-CLVM / CLVM / II-CLVTM (seed 004) as a task of the training loop.
+"""II-CLVM / CLVM / II-CLVTM (docs/methods.md) as a task of the training loop.
 
 * data: a ``mipkit build yt8m-title|yt8m-keyword`` dataset; ``rgb`` / ``audio`` frames held as uint8
   (``baselines.data.frames``: on the device when they fit), batches drawn by index, frames sampled
@@ -19,7 +19,7 @@ import torch
 from baselines.data.frames import check_yt8m_split, load_frames, place
 from baselines.data.pairs import dataset_display_name, fingerprint, get_split, load_pair_dataset
 from baselines.eval.metrics import instance_metrics
-from baselines.eval.retrieval import pools, validation_metrics, write_eval
+from baselines.eval.retrieval import pools, validation_metrics, write_run_eval
 from baselines.losses import InterIntraLoss, IntraModalLoss
 from baselines.models.sequence import (
     DEFAULT_LAYERS,
@@ -51,7 +51,7 @@ class IICLVMConfig(InterIntraOptions, RunConfig):
     task: str = "iiclvm"
     batch_size: int = 128
     weight_decay: float = 0.01
-    # model (methods.md; every *(choice)* is an option)
+    # model (docs/methods.md; every *(choice)* is an option)
     preset: str = "full"  # tiny: random hashed-n-gram text encoder, hidden 32 (CPU runs, tests)
     encoder: str = "bilstm"
     sampling: str = "gs"
@@ -304,15 +304,7 @@ class IICLVMTask(Task):
         result, v, m = evaluate_embeddings(
             model, stores, text, cfg, self.env.device, cfg.eval_candidates, cfg.eval_seeds
         )
-        result = {
-            "run": Path(run_dir).name,
-            "dataset": dataset_display_name(cfg.dataset),
-            "split": cfg.eval_split,
-            "checkpoint_step": step,
-            **result,
-        }
-        write_eval(run_dir, cfg.eval_split, result, v, m)
-        return result
+        return write_run_eval(run_dir, cfg.dataset, cfg.eval_split, step, result, v, m)
 
     def done_message(self, result) -> str:
         return f"{self.cfg.eval_split} R@10 v2m={result['v2m']['r@10']:.4f} m2v={result['m2v']['r@10']:.4f}"
@@ -407,14 +399,7 @@ def evaluate_run(
     elif isinstance(candidates, int):
         candidates = (candidates,)
     result, v, m = evaluate_embeddings(model, stores, text, cfg, device, candidates, seeds)
-    result = {
-        "run": run_dir.name,
-        "dataset": dataset_display_name(dataset),
-        "split": split,
-        "checkpoint_step": int(state.get("step", -1)),
-        **result,
-    }
-    write_eval(run_dir, split, result, v, m)
+    result = write_run_eval(run_dir, dataset, split, int(state.get("step", -1)), result, v, m)
     if html:
         from baselines.eval.gallery import write_gallery
 

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from mipkit.cli.options import apply_fetch_flags, check_cookies, cookies_from_browser_option, politeness_option
+from mipkit.cli import options
+from mipkit.cli.options import check_cookies
 from mipkit.core import ui
 
 
@@ -18,27 +19,23 @@ def build_mipnet(
         "-m",
         help="CSV, JSONL or Parquet with a 'url' column (and optional start_s, emotion, title, license).",
     ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Output folder: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses)."
-    ),
+    out: options.BuildOut = ...,
     recipe: str = typer.Option("mipnet", help="Recipe name in recipes/ or a .toml path."),
-    workers: int = typer.Option(1, min=1, help="Shards built in parallel (processes, or Ray tasks)."),
-    engine: str = typer.Option("local", help="local (process pool) or ray (RAY_ADDRESS joins a cluster)."),
+    workers: options.Workers = 1,
+    engine: options.Engine = "local",
     clips_per_source: Optional[int] = typer.Option(None, min=1, help="Evenly spaced windows for rows without start_s."),
     clip_seconds: Optional[float] = typer.Option(None, help="Clip length in seconds, up to 600 (recipe: 10)."),
     sample_rate: Optional[int] = typer.Option(None, help="Audio sample rate, 8000-192000 Hz (recipe: 32000)."),
-    shard_size: Optional[int] = typer.Option(None, min=1, help="Sources per shard."),
-    fetch_threads: Optional[int] = typer.Option(None, min=1, help="Sources fetched concurrently inside a shard."),
+    shard_size: options.ShardSize = None,
+    fetch_threads: options.FetchThreads = None,
     format: Optional[str] = typer.Option(None, "--format", help="yt-dlp format selector."),
-    cookies: Optional[Path] = typer.Option(None, help="Netscape cookies file for yt-dlp (never printed or published)."),
-    proxy: Optional[str] = typer.Option(None, help="Proxy URL for yt-dlp (never printed or published)."),
-    sleep: Optional[float] = typer.Option(
-        None, help="Seconds to pause before each download (5-10 advised for YouTube)."
-    ),
-    politeness: Optional[list[str]] = politeness_option(),
-    cookies_from_browser: Optional[str] = cookies_from_browser_option(),
-    seed: Optional[int] = typer.Option(None, help="Seed of the split assignment."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier work in --out and start again."),
+    cookies: options.Cookies = None,
+    proxy: options.Proxy = None,
+    sleep: options.Sleep = None,
+    politeness: options.PolitenessFlags = None,
+    cookies_from_browser: options.CookiesFromBrowser = None,
+    seed: options.SplitSeed = None,
+    overwrite: options.Overwrite = False,
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Fetch again the shards whose samples were rate-limited or hit network errors."
     ),
@@ -68,7 +65,7 @@ def build_mipnet(
             "splits.seed": seed,
         }
     )
-    config = apply_fetch_flags(config, politeness, cookies_from_browser)
+    config = options.apply_fetch_flags(config, politeness, cookies_from_browser)
     labeller = None
     if label_with:
         from mipkit.labelling.passt import make_labeller

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from mipkit.cli.options import cookies_from_browser_option
+from mipkit.cli import options
 from mipkit.core import ui
 
 
@@ -30,7 +30,7 @@ def checks_table(checks) -> Table:
 def doctor(
     cookies: Path | None = typer.Option(None, help="A Netscape cookies file to check (only counts are shown)."),
     proxy: str | None = typer.Option(None, help="A proxy URL to check for reachability (never printed)."),
-    cookies_from_browser: str | None = cookies_from_browser_option(),
+    cookies_from_browser: options.CookiesFromBrowser = None,
 ) -> None:
     """Check ffmpeg, yt-dlp, the JavaScript runtime, plugins, cookies and proxy; exit 1 when a required part is missing."""
     from mipkit.media.checks import run_checks

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from mipkit.cli.options import apply_fetch_flags, check_cookies, cookies_from_browser_option, politeness_option
+from mipkit.cli import options
+from mipkit.cli.options import check_cookies
 from mipkit.core import ui
 
 
@@ -72,9 +73,7 @@ def build_audioset_mood(
     segments: list[str] = typer.Option(
         ..., "--segments", "-s", help="AudioSet segment CSV, local file or http(s) URL (repeat for several)."
     ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Output folder: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses)."
-    ),
+    out: options.BuildOut = ...,
     labels: Optional[Path] = typer.Option(
         None, help="AudioSet class_labels_indices.csv (index,mid,display_name); default: the seven shipped mood rows."
     ),
@@ -85,19 +84,17 @@ def build_audioset_mood(
         "https://www.youtube.com/watch?v={id}", help="Where a YTID is fetched from; {id} is replaced (for mirrors)."
     ),
     recipe: str = typer.Option("audioset-mood", help="Recipe name in recipes/ or a .toml path."),
-    workers: int = typer.Option(1, min=1, help="Shards built in parallel (processes, or Ray tasks)."),
-    engine: str = typer.Option("local", help="local (process pool) or ray (RAY_ADDRESS joins a cluster)."),
-    shard_size: Optional[int] = typer.Option(None, min=1, help="Sources per shard."),
-    fetch_threads: Optional[int] = typer.Option(None, min=1, help="Sources fetched concurrently inside a shard."),
-    cookies: Optional[Path] = typer.Option(None, help="Netscape cookies file for yt-dlp (never printed or published)."),
-    proxy: Optional[str] = typer.Option(None, help="Proxy URL for yt-dlp (never printed or published)."),
-    sleep: Optional[float] = typer.Option(
-        None, help="Seconds to pause before each download (5-10 advised for YouTube)."
-    ),
-    politeness: Optional[list[str]] = politeness_option(),
-    cookies_from_browser: Optional[str] = cookies_from_browser_option(),
-    seed: Optional[int] = typer.Option(None, help="Seed of the split assignment."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier work in --out and start again."),
+    workers: options.Workers = 1,
+    engine: options.Engine = "local",
+    shard_size: options.ShardSize = None,
+    fetch_threads: options.FetchThreads = None,
+    cookies: options.Cookies = None,
+    proxy: options.Proxy = None,
+    sleep: options.Sleep = None,
+    politeness: options.PolitenessFlags = None,
+    cookies_from_browser: options.CookiesFromBrowser = None,
+    seed: options.SplitSeed = None,
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Build AudioSet music-mood clips (one mood per segment) with their AudioSet labels."""
     from mipkit.cli.build import print_build_summary
@@ -125,7 +122,7 @@ def build_audioset_mood(
             "splits.seed": seed,
         }
     )
-    config = apply_fetch_flags(config, politeness, cookies_from_browser)
+    config = options.apply_fetch_flags(config, politeness, cookies_from_browser)
     files = [fetch_csv(spec) for spec in segments]
     selection = select_segments(
         files,

@@ -1,34 +1,55 @@
-"""What several command groups check the same way, and the fetch flags every media build shares."""
+"""What several command groups declare or check the same way: shared typer options (``Annotated`` aliases:
+``workers: options.Workers = 1``), the ``--cookies`` check and the fetch flags of every media build."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 from mipkit.config.recipe import check_cookies_file
 from mipkit.core.errors import MipkitError
 
-POLITENESS_HELP = (
-    "Override one politeness value: HOST:key=value (repeatable), e.g. youtube.com:min_interval_s=10, "
-    "default:max_per_hour=600. Keys: min_interval_s, jitter_s, max_per_hour, sleep_requests_s, "
-    "backoff_initial_s, backoff_max_s, breaker_after."
-)
-BROWSER_HELP = "Use this browser's cookies: BROWSER[:PROFILE] as in yt-dlp (never logged or written into the build)."
+BuildOut = Annotated[
+    Path,
+    typer.Option(
+        "--out", "-o", help="Output folder: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses)."
+    ),
+]
+Workers = Annotated[int, typer.Option(min=1, help="Shards built in parallel (processes, or Ray tasks).")]
+Engine = Annotated[str, typer.Option(help="local (process pool) or ray (RAY_ADDRESS joins a cluster).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Discard earlier work in --out and start again.")]
+ShardSize = Annotated[Optional[int], typer.Option(min=1, help="Sources per shard.")]
+FetchThreads = Annotated[Optional[int], typer.Option(min=1, help="Sources fetched concurrently inside a shard.")]
+Cookies = Annotated[Optional[Path], typer.Option(help="Netscape cookies file for yt-dlp (never printed or published).")]
+Proxy = Annotated[Optional[str], typer.Option(help="Proxy URL for yt-dlp (never printed or published).")]
+Sleep = Annotated[
+    Optional[float], typer.Option(help="Seconds to pause before each download (5-10 advised for YouTube).")
+]
+SplitSeed = Annotated[Optional[int], typer.Option(help="Seed of the split assignment.")]
+PolitenessFlags = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--politeness",
+        help="Override one politeness value: HOST:key=value (repeatable), e.g. youtube.com:min_interval_s=10, "
+        "default:max_per_hour=600. Keys: min_interval_s, jitter_s, max_per_hour, sleep_requests_s, "
+        "backoff_initial_s, backoff_max_s, breaker_after.",
+    ),
+]
+CookiesFromBrowser = Annotated[
+    Optional[str],
+    typer.Option(
+        "--cookies-from-browser",
+        help="Use this browser's cookies: BROWSER[:PROFILE] as in yt-dlp (never logged or written into the build).",
+    ),
+]
 
 
 def check_cookies(cookies: Path | None) -> None:
     """``--cookies`` must name an existing Netscape cookies file (only its name is ever printed, never its values)."""
     if cookies is not None:
         check_cookies_file(cookies)
-
-
-def politeness_option():
-    return typer.Option(None, "--politeness", help=POLITENESS_HELP)
-
-
-def cookies_from_browser_option():
-    return typer.Option(None, "--cookies-from-browser", help=BROWSER_HELP)
 
 
 def apply_fetch_flags(config, politeness: list[str] | None, cookies_from_browser: str | None):

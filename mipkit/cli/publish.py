@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from mipkit.cli import options
 from mipkit.core import ui
 
 
@@ -95,15 +96,13 @@ def hydrate_command(
         metavar="REPO_ID_OR_DIR",
         help="A metadata-only release: Hub id 'owner/name', or a folder written by `push-to-hub --to-folder`.",
     ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Output folder: a datasets.load_from_disk DatasetDict plus build/ (shards, statuses)."
-    ),
+    out: options.BuildOut = ...,
     recipe: str = typer.Option(
         "mipnet", help="Recipe name in recipes/ or a .toml path (clip length is taken from the release)."
     ),
-    workers: int = typer.Option(1, min=1, help="Shards built in parallel (processes, or Ray tasks)."),
-    engine: str = typer.Option("local", help="local (process pool) or ray (RAY_ADDRESS joins a cluster)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier work in --out and start again."),
+    workers: options.Workers = 1,
+    engine: options.Engine = "local",
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Rebuild the images and audio of a metadata-only release through the normal build pipeline.
 

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from mipkit.cli import options
 from mipkit.cli.options import check_cookies
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError
@@ -180,7 +181,7 @@ def yt8m_command(kind: str, what: str):
         workers: int = typer.Option(
             1, min=1, help="TFRecord files built in parallel (processes, or Ray tasks). Rate limits are shared out."
         ),
-        engine: str = typer.Option("local", help="local (process pool) or ray (RAY_ADDRESS joins a cluster)."),
+        engine: options.Engine = "local",
         threads: Optional[int] = typer.Option(
             None, min=1, help="Videos resolved concurrently inside one file (recipe: 4)."
         ),
@@ -198,11 +199,9 @@ def yt8m_command(kind: str, what: str):
             None,
             help="Cache of downloaded TFRecords, id lookups and yt-dlp answers (default ~/.cache/mipkit/yt8m, or $MIPKIT_CACHE/yt8m).",
         ),
-        cookies: Optional[Path] = typer.Option(
-            None, help="Netscape cookies file for yt-dlp (never printed or published)."
-        ),
-        proxy: Optional[str] = typer.Option(None, help="Proxy URL for yt-dlp (never printed or published)."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Discard earlier work in --out and start again."),
+        cookies: options.Cookies = None,
+        proxy: options.Proxy = None,
+        overwrite: options.Overwrite = False,
         retry_failed: bool = typer.Option(
             False, "--retry-failed", help="Redo the files whose videos hit rate limits or network errors."
         ),

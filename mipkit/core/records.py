@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mipkit.core.ids import pair_id_for
+
 # Final status of every requested sample. ``ok`` plus the failure kinds users filter on.
 SPLITS = ("train", "validation", "test")  # the splits of every dataset mipkit builds
 
@@ -56,6 +58,14 @@ class SampleStatus:
     url: str | None = None
     start_s: float | None = None
     row: int | None = None
+
+    @classmethod
+    def of_window(
+        cls, status: str, error: str, source_id: str, url: str, start_s: float | None, row: int | None
+    ) -> SampleStatus:
+        """The status of one window of a source; its pair id follows from source and start (none without a start)."""
+        pair_id = None if start_s is None else pair_id_for(source_id, start_s)
+        return cls(status, error, pair_id, source_id, url, start_s, row)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,7 +16,7 @@ from typing import Any
 
 from mipkit.config.taxonomy import Taxonomy
 from mipkit.core.errors import MipkitError
-from mipkit.core.ids import canonical_url, pair_id_for, parse_time_s, source_id_for
+from mipkit.core.ids import canonical_url, parse_time_s, source_id_for
 from mipkit.core.records import BAD_ROW, DUPLICATE, SampleStatus, SourceRequest, Window
 
 KNOWN_COLUMNS = ("url", "start_s", "emotion", "title", "license")
@@ -169,18 +169,8 @@ def read_manifest(path: str | Path, taxonomy: Taxonomy) -> tuple[list[SourceRequ
         source_id = source_id_for(url)
         key = (source_id, None if window.start_s is None else round(window.start_s, 3))
         if key in seen_windows:
-            pair_id = None if window.start_s is None else pair_id_for(source_id, window.start_s)
-            problems.append(
-                SampleStatus(
-                    status=DUPLICATE,
-                    error=f"row {number}: same source and start_s as an earlier row",
-                    pair_id=pair_id,
-                    source_id=source_id,
-                    url=url,
-                    start_s=window.start_s,
-                    row=number,
-                )
-            )
+            error = f"row {number}: same source and start_s as an earlier row"
+            problems.append(SampleStatus.of_window(DUPLICATE, error, source_id, url, window.start_s, number))
             continue
         seen_windows.add(key)
         request = sources.setdefault(source_id, SourceRequest(source_id=source_id, url=url))

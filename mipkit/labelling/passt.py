@@ -9,7 +9,6 @@ Mapping tables between label sets live in ``mipkit.config.mapping``.
 
 from __future__ import annotations
 
-import ctypes
 import io
 import json
 import os
@@ -23,7 +22,9 @@ import numpy as np
 
 from mipkit.config.taxonomy import load_taxonomy
 from mipkit.core import ui
+from mipkit.core.devices import resolve_device
 from mipkit.core.errors import MipkitError
+from mipkit.core.files import save_dataset_dict, swap_in_folder
 from mipkit.core.ownership import (
     MARKER,
     check_plain_dataset,
@@ -48,19 +49,6 @@ CLIP_SAMPLES = 320_000
 
 
 # ---------------------------------------------------------------------------- the labeller
-def resolve_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MipkitError(f"--device {device}: no CUDA device here; use --device cpu or --device auto")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise MipkitError(f"--device {device!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
-
-
 @dataclass
 class PasstMoodLabeller:
     """Waveforms ``[B, 320000]`` at 32 kHz -> probabilities over the taxonomy's moods ``[B, C]``."""
@@ -218,34 +206,7 @@ def _replace_columns(ds, columns: dict, drop: bool):
 
 def _write_dataset(dataset_dict, path: Path) -> None:
     """Write the relabelled dataset (a separate function so tests can make it fail mid-way)."""
-    # datasets writes no data file for an empty split unless asked for one, and then cannot load it.
-    empty = {split: 1 for split, ds in dataset_dict.items() if len(ds) == 0}
-    dataset_dict.save_to_disk(str(path), num_shards=empty or None)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two folders in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def _swap_in(staged: Path, target: Path) -> None:
-    """Put ``staged`` in place of ``target``; ``staged`` then holds the old folder (to delete)."""
-    if _exchange(staged, target):
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)  # fallback: two renames, the only moment ``target`` is absent
-    try:
-        os.replace(staged, target)
-    except OSError:
-        os.replace(old, target)
-        raise
-    os.replace(old, staged)
+    save_dataset_dict(dataset_dict, path)
 
 
 def _link_extras(source: Path, staged: Path, dataset_entries: set[str]) -> None:
@@ -395,7 +356,7 @@ def _label(
             _link_extras(source, staged, {"dataset_dict.json", *dataset.keys(), LABELLING_FILE, CHART_FILE})
             if (staged / BUILD_DIR).is_dir():  # a build folder: re-assembling it (resume, re-run) keeps these labels
                 write_model_labels(staged / BUILD_DIR, overlay_rows)
-            _swap_in(staged, target)
+            swap_in_folder(staged, target)
         else:
             if target.exists():
                 target.rmdir()  # checked empty above

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from mipkit.config.recipe import Recipe
 from mipkit.config.taxonomy import Taxonomy
 from mipkit.core.errors import MipkitError
-from mipkit.core.files import swap_in_dataset
+from mipkit.core.files import save_dataset_dict, swap_in_dataset
 from mipkit.core.ownership import check_replaceable, read_marker, write_marker
 from mipkit.core.paths import BUILD_DIR
 from mipkit.core.records import SPLITS
@@ -189,7 +189,7 @@ def save_splits(out_dir: Path, splits: dict, work: Path) -> None:
     for split in SPLITS:
         check_replaceable(out_dir / split, owner)
     staged = work / "dataset"
-    DatasetDict(splits).save_to_disk(str(staged), num_shards={s: 1 for s, ds in splits.items() if not len(ds)} or None)
+    save_dataset_dict(DatasetDict(splits), staged)
     for split in splits:  # the new splits belong to this build: a later run may replace them
         write_marker(staged / split, owner)
     swap_in_dataset(staged, out_dir, SPLITS)

@@ -37,17 +37,7 @@ def resolve_windows(
     tolerance = recipe.clip.max_short_fraction * seconds
 
     def too_short(window: Window, start: float | None, why: str) -> None:
-        failed.append(
-            SampleStatus(
-                status=records.TOO_SHORT,
-                error=why,
-                source_id=request.source_id,
-                url=request.url,
-                start_s=start,
-                row=window.row,
-                pair_id=None if start is None else pair_id_for(request.source_id, start),
-            )
-        )
+        failed.append(SampleStatus.of_window(records.TOO_SHORT, why, request.source_id, request.url, start, window.row))
 
     for window in request.windows:
         if window.start_s is None:
@@ -77,17 +67,7 @@ def fail_all(request: SourceRequest, status: str, error: str, count_auto: int) -
         n = 1 if window.start_s is not None else count_auto
         for _ in range(n):
             start = window.start_s
-            out.append(
-                SampleStatus(
-                    status=status,
-                    error=error,
-                    source_id=request.source_id,
-                    url=request.url,
-                    start_s=start,
-                    row=window.row,
-                    pair_id=None if start is None else pair_id_for(request.source_id, start),
-                )
-            )
+            out.append(SampleStatus.of_window(status, error, request.source_id, request.url, start, window.row))
     return out
 
 

@@ -19,7 +19,14 @@ from typing import Any
 
 from mipkit.config.taxonomy import Taxonomy
 from mipkit.core.errors import MipkitError
-from mipkit.core.ids import CREDENTIALS_IN_URL, pair_id_for, redact_url, sanitize_id, source_id_for  # noqa: F401 - re-exported
+from mipkit.core.ids import (  # noqa: F401 - CREDENTIALS_IN_URL and redact_url are re-exported
+    CREDENTIALS_IN_URL,
+    canonical_url,
+    pair_id_for,
+    redact_url,
+    sanitize_id,
+    source_id_for,
+)
 from mipkit.core.records import BAD_ROW, DUPLICATE, SPLITS, SampleStatus, SourceRequest, Window
 from mipkit.kinds.mipnet import is_blank, optional_text, parse_start
 from mipkit.pipeline.status import BUILD_FILE, build_dir
@@ -239,6 +246,7 @@ def _parse(row: dict[str, Any], label_names: list[str] | None, taxonomy: Taxonom
     if is_blank(url):
         return "empty source_url"
     try:
+        url = canonical_url(str(url))  # a release is untrusted input: its URLs are checked like manifest rows
         start = parse_start(row.get("start_s"))
     except ValueError as exc:
         return str(exc)
@@ -261,7 +269,7 @@ def _parse(row: dict[str, Any], label_names: list[str] | None, taxonomy: Taxonom
         emotion_source=optional_text(row, "emotion_source") if emotion else None,
         emotion_score=float(score) if emotion and isinstance(score, (int, float)) and math.isfinite(score) else None,
     )
-    return source_id, str(url).strip(), window
+    return source_id, url, window
 
 
 def release_reader(release: Release):
@@ -295,29 +303,11 @@ def release_reader(release: Release):
             pair_id = pair_id_for(source_id, window.start_s)
             request = sources.setdefault(source_id, SourceRequest(source_id=source_id, url=url))
             if request.url != url:
-                problems.append(
-                    SampleStatus(
-                        status=BAD_ROW,
-                        error=f"row {number}: source_id {source_id} has two URLs in the release",
-                        pair_id=pair_id,
-                        source_id=source_id,
-                        url=url,
-                        start_s=window.start_s,
-                        row=number,
-                    )
-                )
+                error = f"row {number}: source_id {source_id} has two URLs in the release"
+                problems.append(SampleStatus.of_window(BAD_ROW, error, source_id, url, window.start_s, number))
             elif pair_id in seen:
-                problems.append(
-                    SampleStatus(
-                        status=DUPLICATE,
-                        error=f"row {number}: pair {pair_id} appears twice in the release",
-                        pair_id=pair_id,
-                        source_id=source_id,
-                        url=url,
-                        start_s=window.start_s,
-                        row=number,
-                    )
-                )
+                error = f"row {number}: pair {pair_id} appears twice in the release"
+                problems.append(SampleStatus.of_window(DUPLICATE, error, source_id, url, window.start_s, number))
             else:
                 seen.add(pair_id)
                 request.windows.append(window)

@@ -325,3 +325,27 @@ def test_a_build_merges_spellings_into_one_split_and_records_every_row(tmp_path,
     assert len(split_of_source) == 2
     merged = [json.loads(line) for line in (out / "build" / MERGED_SOURCES_FILE).read_text().splitlines()]
     assert sorted(len(m["spellings"]) for m in merged) == [2, 2]
+
+
+# --------------------------------------------------------------------------- releases (hydrate) are untrusted rows too
+
+
+@pytest.mark.parametrize(
+    "url, status",
+    [
+        ("file:///etc/passwd", "bad_row"),
+        ("http:///a.mp4", "bad_row"),
+        ("http://127.0.0.1:8000/a\x00.mp4", "bad_row"),
+        (GOOD + "?utm_source=x#t=1", "duplicate"),  # the same pair under another spelling
+    ],
+)
+def test_a_release_row_with_a_hostile_url_gets_one_status(url, status):
+    from mipkit.release.hydrate import Release, release_reader
+
+    rows = [
+        {"source_url": GOOD, "start_s": 5.0},
+        {"source_url": url, "start_s": 5.0},
+    ]  # no source_id: made from the URL
+    sources, problems = release_reader(Release("r", rows, None, []))(MOODS)
+    assert [s.url for s in sources] == [GOOD] and len(sources[0].windows) == 1
+    assert [(p.row, p.status) for p in problems] == [(2, status)]

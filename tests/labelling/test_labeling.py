@@ -324,16 +324,16 @@ def test_mapping_with_a_source_taxonomy_accepts_its_display_names(tmp_path):
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
 def test_swap_in_replaces_the_folder_whole(tmp_path, monkeypatch, exchange):
-    import mipkit.labelling.passt
+    import mipkit.core.files
 
     if not exchange:  # file systems without RENAME_EXCHANGE take the two-rename path
-        monkeypatch.setattr(mipkit.labelling.passt, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(mipkit.core.files, "_exchange", lambda a, b: False)
     target, staged = tmp_path / "ds", tmp_path / ".ds.staged"
     (target / "train").mkdir(parents=True)
     (target / "train" / "old.arrow").write_text("old")
     (staged / "train").mkdir(parents=True)
     (staged / "train" / "new.arrow").write_text("new")
-    mipkit.labelling.passt._swap_in(staged, target)
+    mipkit.core.files.swap_in_folder(staged, target)
     assert snapshot(target) == {"train/new.arrow": hashlib.sha256(b"new").hexdigest()}
     assert snapshot(staged) == {"train/old.arrow": hashlib.sha256(b"old").hexdigest()}
 

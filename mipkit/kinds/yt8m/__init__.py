@@ -1,4 +1,4 @@
-"""YouTube-8M music-video subsets with titles or keywords (seed 004: II-CLVM / II-CLVTM).
+"""YouTube-8M music-video subsets with titles or keywords (II-CLVM / II-CLVTM, docs/methods.md).
 
 ``mipkit build yt8m-title`` / ``yt8m-keyword`` read frame-level TFRecords (``tfrecords``), keep the
 "Music video" class, resolve each pseudo id to its YouTube id (``lookup``), get title and tags with
