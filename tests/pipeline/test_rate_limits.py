@@ -63,7 +63,9 @@ def test_min_interval_holds_between_source_starts_across_two_workers(tmp_path, f
     assert done.returncode == 0, done.stderr[-2000:]
     starts = _first_request_per_source(fault_server, urls)  # the server's clock, as the host sees it
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert len(starts) == 3 and min(gaps) >= interval - 0.25, gaps
+    # Between the gate and the request yt-dlp sets up (slower in a fresh worker): a few hundred ms of
+    # jitter on a loaded machine; without the gate the starts would be milliseconds apart.
+    assert len(starts) == 3 and min(gaps) >= interval - 0.5, gaps
 
 
 def test_a_429_burst_is_waited_out_as_retry_after_says_and_completes(tmp_path, fault_server):
