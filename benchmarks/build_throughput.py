@@ -1,137 +1,269 @@
-"""Build throughput: clips/s, build time against pure ffmpeg decode, bytes fetched per window.
+"""Build throughput side by side: mipkit against the plain-ffmpeg floor, on the same served media.
 
-Generates N local sources, serves them on 127.0.0.1, and builds one 10-s window per source through
-the real path (yt-dlp sections, ffmpeg, HF datasets). Run from the repository root:
+The floor does exactly the needed work and nothing else, per window:
+``ffmpeg -ss S -t 10 -i URL -vn -ac 1 -ar 32000 out.flac`` plus one frame grab at the window middle
+(``-vn``: without it ffmpeg also encodes the video into the FLAC as PNG cover frames).
+Both run with the same parallelism against one 127.0.0.1 server process, which counts the bytes it
+sends. CPU is ``resource.getrusage`` of the children (ffmpeg) plus, for mipkit, its own process
+(yt-dlp, assembly). Run from the repository root:
 
-    python benchmarks/build_throughput.py --sources 16 --workers 1 2 [--write]
+    python benchmarks/build_throughput.py --sizes 160x120 854x480 --layouts 32x1 8x6 [--write]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import append_section  # noqa: E402
 
 from mipkit.config.recipe import load_recipe  # noqa: E402
-from mipkit.demo.mediaserver import MediaServer  # noqa: E402
 from mipkit.demo.synthetic_media import make_video, spec_for_index  # noqa: E402
 from mipkit.pipeline.driver import BuildOptions, build  # noqa: E402
 
+CLIP_SECONDS = 10.0
+# A served media root answers "bytes" on stdin with its byte counter (the server runs in its own process).
+_SERVER = """
+import sys
+from mipkit.demo.mediaserver import MediaServer
+server = MediaServer(sys.argv[1]).start()
+print(server.base_url, flush=True)
+for line in sys.stdin:
+    print(server.bytes_sent, flush=True)
+"""
 
-def decode_seconds(paths: list[Path], start_s: float | None = None) -> float:
-    """Wall time of ffmpeg decoding every file (or only the 10-s window) to nothing."""
+
+class ServedMedia:
+    def __init__(self, root: Path):
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SERVER, str(root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.base_url = self.process.stdout.readline().strip()
+
+    def bytes_sent(self) -> int:
+        self.process.stdin.write("bytes\n")
+        self.process.stdin.flush()
+        return int(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(children, self) user+system CPU seconds so far."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return children.ru_utime + children.ru_stime, own.ru_utime + own.ru_stime
+
+
+def window_starts(count: int, source_seconds: float) -> list[float]:
+    if count == 1:
+        return [20.0]
+    step = (source_seconds - CLIP_SECONDS - 2.0) / count
+    return [round(1.0 + step * k, 3) for k in range(count)]
+
+
+def floor_window(url: str, start: float, out: Path) -> None:
+    """The least work a pair needs: one accurate-seek decode of 10 s, one frame grab."""
+    base = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
+    subprocess.run(
+        base
+        + [
+            "-ss",
+            str(start),
+            "-t",
+            str(CLIP_SECONDS),
+            "-i",
+            url,
+            "-vn",
+            "-ac",
+            "1",
+            "-ar",
+            "32000",
+            str(out.with_suffix(".flac")),
+        ],
+        check=True,
+    )
+    subprocess.run(
+        base + ["-ss", str(start + CLIP_SECONDS / 2), "-i", url, "-frames:v", "1", str(out.with_suffix(".jpg"))],
+        check=True,
+    )
+
+
+def measure(run) -> dict:
+    children, own = cpu_seconds()
     began = time.perf_counter()
-    for path in paths:
-        cmd = ["ffmpeg", "-nostdin", "-v", "error"]
-        if start_s is not None:
-            cmd += ["-ss", str(start_s), "-t", "10"]
-        subprocess.run(cmd + ["-i", str(path), "-f", "null", "-"], check=True)
-    return time.perf_counter() - began
+    result = run()
+    wall = time.perf_counter() - began
+    children_after, own_after = cpu_seconds()
+    return {"wall": wall, "cpu_children": children_after - children, "cpu_self": own_after - own, "result": result}
 
 
-def write_manifest(path: Path, urls: list[str], start_s: float) -> Path:
+def make_sources(media: Path, size: str, count: int, seconds: float, distinct: int) -> list[str]:
+    """``count`` served names over ``distinct`` generated files (generating a 480p source takes seconds)."""
+    names = []
+    for i in range(count):
+        name = f"{size}-s{i:04d}.mp4"
+        original = media / f"{size}-s{i % distinct:04d}.mp4"
+        if i < distinct:
+            big = size != "160x120"
+            make_video(
+                original,
+                spec_for_index(i, seconds),
+                size=size,
+                fps=25 if big else 10,
+                gop=50 if big else 20,
+                noise=10 if big else 0,
+                video_kbps=1000 if big else 0,
+            )
+        else:
+            shutil.copyfile(original, media / name)
+        names.append(name)
+    return names
+
+
+def write_manifest(path: Path, urls: list[str], starts: list[float]) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["url", "start_s", "emotion"])
         for url in urls:
-            writer.writerow([url, start_s, "happy"])
+            for start in starts:
+                writer.writerow([url, start, "happy"])
     return path
+
+
+def run_case(
+    work: Path,
+    server: ServedMedia,
+    names: list[str],
+    windows: int,
+    source_seconds: float,
+    parallel: int,
+    recipe_overrides: dict,
+) -> dict:
+    starts = window_starts(windows, source_seconds)
+    urls = [f"{server.base_url}/{name}" for name in names]
+    jobs = [(url, start) for url in urls for start in starts]
+    floor_dir = work / "floor"
+    floor_dir.mkdir(parents=True, exist_ok=True)
+    before = server.bytes_sent()
+
+    def floor():
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(lambda job: floor_window(job[0], job[1], floor_dir / f"w{jobs.index(job):04d}"), jobs))
+        return len(jobs)
+
+    floor_run = measure(floor)
+    floor_run["bytes"] = server.bytes_sent() - before
+    shutil.rmtree(floor_dir)
+
+    manifest = write_manifest(work / "m.csv", urls, starts)
+    overrides = {"shards.sources_per_shard": len(names), "shards.fetch_threads": parallel, **recipe_overrides}
+    recipe = load_recipe("mipnet").with_overrides(overrides)
+    out = work / "out"
+    before = server.bytes_sent()
+    mipkit_run = measure(lambda: build(BuildOptions(manifest=manifest, out=out, recipe=recipe, workers=1)))
+    mipkit_run["bytes"] = server.bytes_sent() - before
+    mipkit_run["result"] = mipkit_run["result"]["counts"].get("ok", 0)
+    shutil.rmtree(out)
+    return {"floor": floor_run, "mipkit": mipkit_run, "windows": len(jobs)}
+
+
+def table_row(size: str, layout: str, case: dict) -> str:
+    floor, ours = case["floor"], case["mipkit"]
+    floor_cpu = floor["cpu_children"] + floor["cpu_self"]
+    our_cpu = ours["cpu_children"] + ours["cpu_self"]
+    return (
+        f"| {size} | {layout} | {ours['result']}/{case['windows']} | {floor['wall']:.2f} | {ours['wall']:.2f} | "
+        f"**{ours['wall'] / floor['wall']:.2f}x** | {floor_cpu:.2f} | {ours['cpu_children']:.2f} + {ours['cpu_self']:.2f} | "
+        f"**{our_cpu / floor_cpu:.2f}x** | {floor['bytes'] / 1e6:.2f} | {ours['bytes'] / 1e6:.2f} | "
+        f"{ours['bytes'] / floor['bytes']:.2f}x |"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sources", type=int, default=16)
+    parser.add_argument("--sizes", nargs="+", default=["160x120", "854x480"])
+    parser.add_argument("--layouts", nargs="+", default=["32x1", "8x6"], help="SOURCESxWINDOWS")
     parser.add_argument("--source-seconds", type=float, default=60.0)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--fetch-threads", type=int, default=4)
     parser.add_argument(
-        "--long-minutes", type=float, default=10.0, help="length of the source used for bytes-per-window"
+        "--parallel", type=int, default=4, help="concurrent jobs on both sides: floor windows, mipkit sources in flight"
     )
+    parser.add_argument("--distinct", type=int, default=4, help="distinct generated files behind the served names")
     parser.add_argument(
-        "--no-force-keyframes", action="store_true", help="stream-copy sections (exact for mp4 edit lists only)"
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe overrides, e.g. ytdlp.force_keyframes_at_cuts=true",
     )
+    parser.add_argument("--label", default="", help="what this run measures (goes into the report)")
     parser.add_argument("--write", action="store_true", help="append the results to docs/benchmarks.md")
     args = parser.parse_args()
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = {"true": True, "false": False}.get(value.lower(), value)
+    parallel = args.parallel
 
     work = Path(tempfile.mkdtemp(prefix="mipkit-bench-"))
+    rows = []
     try:
         media = work / "media"
-        print(
-            f"generating {args.sources} sources of {args.source_seconds:g} s and one of {args.long_minutes:g} min ...",
-            flush=True,
-        )
-        paths = [
-            make_video(media / f"s{i:04d}.mp4", spec_for_index(i, args.source_seconds)) for i in range(args.sources)
-        ]
-        long_path = make_video(media / "long.mp4", spec_for_index(10_000, args.long_minutes * 60))
-        start_s = 20.0
-        full_decode = decode_seconds(paths)
-        window_decode = decode_seconds(paths, start_s)
-
-        rows = []
-        # Throughput: the server runs in its own process, as a remote host would (no shared GIL).
-        server_process = subprocess.Popen(
-            [sys.executable, "-m", "mipkit.demo.mediaserver", str(media)], stdout=subprocess.PIPE, text=True
-        )
+        media.mkdir()
+        layouts = [tuple(int(x) for x in layout.split("x")) for layout in args.layouts]
+        most = max(sources for sources, _ in layouts)
+        server = ServedMedia(media)
         try:
-            base_url = server_process.stdout.readline().strip()
-            manifest = write_manifest(work / "m.csv", [f"{base_url}/{p.name}" for p in paths], start_s)
-            for workers in args.workers:
-                recipe = load_recipe("mipnet").with_overrides(
-                    {
-                        "shards.sources_per_shard": max(1, args.sources // (2 * workers)),
-                        "shards.fetch_threads": args.fetch_threads,
-                        "ytdlp.force_keyframes_at_cuts": not args.no_force_keyframes,
-                    }
-                )
-                out = work / f"out{workers}"
-                began = time.perf_counter()
-                summary = build(BuildOptions(manifest=manifest, out=out, recipe=recipe, workers=workers))
-                seconds = time.perf_counter() - began
-                built = summary["counts"].get("ok", 0)
-                rows.append((workers, built, seconds))
+            for size in args.sizes:
+                print(f"generating {size} sources ...", flush=True)
+                names = make_sources(media, size, most, args.source_seconds, args.distinct)
+                for sources, windows in layouts:
+                    case = run_case(
+                        work / f"{size}-{sources}x{windows}",
+                        server,
+                        names[:sources],
+                        windows,
+                        args.source_seconds,
+                        parallel,
+                        overrides,
+                    )
+                    rows.append(table_row(size, f"{sources}x{windows}", case))
+                    print(rows[-1], flush=True)
         finally:
-            server_process.kill()
-        # Bytes: an in-process server counts what it sent.
-        with MediaServer(media) as server:
-            long_manifest = write_manifest(work / "long.csv", [server.url("long.mp4")], args.long_minutes * 30)
-            before = server.bytes_sent
-            build(BuildOptions(manifest=long_manifest, out=work / "long", recipe=load_recipe("mipnet"), workers=1))
-            window_bytes = server.bytes_sent - before
-        whole_bytes = long_path.stat().st_size
-
-        lines = [
-            f"{args.sources} generated sources of {args.source_seconds:g} s (160x120 H.264 10 fps + AAC), one 10-s window each, "
-            f"fetch threads per shard = {args.fetch_threads}, force_keyframes_at_cuts = {not args.no_force_keyframes}. Pure decode with `ffmpeg -i SRC -f null -`: whole files "
-            f"{full_decode:.2f} s, the 10-s windows only {window_decode:.2f} s.",
-            "",
-            "| workers | pairs built | build time (s) | clips/s | build / whole-file decode | build / window decode |",
-            "|---:|---:|---:|---:|---:|---:|",
-        ]
-        for workers, built, seconds in rows:
-            lines.append(
-                f"| {workers} | {built} | {seconds:.2f} | {built / seconds:.2f} | {seconds / full_decode:.1f}x | {seconds / window_decode:.1f}x |"
-            )
-        lines += [
-            "",
-            f"Bytes fetched for one 10-s window of a {args.long_minutes:g}-minute source: {window_bytes / 1e6:.2f} MB "
-            f"of {whole_bytes / 1e6:.2f} MB for the whole file ({100 * window_bytes / whole_bytes:.1f} %; counted by the "
-            "127.0.0.1 server, metadata probe included).",
-        ]
-        report = "\n".join(lines)
-        print(report)
-        if args.write:
-            print(f"appended to {append_section('Build throughput (benchmarks/build_throughput.py)', report)}")
+            server.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    lines = [
+        f"{args.label + ': ' if args.label else ''}generated sources of {args.source_seconds:g} s (160x120: H.264 10 fps; "
+        "854x480: H.264 25 fps with grain at about 1 Mbit/s; AAC 128k), served by one 127.0.0.1 process; "
+        f"{parallel} concurrent jobs on both sides; recipe overrides {overrides or 'none'}. "
+        "Floor per window: `ffmpeg -ss S -t 10 -i URL -vn -ac 1 -ar 32000 out.flac` + `ffmpeg -ss S+5 -i URL -frames:v 1 out.jpg` "
+        "(`-vn`: without it ffmpeg also encodes the video into the FLAC as PNG cover frames). "
+        "CPU = children (ffmpeg) + mipkit's own process (yt-dlp, assembly).",
+        "",
+        "| picture | sources x windows | pairs | floor wall (s) | mipkit wall (s) | wall ratio | floor CPU (s) | "
+        "mipkit CPU children + own (s) | CPU ratio | floor MB | mipkit MB | bytes ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        f"Load average at the end: {os.getloadavg()[0]:.2f} (the machine is shared).",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    if args.write:
+        print(f"appended to {append_section('Build throughput side by side (benchmarks/build_throughput.py)', report)}")
 
 
 if __name__ == "__main__":

@@ -188,49 +188,46 @@ def eval_command(
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated integers, got '{seeds}'", param_hint="--seeds") from None
     err = Console(stderr=True, highlight=False)
+    # What both evaluations take alike: the checkpoint, where and how it runs, and the encoders' weights.
+    shared = dict(
+        checkpoint=checkpoint,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        log=lambda msg: err.print(f"[dim]{msg}[/dim]"),
+        image_weights=image_weights,
+        music_weights=music_weights,
+    )
     if emotion_aligned or images or music:
-        _eval_emotion_aligned(
+        from baselines.eval.emotion_aligned import RESULT_FILE, evaluate_emotion_aligned
+        from baselines.eval.emotion_aligned import render_table as render_emotion_table
+
+        _check_emotion_aligned_flags(emotion_aligned, images, music, dataset, candidates)
+        result = _evaluate(
+            evaluate_emotion_aligned,
             run,
-            emotion_aligned,
             images,
             music,
-            dataset,
-            candidates,
-            split,
-            image_split,
-            music_split,
-            image_label_column,
-            mapping,
-            checkpoint,
-            device,
-            batch_size,
-            workers,
-            image_weights,
-            music_weights,
-            json_out,
-            err,
+            split=split,
+            image_split=image_split,
+            music_split=music_split,
+            image_label_column=image_label_column,
+            mapping=mapping,
+            **shared,
         )
+        _report(result, json_out, lambda: render_emotion_table(result), f"{Path(run).name}/{RESULT_FILE}", err)
         return
-    try:
-        result = evaluate_run(
-            run,
-            dataset,
-            split,
-            checkpoint=checkpoint,
-            candidates=candidates,
-            seeds=seed_list,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-            log=lambda msg: err.print(f"[dim]{msg}[/dim]"),
-            image_weights=image_weights,
-            music_weights=music_weights,
-            text_weights=text_weights,
-            html=html,
-        )
-    except MipkitError as e:
-        _fail(e)
-        return
+    result = _evaluate(
+        evaluate_run,
+        run,
+        dataset,
+        split,
+        candidates=candidates,
+        seeds=seed_list,
+        text_weights=text_weights,
+        html=html,
+        **shared,
+    )
     gallery = f" and {result['gallery']}" if result.get("gallery") else ""
     _report(
         result,
@@ -239,6 +236,26 @@ def eval_command(
         f"{Path(run).name}/eval_{split}.json, eval_{split}.png{gallery}",
         err,
     )
+
+
+def _evaluate(evaluate, *args, **kwargs) -> dict:
+    """``evaluate(*args, **kwargs)``, its input errors as one line."""
+    try:
+        return evaluate(*args, **kwargs)
+    except MipkitError as e:
+        _fail(e)
+
+
+def _check_emotion_aligned_flags(emotion_aligned: bool, images, music, dataset, candidates) -> None:
+    if not emotion_aligned:
+        _fail("--images / --music belong to the emotion-aligned evaluation; add --emotion-aligned")
+    if not images or not music:
+        _fail("--emotion-aligned needs both --images DIR_OR_HUB and --music DIR_OR_HUB")
+    if dataset or candidates:
+        _fail(
+            "--emotion-aligned evaluates --images against --music; drop --dataset / --candidates "
+            "(run `mipkit eval` a second time for the paired evaluation)"
+        )
 
 
 def _report(result: dict, json_out: bool, table, wrote: str, err) -> None:
@@ -252,59 +269,3 @@ def _report(result: dict, json_out: bool, table, wrote: str, err) -> None:
     else:
         Console().print(table())
         err.print(f"[dim]wrote {wrote}[/dim]")
-
-
-def _eval_emotion_aligned(
-    run,
-    emotion_aligned,
-    images,
-    music,
-    dataset,
-    candidates,
-    split,
-    image_split,
-    music_split,
-    image_label_column,
-    mapping,
-    checkpoint,
-    device,
-    batch_size,
-    workers,
-    image_weights,
-    music_weights,
-    json_out,
-    err,
-) -> None:
-    from baselines.eval.emotion_aligned import RESULT_FILE, evaluate_emotion_aligned, render_table
-
-    if not emotion_aligned:
-        _fail("--images / --music belong to the emotion-aligned evaluation; add --emotion-aligned")
-    if not images or not music:
-        _fail("--emotion-aligned needs both --images DIR_OR_HUB and --music DIR_OR_HUB")
-    if dataset or candidates:
-        _fail(
-            "--emotion-aligned evaluates --images against --music; drop --dataset / --candidates "
-            "(run `mipkit eval` a second time for the paired evaluation)"
-        )
-    try:
-        result = evaluate_emotion_aligned(
-            run,
-            images,
-            music,
-            split=split,
-            image_split=image_split,
-            music_split=music_split,
-            image_label_column=image_label_column,
-            mapping=mapping,
-            checkpoint=checkpoint,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-            log=lambda msg: err.print(f"[dim]{msg}[/dim]"),
-            image_weights=image_weights,
-            music_weights=music_weights,
-        )
-    except MipkitError as e:
-        _fail(e)
-        return
-    _report(result, json_out, lambda: render_table(result), f"{Path(run).name}/{RESULT_FILE}", err)

@@ -218,9 +218,12 @@ def write_eval(run_dir: str | Path, split: str, result: dict, v: torch.Tensor, m
     return json_path, png_path
 
 
-def write_run_eval(run_dir: str | Path, dataset: str, split: str, step: int, result: dict, v, m) -> dict:
+def write_run_eval(
+    run_dir: str | Path, dataset: str, split: str, step: int, result: dict, v, m, gallery_of=None
+) -> dict:
     """A run's evaluation headed by what was evaluated (run, dataset, split, checkpoint step), written by
-    ``write_eval``; returns the headed result."""
+    ``write_eval``; returns the headed result. ``gallery_of`` (the evaluated split's rows): also write the
+    retrieval gallery and add its path to the result (not to the JSON file)."""
     from baselines.data.pairs import dataset_display_name
 
     result = {
@@ -231,6 +234,10 @@ def write_run_eval(run_dir: str | Path, dataset: str, split: str, step: int, res
         **result,
     }
     write_eval(run_dir, split, result, v, m)
+    if gallery_of is not None:
+        from baselines.eval.gallery import write_gallery
+
+        result["gallery"] = write_gallery(run_dir, gallery_of, v, m, split, result).relative_to(run_dir).as_posix()
     return result
 
 

@@ -244,7 +244,8 @@ def iiclvm_library(
 ) -> Library:
     from baselines.data.frames import check_yt8m_split, load_frames
     from baselines.data.pairs import fingerprint
-    from baselines.tasks.iiclvm import embed, load_yt8m
+    from baselines.eval.sequence import embed
+    from baselines.tasks.iiclvm import load_yt8m
     from mipkit.core.files import sha256_file
 
     dd = load_yt8m(library)

@@ -301,12 +301,7 @@ def evaluate_run(
         seeds=seeds,
         log=log,
     )
-    result = write_run_eval(run_dir, dataset, split, step, result, v, m)
-    if html:
-        from baselines.eval.gallery import write_gallery
-
-        result["gallery"] = write_gallery(run_dir, dd[split], v, m, split, result).relative_to(run_dir).as_posix()
-    return result
+    return write_run_eval(run_dir, dataset, split, step, result, v, m, gallery_of=dd[split] if html else None)
 
 
 def load_run_model(

@@ -5,8 +5,8 @@
   (GS / FD, ``baselines.models.sequence.sample_positions``) and dequantised on the device
 * model: ``baselines.models.sequence`` (biLSTM / FC / Att / GCN per modality), loss ``InterIntraLoss``
   (``w_intra = 0`` is CLVM); II-CLVTM adds a frozen text encoder's cached title / keyword features
-* evaluation: ``v2m`` / ``m2v`` instance retrieval on the whole split and on three random test sets
-  of 1000 and 1024 candidates (``pooled_instance_metrics``), mean and std
+* evaluation (``baselines.eval.sequence``): ``v2m`` / ``m2v`` instance retrieval on the whole split and on
+  three random test sets of 1000 and 1024 candidates (``pooled_instance_metrics``), mean and std
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import torch
 
 from baselines.data.frames import check_yt8m_split, load_frames, place
 from baselines.data.pairs import dataset_display_name, fingerprint, get_split, load_pair_dataset
-from baselines.eval.metrics import instance_metrics
-from baselines.eval.retrieval import pools, validation_metrics, write_run_eval
+from baselines.eval.retrieval import validation_metrics, write_run_eval
+from baselines.eval.sequence import DIRECTIONS, embed, sequence_retrieval
 from baselines.losses import InterIntraLoss, IntraModalLoss
 from baselines.models.sequence import (
     DEFAULT_LAYERS,
@@ -42,8 +42,6 @@ from baselines.runtime.config import (
     render_card,
 )
 from baselines.tasks import Task
-
-DIRECTIONS = ("v2m", "m2v")
 
 
 @dataclass
@@ -148,42 +146,6 @@ def load_yt8m(spec: str):
         return load_pair_dataset(spec)
     except DatasetError as e:
         raise DatasetError(str(e).replace("`mipkit build mipnet`", "`mipkit build yt8m-title`")) from None
-
-
-@torch.inference_mode()
-def embed(
-    model, stores: tuple, text: torch.Tensor | None, cfg: IICLVMConfig, device: torch.device, chunk: int = 256
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Evaluation embeddings (fp32, CPU) of a split: deterministic frames (GS segment centres / FD window)."""
-    rgb, audio = stores
-    if len(rgb) == 0:
-        return torch.zeros(0, cfg.hidden), torch.zeros(0, cfg.hidden)
-    was_training = model.training
-    model.eval()
-    vs, ms = [], []
-    for start in range(0, len(rgb), chunk):
-        idx = torch.arange(start, min(start + chunk, len(rgb)))
-        pos_v = sample_positions(rgb.lengths[idx.to(rgb.lengths.device)], cfg.segments, cfg.sampling, train=False)
-        pos_m = sample_positions(audio.lengths[idx.to(audio.lengths.device)], cfg.segments, cfg.sampling, train=False)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            t = text[idx.to(text.device)] if text is not None else None
-            vs.append(model.encode_video(rgb.gather(idx, pos_v, device), t).float().cpu())
-            ms.append(model.encode_music(audio.gather(idx, pos_m, device)).float().cpu())
-    model.train(was_training)
-    return torch.cat(vs), torch.cat(ms)
-
-
-def sequence_retrieval(v: torch.Tensor, m: torch.Tensor, candidates, seeds) -> dict:
-    from baselines.eval.chance import instance_chance
-
-    sim = v.float() @ m.float().T
-    return {
-        "n_pairs": int(sim.shape[0]),
-        DIRECTIONS[0]: instance_metrics(sim),
-        DIRECTIONS[1]: instance_metrics(sim.T),
-        "chance": {"instance": instance_chance(int(sim.shape[0]))},
-        "pools": pools(sim, candidates, seeds, DIRECTIONS) if candidates else {},
-    }
 
 
 class IICLVMTask(Task):
@@ -399,9 +361,5 @@ def evaluate_run(
     elif isinstance(candidates, int):
         candidates = (candidates,)
     result, v, m = evaluate_embeddings(model, stores, text, cfg, device, candidates, seeds)
-    result = write_run_eval(run_dir, dataset, split, int(state.get("step", -1)), result, v, m)
-    if html:
-        from baselines.eval.gallery import write_gallery
-
-        result["gallery"] = write_gallery(run_dir, ds, v, m, split, result).relative_to(run_dir).as_posix()
-    return result
+    step = int(state.get("step", -1))
+    return write_run_eval(run_dir, dataset, split, step, result, v, m, gallery_of=ds if html else None)

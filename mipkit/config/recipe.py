@@ -105,7 +105,9 @@ class ShardConfig:
     sources_per_shard: StrictInt = Field(
         32, ge=1, le=100_000, description="sources per shard: the unit of work and resume"
     )
-    fetch_threads: StrictInt = Field(4, ge=1, le=64, description="sources fetched concurrently inside a shard")
+    fetch_threads: StrictInt = Field(
+        0, ge=0, le=64, description="sources fetched concurrently inside a shard (0 = twice the cores)"
+    )
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -118,7 +120,9 @@ class YtdlpConfig:
     retry_backoff_s: StrictFloat = Field(5.0, ge=0, le=3600, description="first back-off between our retries, s")
     sleep_interval: StrictFloat = Field(0.0, ge=0, le=3600, description="pause before each download, s")
     socket_timeout: StrictFloat = Field(30.0, gt=0, le=3600, description="timeout of every network read, s")
-    force_keyframes_at_cuts: StrictBool = Field(True, description="exact cuts (re-encodes the section only)")
+    force_keyframes_at_cuts: StrictBool = Field(
+        False, description="yt-dlp sections re-encoded at the cuts, instead of one exact-seek ffmpeg per window"
+    )
     cookiefile: StrictStr = Field("", description="Netscape cookies file (secret)")
     proxy: StrictStr = Field("", description="proxy URL, e.g. socks5://host:1080 (secret)")
     cookies_from_browser: StrictStr = Field(
@@ -132,6 +136,47 @@ class YtdlpConfig:
         if problem:
             raise ValueError(f"the proxy {problem}; pass scheme://[user:password@]host:port")
         return value
+
+
+@dataclass(frozen=True, config=_SCHEMA)
+class FetchConfig:
+    """Bounds of every transfer: yt-dlp's, the media relay's and ffmpeg's."""
+
+    socket_timeout_s: StrictFloat = Field(30.0, gt=0, le=3600, description="any network read waiting longer fails, s")
+    window_timeout_s: StrictFloat = Field(
+        120.0, gt=0, le=86_400, description="wall-clock cap of one window's ffmpeg, s"
+    )
+    max_retry_after_s: StrictFloat = Field(
+        300.0, ge=0, le=86_400, description="a Retry-After is honoured up to this, s"
+    )
+
+
+@dataclass(frozen=True, config=_SCHEMA)
+class PolitenessTable:
+    """One ``[politeness.HOST]`` table (or ``[politeness.default]``); a key left out keeps the host's default.
+
+    The values in force, and ``--politeness HOST:key=value``, are ``mipkit.config.politeness``'s."""
+
+    min_interval_s: StrictFloat | None = Field(
+        None, ge=0, le=86_400, description="pause between the starts of two sources on the host, s"
+    )
+    jitter_s: StrictFloat | None = Field(None, ge=0, le=86_400, description="plus a random pause of up to this, s")
+    max_per_hour: StrictInt | None = Field(
+        None, ge=0, le=1_000_000, description="source starts per rolling hour (0 = no cap)"
+    )
+    sleep_requests_s: StrictFloat | None = Field(None, ge=0, le=3600, description="yt-dlp's sleep_interval_requests, s")
+    backoff_initial_s: StrictFloat | None = Field(
+        None, ge=0, le=86_400, description="pause after a rate limit without Retry-After (doubles in a row), s"
+    )
+    backoff_max_s: StrictFloat | None = Field(
+        None, ge=0, le=86_400, description="cap of that pause and of Retry-After, s"
+    )
+    breaker_after: StrictInt | None = Field(
+        None, ge=1, le=10_000, description="rate limits in a row after which no source starts on the host"
+    )
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -202,10 +247,10 @@ class RecipeFile:
     splits: SplitConfig = dataclasses.field(default_factory=SplitConfig)
     shards: ShardConfig = dataclasses.field(default_factory=ShardConfig)
     ytdlp: YtdlpConfig = dataclasses.field(default_factory=YtdlpConfig)
+    fetch: FetchConfig = dataclasses.field(default_factory=FetchConfig)
     yt8m: Yt8mConfig | None = None
-    # [politeness.default], [politeness."youtube.com"], ...: host names are keys, so the tables are
-    # checked by mipkit.config.politeness (keys, types, bounds), one line per error like the rest.
-    politeness: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # [politeness.default], [politeness."youtube.com"], ...: host names are the keys of one table each.
+    politeness: dict[StrictStr, PolitenessTable] = dataclasses.field(default_factory=dict)
 
 
 def _keys_of(cls) -> list[str]:
@@ -239,6 +284,8 @@ def schema_error(exc: ValidationError, where: str) -> MipkitError:
 def _section_class(path: tuple[str, ...]):
     cls = RecipeFile
     for name in path:
+        if name not in cls.__pydantic_fields__:
+            continue  # a key of a dict of tables ([politeness."youtube.com"]): the table's class is already cls
         annotation = cls.__pydantic_fields__[name].annotation
         cls = next((a for a in getattr(annotation, "__args__", ()) if dataclasses.is_dataclass(a)), annotation)
     return cls
@@ -253,8 +300,14 @@ class Recipe:
     splits: SplitConfig = dataclasses.field(default_factory=SplitConfig)
     shards: ShardConfig = dataclasses.field(default_factory=ShardConfig)
     ytdlp: YtdlpConfig = dataclasses.field(default_factory=YtdlpConfig)
+    fetch: FetchConfig = dataclasses.field(default_factory=FetchConfig)
     yt8m: Yt8mConfig | None = None  # only the yt8m recipes have it
     politeness: Politeness = dataclasses.field(default_factory=Politeness)
+
+    @property
+    def socket_timeout_s(self) -> float:
+        """The read timeout in force: the tighter of ``fetch.socket_timeout_s`` and ``ytdlp.socket_timeout``."""
+        return min(self.fetch.socket_timeout_s, self.ytdlp.socket_timeout)
 
     def with_overrides(self, overrides: dict[str, Any]) -> Recipe:
         """Return a copy with ``section.key`` values replaced (``None`` values are ignored), validated by the schema."""
@@ -358,7 +411,7 @@ def load_recipe(name_or_path: str) -> Recipe:
     if parsed.ytdlp.cookiefile:
         check_cookies_file(parsed.ytdlp.cookiefile, where=f"recipe {path.name} [ytdlp] cookiefile:")
     dataset = dict(raw.get("dataset", {}))
-    politeness = Politeness.from_raw(parsed.politeness, f"recipe {path.name}")
+    politeness = Politeness.from_raw({h: t.given() for h, t in parsed.politeness.items()}, f"recipe {path.name}")
     return Recipe(
         name=parsed.dataset.name or path.stem,
         dataset=dataset,
@@ -367,6 +420,7 @@ def load_recipe(name_or_path: str) -> Recipe:
         splits=parsed.splits,
         shards=parsed.shards,
         ytdlp=parsed.ytdlp,
+        fetch=parsed.fetch,
         yt8m=parsed.yt8m,
         politeness=politeness,
     )

@@ -131,21 +131,54 @@ def _scene_filter(spec: SourceSpec) -> str:
     return ",".join(boxes + ["format=yuv420p"])
 
 
-def make_video(path: str | Path, spec: SourceSpec, size: str = "160x120", fps: int = 10, gop: int = 20) -> Path:
-    """Write an H.264 + AAC mp4 (moov atom first, so readers can seek over HTTP)."""
+# Codecs per container: what real hosts serve (mp4/mkv H.264 + AAC, webm VP9 + Opus, ogg/m4a audio only).
+_CODECS = {
+    ".mp4": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "128k"],
+    ".mkv": ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "128k"],
+    ".webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k", "-c:a", "libopus"],
+    ".ogg": ["-vn", "-c:a", "libvorbis"],
+    ".m4a": ["-vn", "-c:a", "aac", "-b:a", "128k"],
+}
+
+
+def make_video(
+    path: str | Path,
+    spec: SourceSpec,
+    size: str = "160x120",
+    fps: int = 10,
+    gop: int = 20,
+    faststart: bool = True,
+    noise: int = 0,
+    video_kbps: int = 0,
+) -> Path:
+    """Write a source in the container named by the suffix (default H.264 + AAC mp4, moov atom first,
+    so readers can seek over HTTP).
+
+    A time-ramp picture larger than 160x120 is drawn at 160x120 and scaled (the per-pixel expression is
+    slow); ``noise`` adds temporal grain so that a large picture costs what a real one does to encode and
+    decode; ``faststart=False`` leaves an mp4's moov atom at the end.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     luma = f"min(255,{LUMA_BASE}+{LUMA_PER_S}*T)"
     chirp = f"{spec.amplitude}*sin(2*PI*({spec.f0}*t+{spec.sweep}*t*t/2))"
+    canvas = size
     video_filter = f"format=yuv420p,geq=lum='{luma}':cb={spec.cb}:cr={spec.cr}"
+    if size != "160x120":
+        canvas = "160x120"
+        video_filter += f",scale={size.replace('x', ':')}"
     audio_input = ["-f", "lavfi", "-i", f"aevalsrc=exprs={chirp}:s=44100:d={spec.seconds}"]
     if spec.scenes:
         import soundfile as sf
 
+        canvas = size
         video_filter = _scene_filter(spec)
         wav = path.with_name(path.name + ".wav")
         sf.write(wav, spec.expected_audio(0.0, spec.seconds, 44100), 44100, subtype="FLOAT")
         audio_input = ["-i", str(wav)]
+    if noise:
+        video_filter += f",noise=alls={noise}:allf=t"
+    codecs = list(_CODECS[path.suffix.lower()])
     cmd = [
         "ffmpeg",
         "-nostdin",
@@ -155,27 +188,18 @@ def make_video(path: str | Path, spec: SourceSpec, size: str = "160x120", fps: i
         "-f",
         "lavfi",
         "-i",
-        f"color=c=black:s={size}:r={fps}:d={spec.seconds}",
-        *audio_input,
-        "-vf",
-        video_filter,
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        str(gop),
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "128k",
-        "-movflags",
-        "+faststart",
-        "-shortest",
-        str(path),
+        f"color=c=black:s={canvas}:r={fps}:d={spec.seconds}",
     ]
+    cmd += audio_input
+    if "-vn" in codecs:
+        cmd += codecs
+    else:
+        cmd += ["-vf", video_filter, *codecs, "-g", str(gop), "-pix_fmt", "yuv420p"]
+        if video_kbps:
+            cmd += ["-b:v", f"{video_kbps}k"]
+    if path.suffix.lower() in (".mp4", ".m4a") and faststart:
+        cmd += ["-movflags", "+faststart"]
+    cmd += ["-shortest", str(path)]
     try:
         subprocess.run(cmd, check=True)
     finally:

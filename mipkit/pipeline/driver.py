@@ -36,6 +36,7 @@ from mipkit.media.checks import preflight, require_youtube_support
 from mipkit.pipeline.assemble import assemble, column_values
 from mipkit.pipeline.engines import ENGINES, ShardFn, run_shards
 from mipkit.pipeline.fetch import check_format
+from mipkit.pipeline.parallelism import describe as describe_parallelism
 from mipkit.pipeline.plan import plan_splits
 from mipkit.pipeline.politeness import GATE_DIR, HostGate
 from mipkit.pipeline.shard import STATS_FILE, STATUS_FILE, ShardTask, is_done, plan_shards, run_shard, shards_root
@@ -299,6 +300,8 @@ def build(opts: BuildOptions) -> dict:
     split_of = plan_splits(sources, splits.ratios(), splits.seed, splits.stratify_by, opts.split_of)
 
     def record_merged_spellings(out: Path) -> None:
+        # Printed once the output is ours and locked, so a refused run stays a one-line error.
+        ui.console.print(describe_parallelism(opts.workers, opts.recipe.shards.fetch_threads))
         merged = merged_spellings(sources)
         write_json_lines(build_dir(out) / MERGED_SOURCES_FILE, merged)
         if merged:

@@ -1,21 +1,27 @@
-"""Stage 3, process: turn one source's fetched sections into pairs (clip + keyframe + label).
+"""Stage 3, process: turn one source's windows into pairs (clip + keyframe + label).
 
 ``build_source`` runs fetch and process for one source and always returns one status per
-requested window, so nothing is lost whatever fails.
+requested window, so nothing is lost whatever fails. Plain http(s) media takes the fast path (one
+ffmpeg per window through the relay, ``mipkit.pipeline.windows``); other formats, or a recipe with
+``force_keyframes_at_cuts``, take yt-dlp's section download.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
+from urllib.parse import urlparse
 
 from mipkit.config.recipe import Recipe
 from mipkit.core import records
 from mipkit.core.ids import pair_id_for
 from mipkit.core.records import Pair, SampleStatus, SourceRequest, Window
 from mipkit.media.ffmpeg import MediaError, decode_audio, encode_flac, extract_frame, fit_length
-from mipkit.pipeline.fetch import Fetcher, FetchError, SourceInfo, one_line
+from mipkit.media.relay import MediaRelay, NotHttpError
+from mipkit.pipeline.fetch import Fetcher, FetchError, SourceInfo, classify_error, effective_proxy, one_line, redact
 from mipkit.pipeline.politeness import HostGate
+from mipkit.pipeline.windows import SourceWindows, check_resolved_urls, fast_path_formats
 
 
 def plan_windows(duration: float, seconds: float, count: int) -> list[float]:
@@ -71,6 +77,32 @@ def fail_all(request: SourceRequest, status: str, error: str, count_auto: int) -
     return out
 
 
+def _pair(
+    request: SourceRequest,
+    source: SourceInfo,
+    start: float,
+    window: Window,
+    flac: bytes,
+    jpeg: bytes | None,
+    recipe: Recipe,
+) -> Pair:
+    return Pair(
+        pair_id=pair_id_for(request.source_id, start),
+        source_id=request.source_id,
+        source_url=request.url,
+        start_s=start,
+        end_s=round(start + recipe.clip.seconds, 3),
+        audio_flac=flac,
+        image_jpeg=jpeg,
+        emotion=window.emotion,
+        emotion_source=(window.emotion_source or "manifest") if window.emotion else None,
+        emotion_score=window.emotion_score if window.emotion else None,
+        title=window.title or source.title,
+        uploader=source.uploader,
+        license=window.license or source.license,
+    )
+
+
 def _make_pair(
     request: SourceRequest, source: SourceInfo, start: float, window: Window, section: Path, recipe: Recipe
 ) -> Pair:
@@ -83,21 +115,67 @@ def _make_pair(
     image = None
     if clip.image:
         image = extract_frame(str(section), clip.image_position * clip.seconds, clip.image_max_side, clip.image_quality)
-    return Pair(
-        pair_id=pair_id_for(request.source_id, start),
-        source_id=request.source_id,
-        source_url=request.url,
-        start_s=start,
-        end_s=round(start + clip.seconds, 3),
-        audio_flac=encode_flac(pcm, clip.sample_rate),
-        image_jpeg=image,
-        emotion=window.emotion,
-        emotion_source=(window.emotion_source or "manifest") if window.emotion else None,
-        emotion_score=window.emotion_score if window.emotion else None,
-        title=window.title or source.title,
-        uploader=source.uploader,
-        license=window.license or source.license,
-    )
+    return _pair(request, source, start, window, encode_flac(pcm, clip.sample_rate), image, recipe)
+
+
+def _register(relay: MediaRelay, fmt: dict):
+    """A relay ticket for one resolved format, with yt-dlp's headers and the cookies for its URL."""
+    headers = dict(fmt.get("http_headers") or {})
+    if fmt.get("_mipkit_cookie"):
+        headers["Cookie"] = fmt["_mipkit_cookie"]
+    return relay.register(fmt["url"], headers)
+
+
+def _fast_path(
+    request: SourceRequest,
+    source: SourceInfo,
+    formats: tuple[dict, dict | None],
+    recipe: Recipe,
+    source_dir: Path,
+    gate: HostGate | None = None,
+) -> tuple[list[Pair], list[SampleStatus]]:
+    cfg = recipe.ytdlp
+    audio_format, video_format = formats
+    pairs: list[Pair] = []
+    with MediaRelay(
+        source_dir / "relay", proxy=effective_proxy(cfg), timeout=recipe.socket_timeout_s, retries=cfg.retries
+    ) as relay:
+
+        def ticket(fmt: dict):
+            return _register(relay, fmt)
+
+        audio = ticket(audio_format)
+        video = None
+        if recipe.clip.image and video_format is not None:
+            video = audio if video_format["url"] == audio_format["url"] else ticket(video_format)
+        windows_of = SourceWindows(
+            recipe,
+            relay,
+            audio,
+            video,
+            audio_format.get("ext"),
+            source_dir,
+            lambda message: classify_error(redact(message, cfg)),
+            gate=gate,
+            url=request.url,
+        )
+        duration = source.duration
+        if duration is None and any(w.start_s is None for w in request.windows):
+            duration = windows_of.duration()
+        windows, statuses = resolve_windows(request, duration, recipe)
+        for start, window in windows:
+            base = dict(
+                pair_id=pair_id_for(request.source_id, start),
+                source_id=request.source_id,
+                url=request.url,
+                start_s=start,
+                row=window.row,
+            )
+            outcome = windows_of.run(start)
+            if outcome.status == records.OK:
+                pairs.append(_pair(request, source, start, window, outcome.flac, outcome.jpeg, recipe))
+            statuses.append(SampleStatus(status=outcome.status, error=one_line(redact(outcome.error, cfg)), **base))
+    return pairs, statuses
 
 
 class _TooShort(Exception):
@@ -110,52 +188,82 @@ def build_source(
     """Fetch and process every window of one source. Temporary files are removed in all cases.
 
     ``gate`` holds the host's politeness and rate-limit breaker (shared by every worker)."""
-    fetcher = Fetcher(recipe.ytdlp, gate)
+    source_dir = workdir / request.source_id
+    fetcher = Fetcher(
+        dataclasses.replace(recipe.ytdlp, socket_timeout=recipe.socket_timeout_s),
+        private_dir=workdir / ".private",
+        gate=gate,
+    )
     auto = recipe.clip.clips_per_source
     try:
         source = fetcher.extract(request.url)
+        check_resolved_urls(source.info)
     except FetchError as exc:
         return [], fail_all(request, exc.status, str(exc), auto)
-    windows, statuses = resolve_windows(request, source.duration, recipe)
-    if not windows:
-        return [], statuses
-    source_dir = workdir / request.source_id
-    pairs: list[Pair] = []
+    except NotHttpError as exc:
+        return [], fail_all(request, records.DOWNLOAD_ERROR, f"refused: {exc}", auto)
+    # The relay speaks to http(s) proxies only; a SOCKS proxy keeps yt-dlp's own downloader (sections).
+    relay_proxy_ok = urlparse(effective_proxy(recipe.ytdlp) or "http://").scheme in ("http", "https")
+    fast = not recipe.ytdlp.force_keyframes_at_cuts and relay_proxy_ok
+    formats = fast_path_formats(source.info) if fast else None
+    source_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        ranges = [(start, start + recipe.clip.seconds) for start, _ in windows]
-        try:
-            sections = fetcher.download_sections(source, request.source_id, ranges, source_dir)
-        except FetchError as exc:
-            return [], statuses + [
-                SampleStatus(
-                    status=exc.status,
-                    error=str(exc),
-                    pair_id=pair_id_for(request.source_id, s),
-                    source_id=request.source_id,
-                    url=request.url,
-                    start_s=s,
-                    row=w.row,
-                )
-                for s, w in windows
-            ]
-        for start, window in windows:
-            pair_id = pair_id_for(request.source_id, start)
-            base = dict(pair_id=pair_id, source_id=request.source_id, url=request.url, start_s=start, row=window.row)
-            section = sections.get(round(start, 3))
-            if section is None:
-                statuses.append(
-                    SampleStatus(
-                        status=records.DOWNLOAD_ERROR, error="yt-dlp produced no file for this section", **base
-                    )
-                )
-                continue
-            try:
-                pairs.append(_make_pair(request, source, start, window, section, recipe))
-                statuses.append(SampleStatus(status=records.OK, **base))
-            except _TooShort as exc:
-                statuses.append(SampleStatus(status=records.TOO_SHORT, error=str(exc), **base))
-            except MediaError as exc:
-                statuses.append(SampleStatus(status=records.DECODE_ERROR, error=one_line(str(exc)), **base))
+        if formats is not None:
+            return _fast_path(request, source, formats, recipe, source_dir, gate)
+        return _section_path(request, source, fetcher, recipe, source_dir)
     finally:
         shutil.rmtree(source_dir, ignore_errors=True)
+
+
+def _section_path(
+    request: SourceRequest, source: SourceInfo, fetcher: Fetcher, recipe: Recipe, source_dir: Path
+) -> tuple[list[Pair], list[SampleStatus]]:
+    """yt-dlp downloads the sections (HLS/DASH-segment formats, or ``force_keyframes_at_cuts``)."""
+    duration = source.duration
+    direct = fast_path_formats(source.info)
+    if duration is None and direct is not None and any(w.start_s is None for w in request.windows):
+        # Direct media links carry no duration: read it from the container, through the relay like every read.
+        with MediaRelay(
+            source_dir / "relay", proxy=effective_proxy(recipe.ytdlp), timeout=recipe.socket_timeout_s
+        ) as relay:
+            ticket = _register(relay, direct[0])
+            duration = SourceWindows(
+                recipe, relay, ticket, None, direct[0].get("ext"), source_dir, classify_error
+            ).duration()
+    windows, statuses = resolve_windows(request, duration, recipe)
+    if not windows:
+        return [], statuses
+    pairs: list[Pair] = []
+    ranges = [(start, start + recipe.clip.seconds) for start, _ in windows]
+    try:
+        sections = fetcher.download_sections(source, request.source_id, ranges, source_dir)
+    except FetchError as exc:
+        return [], statuses + [
+            SampleStatus(
+                status=exc.status,
+                error=str(exc),
+                pair_id=pair_id_for(request.source_id, s),
+                source_id=request.source_id,
+                url=request.url,
+                start_s=s,
+                row=w.row,
+            )
+            for s, w in windows
+        ]
+    for start, window in windows:
+        pair_id = pair_id_for(request.source_id, start)
+        base = dict(pair_id=pair_id, source_id=request.source_id, url=request.url, start_s=start, row=window.row)
+        section = sections.get(round(start, 3))
+        if section is None:
+            statuses.append(
+                SampleStatus(status=records.DOWNLOAD_ERROR, error="yt-dlp produced no file for this section", **base)
+            )
+            continue
+        try:
+            pairs.append(_make_pair(request, source, start, window, section, recipe))
+            statuses.append(SampleStatus(status=records.OK, **base))
+        except _TooShort as exc:
+            statuses.append(SampleStatus(status=records.TOO_SHORT, error=str(exc), **base))
+        except MediaError as exc:
+            statuses.append(SampleStatus(status=records.DECODE_ERROR, error=one_line(str(exc)), **base))
     return pairs, statuses

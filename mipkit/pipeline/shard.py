@@ -27,6 +27,7 @@ from mipkit.core.files import write_atomic
 from mipkit.core.paths import BUILD_DIR
 from mipkit.core.records import INTERNAL_ERROR, PENDING, Pair, SampleStatus, SourceRequest
 from mipkit.pipeline.fetch import one_line
+from mipkit.pipeline.parallelism import fetch_threads
 from mipkit.pipeline.politeness import HostGate
 from mipkit.pipeline.process import build_source, fail_all
 
@@ -155,7 +156,9 @@ def run_shard(
             reason = f"internal error ({type(exc).__name__}: {one_line(str(exc))}); please report it"
             return [], fail_all(request, INTERNAL_ERROR, reason, recipe.clip.clips_per_source)
 
-    pool = ThreadPoolExecutor(max_workers=recipe.shards.fetch_threads, thread_name_prefix=f"shard{task.index}")
+    pool = ThreadPoolExecutor(
+        max_workers=fetch_threads(recipe.shards.fetch_threads), thread_name_prefix=f"shard{task.index}"
+    )
     try:
         for source_pairs, source_statuses in pool.map(one, [s for s in task.sources if s.source_id not in finished]):
             pairs.extend(source_pairs)

@@ -1,7 +1,7 @@
 """Issue 11 items 4, 5, 6 and 8: builds against a hostile host (``mipkit.demo.faultserver``) on 127.0.0.1.
 
-Written against the code before the fixes: each test is a strict xfail naming its item, so the fix
-flips it to a plain test. Two real builds (``python -m mipkit build mipnet``) run at once, so the
+Written against the code before the fixes as strict xfails naming their items; the fetch fast path
+(media relay, one ffmpeg per window) made them plain tests. Two real builds (``python -m mipkit build mipnet``) run at once, so the
 file costs about one build: the shared one holds every case as its own source (one alias URL per
 fault), and the stall one runs beside it with a wall-clock cap.
 
@@ -298,49 +298,46 @@ def test_the_clean_sources_build(fault_builds):
     assert _status(fault_builds["shared"]["clean"]) == "ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 4: ffmpeg's HTTP input has no read timeout; a stalled section waits as long as the server",
-)
 def test_a_stall_during_the_section_download_is_bounded(fault_builds):
     assert fault_builds["stall_code"] == 0, f"the build was still running after {STALL_CAP_S:g} s"
     statuses = fault_builds["stall"]
     assert _status(statuses["clean"]) == "ok"
-    for name in ("stall mid-body", "stall before headers"):
-        assert _status(statuses[name]).startswith("network_error"), name
+    assert _status(statuses["stall before headers"]).startswith("network_error")
+    # A stall mid-body times out the read; ffmpeg asks again from where it was (Range), so the window
+    # may still complete, exact, within the bound: ok is as good as a retried network_error here.
+    assert _status(statuses["stall mid-body"]).split(":")[0] in ("ok", "network_error")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 4: a stall then a close is recorded as too_short, never retried")
 def test_a_stall_then_a_close_is_a_network_error(fault_builds):
-    assert _status(fault_builds["shared"]["stall then close"]).startswith("network_error")
+    # Never too_short: either the transfer is resumed by a ranged request (ok) or it is a retried network_error.
+    assert _status(fault_builds["shared"]["stall then close"]).split(":")[0] in ("ok", "network_error")
+    assert any(r.faults for r in fault_builds["log"]["stall then close"]), "the stall never fired"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 5: transfer faults are recorded as permanent statuses")
 @pytest.mark.parametrize("case", ["cut mid-body", "short Content-Length", "HTTP 502", "HTTP 503", "HTTP 504"])
 def test_a_transfer_fault_is_a_retried_network_error(fault_builds, case):
-    assert _status(fault_builds["shared"][case]).startswith("network_error")
+    status = _status(fault_builds["shared"][case])
+    if case == "cut mid-body":
+        # ffmpeg asks again (Range) from where the cut answer stopped, so the window may complete, exact:
+        # ok is the best outcome; what must not happen is a permanent status.
+        assert status.split(":")[0] in ("ok", "network_error"), status
+    else:
+        assert status.startswith("network_error")
+    log = fault_builds["log"][case]
+    if status == "ok":
+        # The cut answer was one ffmpeg no longer needed, or it asked again (Range): either way the cut fired.
+        assert any(record.faults for record in log), "the fault never fired"
+        return
     # A 5xx answers the first request; a cut or short answer comes in the section download, after what a clean source asks.
     single_try = 1 if case.startswith("HTTP") else len(fault_builds["log"]["clean"])
-    assert len(fault_builds["log"][case]) > single_try, "the failing transfer was not retried"
+    assert len(log) > single_try, "the failing transfer was not retried"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 5: an intermittent HTTP 500 is download_error and not retried")
 def test_an_intermittent_500_is_retried_to_success(fault_builds):
     assert _status(fault_builds["shared"]["intermittent 500"]) == "ok"
 
 
-@pytest.mark.parametrize(
-    "code",
-    [
-        pytest.param(
-            503,
-            marks=pytest.mark.xfail(
-                strict=True, reason="issue 11 item 5: Retry-After of a 503 is not honoured (not retried)"
-            ),
-        ),
-        429,  # issue 9: the host gate pauses the host for Retry-After
-    ],
-)
+@pytest.mark.parametrize("code", [503, 429])
 def test_retry_after_is_honoured(fault_builds, code):
     case = f"{code} with Retry-After"
     assert _status(fault_builds["shared"][case]) == "ok"
@@ -349,18 +346,7 @@ def test_retry_after_is_honoured(fault_builds, code):
     assert later[0].t - refused.t >= RETRY_AFTER_S - 0.05, f"asked again after {later[0].t - refused.t:.2f} s"
 
 
-_ITEM_6 = "issue 11 item 6: servers without Range support mislabel valid media"
-
-
-def _item_6(kind: str):
-    if kind in ("webm", "mkv"):
-        # Not strict: today ffmpeg resyncs at random after the server refuses its seek, so about one
-        # try in four still yields the window. After the fix it must pass every time: drop the mark.
-        return pytest.param(kind, marks=pytest.mark.xfail(strict=False, reason=_ITEM_6 + " (outcome varies today)"))
-    return pytest.param(kind, marks=pytest.mark.xfail(strict=True, reason=_ITEM_6))
-
-
-@pytest.mark.parametrize("kind", [_item_6(kind) for kind in NO_RANGE_MEDIA])
+@pytest.mark.parametrize("kind", list(NO_RANGE_MEDIA))
 def test_valid_media_builds_from_a_server_without_range(fault_builds, kind):
     assert _status(fault_builds["shared"][f"no Range: {kind}"]) == "ok"
     name, index, _ = NO_RANGE_MEDIA[kind]
@@ -372,9 +358,6 @@ def test_valid_media_builds_from_a_server_without_range(fault_builds, kind):
     assert np.corrcoef(pcm[: len(expected)], expected)[0, 1] > 0.9, "the clip is not the window asked for"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 11 item 8: ffprobe opens file:// media of a page, and the status tells whether it exists"
-)
 def test_file_urls_of_a_page_are_refused_without_a_hint(fault_builds):
     local = _only(fault_builds["shared"]["page with file:// to a local file"])
     absent = _only(fault_builds["shared"]["page with file:// to nothing"])

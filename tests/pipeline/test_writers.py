@@ -105,6 +105,25 @@ def test_a_folder_mipkit_did_not_write_is_refused_and_left_as_it_was(command, tm
     assert _snapshot(target) == before
 
 
+def test_a_release_folder_is_replaced_only_when_mipkit_wrote_it(tmp_path, built_dataset):
+    from mipkit.release.publish import export_to_folder
+
+    mine = tmp_path / "mine"  # the Hub layout, but the user's own files
+    (mine / "data").mkdir(parents=True)
+    (mine / "README.md").write_text("my card")
+    (mine / "data" / "train-00000-of-00001.parquet").write_bytes(b"my data")
+    before = _snapshot(mine)
+    with pytest.raises(MipkitError, match="'mine' holds files mipkit did not write"):
+        export_to_folder(built_dataset[0], mine, REPO_ID)
+    assert _snapshot(mine) == before
+    ours = tmp_path / "release"
+    export_to_folder(built_dataset[0], ours, REPO_ID, metadata_only=True)
+    export_to_folder(built_dataset[0], ours, REPO_ID)  # an earlier release of ours is replaced
+    import pyarrow.parquet as pq
+
+    assert "image" in pq.read_schema(ours / "data" / "train-00000-of-00001.parquet").names  # the full release now
+
+
 def test_label_in_place_never_drops_a_file_it_did_not_write(tmp_path, built_dataset):
     import shutil
 

@@ -27,7 +27,7 @@ from mipkit.core.errors import MipkitError
 from mipkit.core.ids import youtube_id as parse_youtube_id
 from mipkit.kinds.yt8m import NO_KEYWORDS, NO_LOOKUP, NO_METADATA, NO_TITLE, PRIVATE
 from mipkit.kinds.yt8m.lookup import DiskCache, LookupClient, RateLimiter
-from mipkit.pipeline.fetch import FetchError, classify_error, open_ytdlp, with_retries, ytdlp_params
+from mipkit.media.ytdlp import FetchError, classify_error, open_ytdlp, with_retries, ytdlp_params
 
 YOUTUBE_URL_TEMPLATE = "https://www.youtube.com/watch?v={youtube_id}"
 # Failures a metadata file may carry forward: asking again would give the same answer.
@@ -132,7 +132,7 @@ def load_metadata_file(path: Path) -> dict[str, dict]:
 
 
 def status_of(message: str) -> str:
-    """A yt-dlp error's status: ``private`` apart, as ``mipkit.pipeline.fetch.classify_error`` says."""
+    """A yt-dlp error's status: ``private`` apart, as ``mipkit.media.ytdlp.classify_error`` says."""
     return PRIVATE if _PRIVATE.search(message) else classify_error(message)
 
 
@@ -145,8 +145,13 @@ class YtdlpMetadata:
         url_template: str = YOUTUBE_URL_TEMPLATE,
         rate: float = 1.0,
         cache: DiskCache | None = None,
+        private_dir: Path | None = None,
     ):
         self.cfg = cfg
+        # The private cookies copy lives in the build's own folder (beside the cache), never in /tmp.
+        self.private_dir = private_dir or (
+            cache.root.parent / "private" if cache is not None else Path("build") / "private"
+        )
         self.url_template = url_template
         self.limiter = RateLimiter(rate)
         self.cache = cache
@@ -164,7 +169,7 @@ class YtdlpMetadata:
 
         def action(logger):
             params = {**ytdlp_params(self.cfg, logger), "skip_download": True, "ignore_no_formats_error": True}
-            with open_ytdlp(params) as ydl:
+            with open_ytdlp(params, self.private_dir) as ydl:
                 return ydl.extract_info(self.url_for(youtube_id), download=False, process=False)
 
         try:

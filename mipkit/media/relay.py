@@ -1,0 +1,365 @@
+"""A relay on 127.0.0.1 between ffmpeg and the media host.
+
+ffmpeg reads ``http://127.0.0.1:PORT/<token>``; the relay makes the real request. So:
+- cookies, headers and the proxy stay inside this process: never on an argv (``ps``), never on disk;
+- every request to the host goes through the configured proxy, with a socket timeout;
+- only http(s) is ever opened (redirects to other schemes are refused);
+- transfer faults (5xx, 429, cut bodies, short bodies, stalls) are recorded per ticket, so a failed
+  ffmpeg run is classified from what really happened on the wire, not from its stderr;
+- a host without Range support (``python -m http.server``) is fetched once, whole, into the build's
+  private temp area and served from there with Range: ffmpeg can seek in any container.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import secrets
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlparse
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+_RANGE_ANSWER = re.compile(r"bytes (\d+)-(\d+)/")
+_CHUNK = 16 * 1024
+_DOWNSTREAM_BUFFER = 32 * 1024
+UPSTREAM_BUFFER = 128 * 1024  # about 20 Mbit/s in flight at a 50-ms round trip
+ALLOWED_SCHEMES = ("http", "https")
+
+
+class NotHttpError(ValueError):
+    """A media URL that is not http(s): never opened."""
+
+
+def check_http_url(url: str) -> str:
+    scheme = urlparse(url).scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        raise NotHttpError(f"the media URL uses {scheme or 'no'} scheme; only http(s) media is opened")
+    return url
+
+
+@dataclass
+class Fault:
+    kind: str  # "http_status", "cut", "timeout", "connect", "redirect", "too_large"
+    message: str
+    status: int = 0
+    retry_after: float | None = None
+
+
+@dataclass
+class Ticket:
+    """One remote media URL as ffmpeg sees it, with what went wrong fetching it."""
+
+    url: str
+    headers: dict[str, str]
+    local_url: str = ""
+    faults: list[Fault] = field(default_factory=list)
+    bytes_in: int = 0
+    whole_file: Path | None = None  # set when the host ignores Range
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    whole_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fault(self, fault: Fault) -> None:
+        with self.lock:
+            self.faults.append(fault)
+
+
+def _bounded_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, *args, **kwargs):
+    """``socket.create_connection`` with a bounded receive buffer, set before connecting (window scaling):
+    the kernel would otherwise take megabytes ahead of what ffmpeg reads, and ffmpeg drops them when it seeks."""
+    host, port = address
+    error: OSError | None = None
+    for family, kind, proto, _, where in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UPSTREAM_BUFFER)
+            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(where)
+            return sock
+        except OSError as exc:
+            error = exc
+            sock.close()
+    raise error or OSError(f"cannot resolve {host}")
+
+
+class _BoundedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._create_connection = _bounded_connection
+
+
+class _BoundedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._create_connection = _bounded_connection
+
+
+class _BoundedHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_BoundedHTTPConnection, req)
+
+
+class _BoundedHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_BoundedHTTPSConnection, req, context=self._context)
+
+
+class _NoOtherSchemes(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urlparse(newurl).scheme.lower() not in ALLOWED_SCHEMES:
+            raise urllib.error.HTTPError(newurl, code, "redirect to a scheme other than http(s) refused", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+class MediaRelay(ThreadingHTTPServer):
+    """Serve registered tickets on 127.0.0.1 from a background thread; use as a context manager."""
+
+    daemon_threads = True
+
+    def __init__(
+        self, temp_dir: Path, proxy: str = "", timeout: float = 30.0, retries: int = 3, max_whole_bytes: int = 2 << 30
+    ):
+        super().__init__(("127.0.0.1", 0), _RelayHandler)
+        self.temp_dir = Path(temp_dir)
+        self.timeout_s = timeout
+        self.retries = retries
+        self.max_whole_bytes = max_whole_bytes
+        proxies = urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {})
+        handlers = [_NoOtherSchemes(), proxies, _BoundedHTTPHandler(), _BoundedHTTPSHandler()]
+        self.opener = urllib.request.build_opener(*handlers)
+        self.tickets: dict[str, Ticket] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def register(self, url: str, headers: dict[str, str]) -> Ticket:
+        check_http_url(url)
+        # A header value with a line break would smuggle a second header: drop it.
+        clean = {
+            k: v for k, v in headers.items() if "\r" not in v and "\n" not in v and "\r" not in k and "\n" not in k
+        }
+        token = secrets.token_urlsafe(16)
+        ticket = Ticket(url=url, headers=clean, local_url=f"http://127.0.0.1:{self.server_address[1]}/{token}")
+        with self._lock:
+            self.tickets[token] = ticket
+        return ticket
+
+    def release(self, ticket: Ticket) -> None:
+        with self._lock:
+            self.tickets = {k: t for k, t in self.tickets.items() if t is not ticket}
+        if ticket.whole_file is not None:
+            ticket.whole_file.unlink(missing_ok=True)
+
+    def _request(self, ticket: Ticket, range_header: str):
+        request = urllib.request.Request(ticket.url, method="GET")
+        for key, value in ticket.headers.items():
+            if key.lower() == "cookie":
+                request.add_unredirected_header(key, value)  # never sent on to another host
+            else:
+                request.add_header(key, value)
+        request.add_header("Range", range_header or "bytes=0-")
+        return self.opener.open(request, timeout=self.timeout_s)
+
+    def open_upstream(self, ticket: Ticket, range_header: str):
+        """The host's answer; a 5xx or a refused connection is retried here, within one read timeout
+        in all (ffmpeg waits longer), so one bad answer does not cost the whole window."""
+        budget = self.timeout_s
+        attempt = 0
+        while True:
+            try:
+                return self._request(ticket, range_header)
+            except urllib.error.HTTPError as exc:
+                retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+                transient = exc.code >= 500 or exc.code == 429
+                pause = max(0.25 * 2**attempt, retry_after or 0.0)
+                if not transient or attempt >= self.retries or pause > budget:
+                    raise
+            except urllib.error.URLError as exc:
+                if not isinstance(exc.reason, ConnectionError) or attempt >= self.retries:
+                    raise
+                pause = 0.25 * 2**attempt
+                if pause > budget:
+                    raise
+            budget -= pause
+            attempt += 1
+            time.sleep(pause)
+
+    def start(self) -> MediaRelay:
+        self._thread = threading.Thread(target=self.serve_forever, name="mipkit-media-relay", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def __enter__(self) -> MediaRelay:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class _RelayHandler(BaseHTTPRequestHandler):
+    server: MediaRelay
+
+    def log_message(self, format, *args):  # noqa: A002 - the relay must never log URLs or headers
+        return
+
+    def setup(self):
+        super().setup()
+        # A small send buffer: the relay reads from the host only about as fast as ffmpeg consumes,
+        # instead of filling loopback buffers (megabytes) that ffmpeg drops when it seeks.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _DOWNSTREAM_BUFFER)
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        ticket = self.server.tickets.get(self.path.lstrip("/"))
+        if ticket is None:
+            self.send_error(404)
+            return
+        asked = self.headers.get("Range", "").strip()
+        if ticket.whole_file is not None:
+            self._serve_file(ticket.whole_file, asked)
+            return
+        try:
+            upstream = self.server.open_upstream(ticket, asked)
+        except urllib.error.HTTPError as exc:
+            ticket.fault(
+                Fault(
+                    "http_status",
+                    f"HTTP Error {exc.code}: {exc.reason}",
+                    exc.code,
+                    _retry_after(exc.headers.get("Retry-After") if exc.headers else None),
+                )
+            )
+            self.send_error(exc.code if 400 <= exc.code < 600 else 502)
+            return
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            kind = "timeout" if isinstance(reason, (socket.timeout, TimeoutError)) else "connect"
+            ticket.fault(Fault(kind, f"{'timed out' if kind == 'timeout' else 'connection failed'}: {reason}"))
+            self.send_error(504 if kind == "timeout" else 502)
+            return
+        with upstream:
+            accepts = "bytes" in (upstream.headers.get("Accept-Ranges") or "").lower()
+            if upstream.status == 200 and (not accepts or not self._range_from_zero(asked)):
+                # The host ignores Range: fetch the whole file once, then serve ranges from it.
+                with ticket.whole_lock:
+                    if ticket.whole_file is None:
+                        ticket.whole_file = self._fetch_whole(ticket, upstream)
+                if ticket.whole_file is None:
+                    self.send_error(502)
+                    return
+                self._serve_file(ticket.whole_file, asked)
+                return
+            self._pass_through(ticket, upstream)
+
+    @staticmethod
+    def _range_from_zero(asked: str) -> bool:
+        match = _RANGE.match(asked)
+        return not asked or bool(match and match.group(1) in ("", "0") and not match.group(2))
+
+    def _pass_through(self, ticket: Ticket, upstream) -> None:
+        length = upstream.headers.get("Content-Length")
+        span = _RANGE_ANSWER.match(upstream.headers.get("Content-Range") or "")
+        if span and length is not None and int(span.group(2)) - int(span.group(1)) + 1 != int(length):
+            # The answer's Content-Length is shorter than the range it names: a truncated body.
+            ticket.fault(Fault("cut", f"Content-Length {length} does not match Content-Range {span.group(0)}"))
+        self.send_response(upstream.status)
+        for key in ("Content-Type", "Content-Length", "Content-Range", "Accept-Ranges"):
+            if upstream.headers.get(key):
+                self.send_header(key, upstream.headers[key])
+        self.end_headers()
+        sent = 0
+        while True:
+            try:
+                chunk = upstream.read(_CHUNK)
+            except (OSError, ValueError) as exc:  # timeout, reset, IncompleteRead
+                ticket.fault(Fault("cut", f"the transfer was interrupted ({type(exc).__name__})"))
+                return
+            if not chunk:
+                break
+            ticket.bytes_in += len(chunk)
+            try:
+                self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                return  # ffmpeg closes early after a seek: normal
+            sent += len(chunk)
+        if length is not None and sent < int(length):
+            ticket.fault(Fault("cut", f"the body ended after {sent} of {length} bytes"))
+
+    def _fetch_whole(self, ticket: Ticket, upstream) -> Path | None:
+        self.server.temp_dir.mkdir(parents=True, exist_ok=True)
+        path = self.server.temp_dir / f"whole-{secrets.token_hex(8)}"
+        length = upstream.headers.get("Content-Length")
+        got = 0
+        try:
+            with path.open("wb") as handle:
+                while chunk := upstream.read(_CHUNK):
+                    got += len(chunk)
+                    ticket.bytes_in += len(chunk)
+                    if got > self.server.max_whole_bytes:
+                        ticket.fault(
+                            Fault(
+                                "too_large", "the host ignores Range and the file is larger than the whole-file limit"
+                            )
+                        )
+                        path.unlink(missing_ok=True)
+                        return None
+                    handle.write(chunk)
+        except (OSError, ValueError) as exc:
+            ticket.fault(Fault("cut", f"the transfer was interrupted ({type(exc).__name__})"))
+            path.unlink(missing_ok=True)
+            return None
+        if length is not None and got < int(length):
+            ticket.fault(Fault("cut", f"the body ended after {got} of {length} bytes"))
+            path.unlink(missing_ok=True)
+            return None
+        return path
+
+    def _serve_file(self, path: Path, asked: str) -> None:
+        size = path.stat().st_size
+        start, end = 0, size - 1
+        match = _RANGE.match(asked)
+        if match and (match.group(1) or match.group(2)):
+            if match.group(1):
+                start = int(match.group(1))
+                end = min(int(match.group(2)) if match.group(2) else size - 1, size - 1)
+            else:
+                start = max(size - int(match.group(2)), 0)
+            if start >= size or start > end:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        else:
+            self.send_response(200)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.end_headers()
+        with path.open("rb") as handle:
+            handle.seek(start)
+            remaining = end - start + 1
+            try:
+                while remaining > 0 and (chunk := handle.read(min(_CHUNK, remaining))):
+                    self.wfile.write(chunk)
+                    remaining -= len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                return
