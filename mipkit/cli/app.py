@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from mipkit.cli import browse, build, demo, inspect, label, publish, search, weights, yt8m
+from mipkit.cli import browse, build, demo, doctor, inspect, label, publish, search, weights, yt8m
 from mipkit.core import ui
-from mipkit.core.errors import MipkitError, NothingBuiltError
+from mipkit.core.errors import MipkitError, NothingBuiltError, SessionBlockedError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -24,6 +24,7 @@ build_app.command("mipnet")(build.build_mipnet)
 app.command("status")(inspect.status)
 app.command("inspect")(inspect.inspect)
 app.command("demo")(demo.demo)
+app.command("doctor")(doctor.doctor)
 
 
 def _mount_baselines() -> None:
@@ -64,6 +65,11 @@ def _from_ctrl_c(exc: BaseException) -> bool:
 def main() -> None:
     try:
         app()
+    except SessionBlockedError as exc:
+        if exc.summary:
+            ui.stdout.print(ui.counts_table("samples by status", exc.summary["counts"], "requested"))
+        ui.console.print(f"[yellow]stopped:[/yellow] {exc}", soft_wrap=True)
+        raise SystemExit(exc.exit_code) from None
     except NothingBuiltError as exc:
         ui.console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise SystemExit(1) from None

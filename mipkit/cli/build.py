@@ -36,6 +36,8 @@ def build_mipnet(
     cookies: options.Cookies = None,
     proxy: options.Proxy = None,
     sleep: options.Sleep = None,
+    politeness: options.PolitenessFlags = None,
+    cookies_from_browser: options.CookiesFromBrowser = None,
     seed: options.SplitSeed = None,
     overwrite: options.Overwrite = False,
     retry_failed: bool = typer.Option(
@@ -68,6 +70,7 @@ def build_mipnet(
             "splits.seed": seed,
         }
     )
+    config = options.apply_fetch_flags(config, politeness, cookies_from_browser)
     labeller = None
     if label_with:
         from mipkit.labelling.passt import make_labeller

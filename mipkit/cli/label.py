@@ -94,6 +94,8 @@ def build_audioset_mood(
     cookies: options.Cookies = None,
     proxy: options.Proxy = None,
     sleep: options.Sleep = None,
+    politeness: options.PolitenessFlags = None,
+    cookies_from_browser: options.CookiesFromBrowser = None,
     seed: options.SplitSeed = None,
     overwrite: options.Overwrite = False,
 ) -> None:
@@ -124,6 +126,7 @@ def build_audioset_mood(
             "splits.seed": seed,
         }
     )
+    config = options.apply_fetch_flags(config, politeness, cookies_from_browser)
     files = [fetch_csv(spec) for spec in segments]
     selection = select_segments(
         files,

@@ -1,5 +1,5 @@
 """What several command groups declare or check the same way: shared typer options (``Annotated`` aliases:
-``workers: options.Workers = 1``) and the ``--cookies`` check."""
+``workers: options.Workers = 1``), the ``--cookies`` check and the fetch flags of every media build."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from mipkit.config.recipe import check_cookies_file
+from mipkit.core.errors import MipkitError
 from mipkit.core.storage import Location, parse_storage_options
 
 OUT_HELP = "Output folder or fsspec URL (s3://bucket/prefix, gs://..., file://...)"
@@ -50,6 +51,22 @@ Sleep = Annotated[
     Optional[float], typer.Option(help="Seconds to pause before each download (5-10 advised for YouTube).")
 ]
 SplitSeed = Annotated[Optional[int], typer.Option(help="Seed of the split assignment.")]
+PolitenessFlags = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--politeness",
+        help="Override one politeness value: HOST:key=value (repeatable), e.g. youtube.com:min_interval_s=10, "
+        "default:max_per_hour=600. Keys: min_interval_s, jitter_s, max_per_hour, sleep_requests_s, "
+        "backoff_initial_s, backoff_max_s, breaker_after.",
+    ),
+]
+CookiesFromBrowser = Annotated[
+    Optional[str],
+    typer.Option(
+        "--cookies-from-browser",
+        help="Use this browser's cookies: BROWSER[:PROFILE] as in yt-dlp (never logged or written into the build).",
+    ),
+]
 
 
 def check_cookies(cookies: Path | None) -> None:
@@ -61,3 +78,20 @@ def check_cookies(cookies: Path | None) -> None:
 def location(value: str | Path, storage_options: str | None) -> Location:
     """A command's folder argument as a ``Location``, with its storage options."""
     return Location(str(value), parse_storage_options(storage_options))
+
+
+def apply_fetch_flags(config, politeness: list[str] | None, cookies_from_browser: str | None):
+    """The recipe with ``--politeness`` overrides and ``--cookies-from-browser`` applied (validated)."""
+    settings = config.politeness
+    for spec in politeness or []:
+        settings = settings.with_override(spec)
+    if cookies_from_browser is not None:
+        from yt_dlp.cookies import SUPPORTED_BROWSERS
+
+        browser = cookies_from_browser.partition(":")[0].strip().lower()
+        if browser not in SUPPORTED_BROWSERS:
+            raise MipkitError(
+                f"--cookies-from-browser {browser!r} is not a browser yt-dlp reads; "
+                f"choose one of {', '.join(sorted(SUPPORTED_BROWSERS))} (optionally BROWSER:PROFILE)"
+            )
+    return config.with_overrides({"politeness": settings, "ytdlp.cookies_from_browser": cookies_from_browser})

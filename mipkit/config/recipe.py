@@ -34,12 +34,13 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass
 
+from mipkit.config.politeness import Politeness
 from mipkit.core.errors import MipkitError
 from mipkit.core.paths import recipe_dir
 
 # Scalars are strict (TOML has types: "ten" is not a number, true is not 1); nan/inf are never a setting.
 _SCHEMA = ConfigDict(extra="forbid", allow_inf_nan=False)
-SECRET_KEYS = frozenset({"cookiefile", "proxy"})  # never printed, logged or published
+SECRET_KEYS = frozenset({"cookiefile", "proxy", "cookies_from_browser"})  # never printed, logged or published
 PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
@@ -124,6 +125,9 @@ class YtdlpConfig:
     )
     cookiefile: StrictStr = Field("", description="Netscape cookies file (secret)")
     proxy: StrictStr = Field("", description="proxy URL, e.g. socks5://host:1080 (secret)")
+    cookies_from_browser: StrictStr = Field(
+        "", description="BROWSER[:PROFILE], yt-dlp's --cookies-from-browser (secret)"
+    )
 
     @field_validator("proxy")
     @classmethod
@@ -145,6 +149,34 @@ class FetchConfig:
     max_retry_after_s: StrictFloat = Field(
         300.0, ge=0, le=86_400, description="a Retry-After is honoured up to this, s"
     )
+
+
+@dataclass(frozen=True, config=_SCHEMA)
+class PolitenessTable:
+    """One ``[politeness.HOST]`` table (or ``[politeness.default]``); a key left out keeps the host's default.
+
+    The values in force, and ``--politeness HOST:key=value``, are ``mipkit.config.politeness``'s."""
+
+    min_interval_s: StrictFloat | None = Field(
+        None, ge=0, le=86_400, description="pause between the starts of two sources on the host, s"
+    )
+    jitter_s: StrictFloat | None = Field(None, ge=0, le=86_400, description="plus a random pause of up to this, s")
+    max_per_hour: StrictInt | None = Field(
+        None, ge=0, le=1_000_000, description="source starts per rolling hour (0 = no cap)"
+    )
+    sleep_requests_s: StrictFloat | None = Field(None, ge=0, le=3600, description="yt-dlp's sleep_interval_requests, s")
+    backoff_initial_s: StrictFloat | None = Field(
+        None, ge=0, le=86_400, description="pause after a rate limit without Retry-After (doubles in a row), s"
+    )
+    backoff_max_s: StrictFloat | None = Field(
+        None, ge=0, le=86_400, description="cap of that pause and of Retry-After, s"
+    )
+    breaker_after: StrictInt | None = Field(
+        None, ge=1, le=10_000, description="rate limits in a row after which no source starts on the host"
+    )
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -217,6 +249,8 @@ class RecipeFile:
     ytdlp: YtdlpConfig = dataclasses.field(default_factory=YtdlpConfig)
     fetch: FetchConfig = dataclasses.field(default_factory=FetchConfig)
     yt8m: Yt8mConfig | None = None
+    # [politeness.default], [politeness."youtube.com"], ...: host names are the keys of one table each.
+    politeness: dict[StrictStr, PolitenessTable] = dataclasses.field(default_factory=dict)
 
 
 def _keys_of(cls) -> list[str]:
@@ -250,6 +284,8 @@ def schema_error(exc: ValidationError, where: str) -> MipkitError:
 def _section_class(path: tuple[str, ...]):
     cls = RecipeFile
     for name in path:
+        if name not in cls.__pydantic_fields__:
+            continue  # a key of a dict of tables ([politeness."youtube.com"]): the table's class is already cls
         annotation = cls.__pydantic_fields__[name].annotation
         cls = next((a for a in getattr(annotation, "__args__", ()) if dataclasses.is_dataclass(a)), annotation)
     return cls
@@ -266,6 +302,7 @@ class Recipe:
     ytdlp: YtdlpConfig = dataclasses.field(default_factory=YtdlpConfig)
     fetch: FetchConfig = dataclasses.field(default_factory=FetchConfig)
     yt8m: Yt8mConfig | None = None  # only the yt8m recipes have it
+    politeness: Politeness = dataclasses.field(default_factory=Politeness)
 
     @property
     def socket_timeout_s(self) -> float:
@@ -374,6 +411,7 @@ def load_recipe(name_or_path: str) -> Recipe:
     if parsed.ytdlp.cookiefile:
         check_cookies_file(parsed.ytdlp.cookiefile, where=f"recipe {path.name} [ytdlp] cookiefile:")
     dataset = dict(raw.get("dataset", {}))
+    politeness = Politeness.from_raw({h: t.given() for h, t in parsed.politeness.items()}, f"recipe {path.name}")
     return Recipe(
         name=parsed.dataset.name or path.stem,
         dataset=dataset,
@@ -384,4 +422,5 @@ def load_recipe(name_or_path: str) -> Recipe:
         ytdlp=parsed.ytdlp,
         fetch=parsed.fetch,
         yt8m=parsed.yt8m,
+        politeness=politeness,
     )

@@ -7,3 +7,13 @@ class MipkitError(Exception):
 
 class NothingBuiltError(MipkitError):
     """The build ran but produced no pair at all."""
+
+
+class SessionBlockedError(MipkitError):
+    """A host blocked the session: what was built is committed, the rest is pending (exit code 75, EX_TEMPFAIL)."""
+
+    exit_code = 75
+
+    def __init__(self, message: str, summary: dict | None = None):
+        super().__init__(message)
+        self.summary = summary

@@ -20,6 +20,7 @@ DOWNLOAD_ERROR = "download_error"  # anything else yt-dlp could not fetch
 DECODE_ERROR = "decode_error"  # media fetched but not decodable (corrupt, no stream)
 TOO_SHORT = "too_short"  # source or window shorter than the clip
 INTERNAL_ERROR = "internal_error"  # a bug in mipkit: the sample is recorded, the build goes on
+PENDING = "pending"  # not a failure: never fetched, the host blocked the session; a rerun fetches it
 TRANSIENT_STATUSES = frozenset({RATE_LIMITED, NETWORK_ERROR})
 
 

@@ -55,7 +55,7 @@ def counts_table(title: str, counts: dict[str, int], total_label: str = "total",
     table.add_column(key)
     table.add_column("count", justify="right")
     for status, count in counts.items():
-        style = ("green" if status == "ok" else "red") if key == "status" else ""
+        style = {"ok": "green", "pending": "yellow"}.get(status, "red") if key == "status" else ""
         table.add_row(Text(status, style=style), str(count))
     table.add_row(Text(total_label, style="bold"), str(sum(counts.values())))
     return table

@@ -6,21 +6,25 @@ timeouts, proxy, cookies and the mapping of messages to statuses are decided in 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import secrets
 import shutil
 import time
 from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Protocol
 
 import yt_dlp
 
+from mipkit.config.politeness import HostPoliteness, canonical_host
 from mipkit.config.recipe import YtdlpConfig
 from mipkit.core import records
 from mipkit.core.errors import MipkitError
+from mipkit.media.checks import cookies_from_browser_spec
 from mipkit.media.ffmpeg import MediaError
+from mipkit.media.runtimes import js_runtime_param
 
 # Ordered: the first pattern that matches a yt-dlp/ffmpeg message decides the status.
 _ERROR_KINDS = [
@@ -106,8 +110,10 @@ def redact(text: str, cfg: YtdlpConfig) -> str:
     return text
 
 
-def retry_after_of(exc: BaseException, cap: float = 300.0) -> float | None:
-    """The ``Retry-After`` seconds of the HTTP answer behind a yt-dlp error, if it sent one (capped)."""
+def retry_after_of(exc: BaseException, cap: float | None = 300.0) -> float | None:
+    """The ``Retry-After`` seconds of the HTTP answer behind a yt-dlp error (its cause chain), if it sent one.
+
+    Seconds or an HTTP date; capped at ``cap`` (None: uncapped, the host gate applies its own cap)."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -116,13 +122,11 @@ def retry_after_of(exc: BaseException, cap: float = 300.0) -> float | None:
             continue
         seen.add(id(current))
         response = getattr(current, "response", None)
-        headers = getattr(response, "headers", None)
-        value = headers.get("Retry-After") if headers is not None else None
+        headers = getattr(response, "headers", None) or getattr(current, "headers", None)
+        value = headers.get("Retry-After") if hasattr(headers, "get") else None
         if value:
-            try:
-                return min(max(float(value), 0.0), cap)
-            except ValueError:
-                return None
+            seconds = parse_retry_after(str(value))
+            return seconds if seconds is None or cap is None else min(seconds, cap)
         exc_info = getattr(current, "exc_info", None)
         todo += [
             getattr(current, "cause", None),
@@ -133,12 +137,47 @@ def retry_after_of(exc: BaseException, cap: float = 300.0) -> float | None:
     return None
 
 
-def with_retries(action, cfg: YtdlpConfig, what: str, classify=None, before_try=None, max_retry_after_s: float = 300.0):
+def parse_retry_after(value: str) -> float | None:
+    """Retry-After is seconds or an HTTP date; None when it is neither."""
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+class RateLimitGate(Protocol):
+    """What ``with_retries`` needs of the pipeline's host gate (``mipkit.pipeline.politeness.HostGate``)."""
+
+    def rate_limited(self, url: str, retry_after: float | None = None) -> bool: ...
+
+    def answered(self, url: str) -> None: ...
+
+
+def blocked_reason(url: str) -> str:
+    return f"not fetched: {canonical_host(url)} rate-limited this session; the same command fetches it later"
+
+
+def with_retries(
+    action,
+    cfg: YtdlpConfig,
+    what: str,
+    classify=None,
+    before_try=None,
+    max_retry_after_s: float = 300.0,
+    gate: RateLimitGate | None = None,
+    url: str = "",
+):
     """Run ``action(logger)``; retry transient failures with back-off; else raise ``FetchError``.
 
     ``classify`` maps the collected yt-dlp messages to a status (default ``classify_error``);
     ``before_try`` runs before every attempt (a rate limiter). A server's ``Retry-After`` is
-    honoured, up to ``max_retry_after_s``.
+    honoured, up to ``max_retry_after_s``. With a ``gate``, a rate limit pauses ``url``'s host for
+    every worker instead (the action waits for the gate right before its request), and a tripped
+    breaker ends the source as ``pending`` unless this was its last try.
     """
     classify = classify or classify_error
     attempt = 0
@@ -147,15 +186,25 @@ def with_retries(action, cfg: YtdlpConfig, what: str, classify=None, before_try=
             before_try()
         logger = _CollectingLogger()
         try:
-            return action(logger)
+            result = action(logger)
         except (yt_dlp.utils.DownloadError, yt_dlp.utils.ExtractorError, MediaError, OSError) as exc:
             text = " | ".join(logger.messages + [str(exc)])
             status = classify(text)
-            if status in records.TRANSIENT_STATUSES and attempt < cfg.extract_retries:
+            last = attempt >= cfg.extract_retries
+            if gate is not None and status == records.RATE_LIMITED:
+                if gate.rate_limited(url, retry_after_of(exc, cap=None)) and not last:
+                    raise FetchError(records.PENDING, blocked_reason(url)) from None
+            elif gate is not None and status not in records.TRANSIENT_STATUSES:
+                gate.answered(url)
+            if status in records.TRANSIENT_STATUSES and not last:
                 attempt += 1
-                time.sleep(max(cfg.retry_backoff_s * attempt, retry_after_of(exc, max_retry_after_s) or 0.0))
+                if gate is None or status != records.RATE_LIMITED:  # the gate already paused the host
+                    time.sleep(max(cfg.retry_backoff_s * attempt, retry_after_of(exc, max_retry_after_s) or 0.0))
                 continue
             raise FetchError(status, f"{what}: {one_line(redact(str(exc) or text, cfg))}") from None
+        if gate is not None:
+            gate.answered(url)
+        return result
 
 
 class _CollectingLogger:
@@ -178,29 +227,6 @@ class _CollectingLogger:
         self.messages.append(msg)
 
 
-# yt-dlp's supported JavaScript runtimes (YouTube's player challenges), its order of preference,
-# with the executable each one runs as.
-JS_RUNTIMES = (("deno", "deno"), ("node", "node"), ("bun", "bun"), ("quickjs", "qjs"))
-
-
-def available_js_runtime() -> str | None:
-    """The first JavaScript runtime yt-dlp supports that is on PATH (yt-dlp only tries deno by default)."""
-    for name, executable in JS_RUNTIMES:
-        if shutil.which(executable):
-            return name
-    return None
-
-
-def youtube_support_problems() -> list[str]:
-    """What full YouTube support in recent yt-dlp needs and this machine lacks."""
-    problems = []
-    if available_js_runtime() is None:
-        problems.append("a JavaScript runtime on PATH (deno, node, bun or quickjs)")
-    if importlib.util.find_spec("yt_dlp_ejs") is None:
-        problems.append("yt-dlp-ejs (pip install 'yt-dlp[default]')")
-    return problems
-
-
 PROXY_ENV = ("MIPKIT_PROXY", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
 
 
@@ -211,7 +237,8 @@ def effective_proxy(cfg: YtdlpConfig) -> str:
     return next((os.environ[name] for name in PROXY_ENV if os.environ.get(name)), "")
 
 
-def ytdlp_params(cfg: YtdlpConfig, logger: _CollectingLogger) -> dict:
+def ytdlp_params(cfg: YtdlpConfig, logger: _CollectingLogger, host: HostPoliteness | None = None) -> dict:
+    """yt-dlp's options for ``cfg``; ``host`` (the politeness of the source's host) adds its request spacing."""
     params = {
         "format": cfg.format,
         "quiet": True,
@@ -231,12 +258,25 @@ def ytdlp_params(cfg: YtdlpConfig, logger: _CollectingLogger) -> dict:
     proxy = effective_proxy(cfg)
     if proxy:
         params["proxy"] = proxy
+    if cfg.cookies_from_browser:
+        params["cookiesfrombrowser"] = cookies_from_browser_spec(cfg.cookies_from_browser)
     if cfg.sleep_interval > 0:
         params["sleep_interval"] = cfg.sleep_interval
-    runtime = available_js_runtime()
+    if host is not None and host.sleep_requests_s > 0:
+        params["sleep_interval_requests"] = host.sleep_requests_s
+    runtime = js_runtime_param()
     if runtime:
-        params["js_runtimes"] = {runtime: {}}
+        params["js_runtimes"] = runtime
     return params
+
+
+def warm_extractors(url: str) -> None:
+    """Match ``url`` against yt-dlp's extractors once, as ``extract_info`` will: the first match of a process
+    compiles their URL patterns (about half a second), which would otherwise fall between a politeness
+    wait and the request it spaces."""
+    from yt_dlp.extractor import gen_extractor_classes
+
+    any(ie.suitable(url) for ie in gen_extractor_classes())
 
 
 @contextmanager

@@ -31,29 +31,30 @@ from typing import Any
 from mipkit.config.recipe import Recipe
 from mipkit.config.taxonomy import Taxonomy, load_taxonomy
 from mipkit.core import ui
-from mipkit.core.errors import MipkitError, NothingBuiltError
+from mipkit.core.errors import MipkitError, NothingBuiltError, SessionBlockedError
 from mipkit.core.ids import youtube_id
 from mipkit.core.ownership import check_replaceable, remove_owned, write_marker, writing
-from mipkit.core.records import OK, SPLITS, TRANSIENT_STATUSES, SampleStatus, SourceRequest
+from mipkit.core.records import OK, PENDING, SPLITS, TRANSIENT_STATUSES, SampleStatus, SourceRequest
 from mipkit.core.storage import Location, as_location
 from mipkit.kinds.mipnet import read_manifest
-from mipkit.media.ffmpeg import require_ffmpeg
+from mipkit.media.checks import preflight, require_youtube_support
 from mipkit.pipeline.assemble import MODEL_LABELS_FILE, assemble
 from mipkit.pipeline.engines import ENGINES, ShardFn, engine_session, run_shards
-from mipkit.pipeline.fetch import check_format, youtube_support_problems
+from mipkit.pipeline.fetch import check_format
 from mipkit.pipeline.parallelism import describe as describe_parallelism
 from mipkit.pipeline.plan import plan_splits
+from mipkit.pipeline.politeness import GATE_DIR, HostGate, gate_home
 from mipkit.pipeline.shard import (
     STATS_FILE,
     STATUS_FILE,
     ShardTask,
-    done_indices,
+    complete_indices,
     done_shard_dirs,
     plan_shards,
     run_shard,
     scratch_dir,
 )
-from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, status_report
+from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, iter_statuses, status_report
 
 MERGED_SOURCES_FILE = "merged_sources.jsonl"  # spellings of one source merged into one id, so into one split
 
@@ -280,7 +281,11 @@ def run_build(
             ui.console.print(
                 f"--retry-failed: reopened {reopened} {kind.task_name}(s) with rate-limited or network failures"
             )
-        done = done_indices(out)
+        home = gate_home(out)
+        gate = HostGate(home) if (home / GATE_DIR).is_dir() else None
+        for host in gate.reset_breakers() if gate else []:
+            ui.console.print(f"{host} blocked the last run: trying it again, with the same politeness")
+        done = complete_indices(out)
         pending = [t for t in kind.tasks if t.index not in done]
         if len(pending) < len(kind.tasks):
             ui.console.print(
@@ -293,7 +298,7 @@ def run_build(
                 f"[red]{error}[/red] (the {kind.task_name} is not committed; run the same command again to retry it)"
             )
         assembly_began = time.time()
-        complete = not errors and done_indices(out) >= {t.index for t in kind.tasks}
+        complete = not errors and complete_indices(out) >= {t.index for t in kind.tasks}
         key = _assembly_key(out, kind) if complete else None
         previous = _up_to_date(out, key) if complete and not pending else None  # a shard built now: assemble
         if previous is not None:
@@ -323,6 +328,14 @@ def run_build(
         }
         summary.update(extra)
         (build_dir(out) / "summary.json").write_json(summary)
+    if report["counts"].get(PENDING):
+        left = {r.get("source_id") or r.get("url") for r in iter_statuses(out) if r["status"] == PENDING}
+        hosts = ", ".join(HostGate(gate_home(out)).tripped_hosts()) or "a host"
+        raise SessionBlockedError(
+            f"{hosts} kept answering with rate limits: {len(left)} source(s) left as pending; "
+            "run the same command again later to fetch them",
+            summary,
+        )
     if not sum(rows.values()):
         raise NothingBuiltError(
             f"{kind.nothing_built}; see `mipkit status {out.display}` for the reason of each sample"
@@ -347,7 +360,7 @@ def _run_with_progress(kind: Kind, pending: list, workers: int, engine: str) -> 
             if isinstance(event, tuple):
                 progress.update(bar, total=(progress.tasks[bar].total or 0) + int(event[1]))
                 return
-            failed = sum(n for status, n in event.items() if status != OK)
+            failed = sum(n for status, n in event.items() if status not in (OK, PENDING))
             progress.update(bar, advance=sum(event.values()), failed=progress.tasks[bar].fields["failed"] + failed)
 
         def on_done(task, stats: dict, streamed: bool) -> None:
@@ -372,18 +385,15 @@ def _run_with_progress(kind: Kind, pending: list, workers: int, engine: str) -> 
 
 def build(opts: BuildOptions) -> dict:
     """Run (or resume) a build from a manifest or another reader of sources; returns its summary."""
-    require_ffmpeg()
-    check_format(opts.recipe.ytdlp.format)
+    ytdlp = opts.recipe.ytdlp
+    warnings = preflight(ytdlp.cookiefile, ytdlp.proxy, ytdlp.cookies_from_browser)  # before reading: fail in seconds
+    check_format(ytdlp.format)
     taxonomy = load_taxonomy(opts.recipe.taxonomy)
     sources, problems = opts.read(taxonomy)
     if any(youtube_id(s.url) for s in sources):
-        missing = youtube_support_problems()
-        if missing:
-            ui.console.print(
-                f"[yellow]warning:[/yellow] YouTube sources need {' and '.join(missing)}; without it yt-dlp may "
-                "find no formats and those samples end as download_error",
-                soft_wrap=True,
-            )
+        require_youtube_support()
+        for check in warnings:
+            ui.console.print(f"[yellow]warning:[/yellow] {check.part} {check.version}: {check.fix}", soft_wrap=True)
     splits = opts.recipe.splits
     split_of = plan_splits(sources, splits.ratios(), splits.seed, splits.stratify_by, opts.split_of)
 

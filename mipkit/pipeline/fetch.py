@@ -15,10 +15,9 @@ from yt_dlp.utils import download_range_func
 from mipkit.config.recipe import YtdlpConfig
 from mipkit.core import records
 from mipkit.media.ytdlp import (  # noqa: F401 - re-exported: the pipeline's callers import them from here
-    JS_RUNTIMES,
     FetchError,
     _CollectingLogger,
-    available_js_runtime,
+    blocked_reason,
     check_format,
     classify_error,
     effective_proxy,
@@ -26,10 +25,19 @@ from mipkit.media.ytdlp import (  # noqa: F401 - re-exported: the pipeline's cal
     open_ytdlp,
     redact,
     retry_after_of,
+    warm_extractors,
     with_retries,
-    youtube_support_problems,
     ytdlp_params,
 )
+from mipkit.pipeline.politeness import HostGate, SessionBlocked
+
+
+def gate_call(wait, url: str) -> None:
+    """``wait(url)`` of the host gate; a tripped breaker ends the source as ``pending``."""
+    try:
+        wait(url)
+    except SessionBlocked:
+        raise FetchError(records.PENDING, blocked_reason(url)) from None
 
 
 @dataclass
@@ -44,15 +52,34 @@ class SourceInfo:
 class Fetcher:
     """Fetches the sections of one source; one instance per source (yt-dlp objects are not thread-safe)."""
 
-    def __init__(self, cfg: YtdlpConfig, private_dir: Path):
+    def __init__(self, cfg: YtdlpConfig, private_dir: Path, gate: HostGate | None = None):
         self.cfg = cfg
         self.private_dir = private_dir
+        self.gate = gate
+        self.url = ""
+
+    def _params(self, logger: _CollectingLogger) -> dict:
+        host = self.gate.politeness.for_url(self.url) if self.gate is not None else None
+        return ytdlp_params(self.cfg, logger, host)
+
+    def _wait_for_host(self, start: bool) -> None:
+        """Right before a request (yt-dlp is set up by then, so the host sees the spacing the gate keeps)."""
+        if self.gate is not None:
+            gate_call(self.gate.start_source if start else self.gate.wait_clear, self.url)
 
     def extract(self, url: str) -> SourceInfo:
-        """Resolve the source once; its info dict is reused for metadata and every section."""
+        """Resolve the source once; its info dict is reused for metadata and every section.
+
+        With a gate, the first try is where a source starts on its host: it waits for the host's politeness."""
+        self.url = url
+        tries = []
 
         def action(logger):
-            with open_ytdlp(ytdlp_params(self.cfg, logger), self.private_dir) as ydl:
+            with open_ytdlp(self._params(logger), self.private_dir) as ydl:
+                if self.gate is not None and not tries:
+                    warm_extractors(url)
+                self._wait_for_host(start=not tries)
+                tries.append(1)
                 info = ydl.extract_info(url, download=False)
                 if info is not None:
                     # The cookies each media URL needs, for the relay (ffmpeg never sees them).
@@ -61,7 +88,7 @@ class Fetcher:
                             fmt["_mipkit_cookie"] = ydl.cookiejar.get_cookie_header(fmt["url"]) or ""
                 return info
 
-        info = with_retries(action, self.cfg, "extract_info failed")
+        info = with_retries(action, self.cfg, "extract_info failed", gate=self.gate, url=url)
         if info is None:
             raise FetchError(records.UNAVAILABLE, "extract_info returned nothing")
         if info.get("_type") == "playlist":
@@ -83,7 +110,7 @@ class Fetcher:
         workdir.mkdir(parents=True, exist_ok=True)
 
         def action(logger):
-            params = ytdlp_params(self.cfg, logger)
+            params = self._params(logger)
             params.update(
                 {
                     "outtmpl": {"default": f"{source_id}__%(section_start)s.%(ext)s"},
@@ -95,9 +122,10 @@ class Fetcher:
                 }
             )
             with open_ytdlp(params, self.private_dir) as ydl:
+                self._wait_for_host(start=False)
                 ydl.process_ie_result(dict(source.info), download=True)
 
-        with_retries(action, self.cfg, "download failed")
+        with_retries(action, self.cfg, "download failed", gate=self.gate, url=self.url)
         found: dict[float, Path] = {}
         for path in workdir.glob(f"{source_id}__*"):
             if path.suffix in (".part", ".ytdl", ".temp") or ".part" in path.suffixes:

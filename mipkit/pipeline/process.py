@@ -20,6 +20,7 @@ from mipkit.core.records import Pair, SampleStatus, SourceRequest, Window
 from mipkit.media.ffmpeg import MediaError, decode_audio, encode_flac, extract_frame, fit_length
 from mipkit.media.relay import MediaRelay, NotHttpError
 from mipkit.pipeline.fetch import Fetcher, FetchError, SourceInfo, classify_error, effective_proxy, one_line, redact
+from mipkit.pipeline.politeness import HostGate
 from mipkit.pipeline.windows import SourceWindows, check_resolved_urls, fast_path_formats
 
 
@@ -126,7 +127,12 @@ def _register(relay: MediaRelay, fmt: dict):
 
 
 def _fast_path(
-    request: SourceRequest, source: SourceInfo, formats: tuple[dict, dict | None], recipe: Recipe, source_dir: Path
+    request: SourceRequest,
+    source: SourceInfo,
+    formats: tuple[dict, dict | None],
+    recipe: Recipe,
+    source_dir: Path,
+    gate: HostGate | None = None,
 ) -> tuple[list[Pair], list[SampleStatus]]:
     cfg = recipe.ytdlp
     audio_format, video_format = formats
@@ -150,6 +156,8 @@ def _fast_path(
             audio_format.get("ext"),
             source_dir,
             lambda message: classify_error(redact(message, cfg)),
+            gate=gate,
+            url=request.url,
         )
         duration = source.duration
         if duration is None and any(w.start_s is None for w in request.windows):
@@ -174,11 +182,17 @@ class _TooShort(Exception):
     pass
 
 
-def build_source(request: SourceRequest, recipe: Recipe, workdir: Path) -> tuple[list[Pair], list[SampleStatus]]:
-    """Fetch and process every window of one source. Temporary files are removed in all cases."""
+def build_source(
+    request: SourceRequest, recipe: Recipe, workdir: Path, gate: HostGate | None = None
+) -> tuple[list[Pair], list[SampleStatus]]:
+    """Fetch and process every window of one source. Temporary files are removed in all cases.
+
+    ``gate`` holds the host's politeness and rate-limit breaker (shared by every worker)."""
     source_dir = workdir / request.source_id
     fetcher = Fetcher(
-        dataclasses.replace(recipe.ytdlp, socket_timeout=recipe.socket_timeout_s), private_dir=workdir / ".private"
+        dataclasses.replace(recipe.ytdlp, socket_timeout=recipe.socket_timeout_s),
+        private_dir=workdir / ".private",
+        gate=gate,
     )
     auto = recipe.clip.clips_per_source
     try:
@@ -195,7 +209,7 @@ def build_source(request: SourceRequest, recipe: Recipe, workdir: Path) -> tuple
     source_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         if formats is not None:
-            return _fast_path(request, source, formats, recipe, source_dir)
+            return _fast_path(request, source, formats, recipe, source_dir, gate)
         return _section_path(request, source, fetcher, recipe, source_dir)
     finally:
         shutil.rmtree(source_dir, ignore_errors=True)

@@ -23,14 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mipkit.config.recipe import Recipe
 from mipkit.core.paths import BUILD_DIR
-from mipkit.core.records import INTERNAL_ERROR, Pair, SampleStatus, SourceRequest
+from mipkit.core.records import INTERNAL_ERROR, PENDING, TRANSIENT_STATUSES, Pair, SampleStatus, SourceRequest
 from mipkit.core.storage import Location, as_location
 from mipkit.pipeline.fetch import one_line
 from mipkit.pipeline.parallelism import fetch_threads
+from mipkit.pipeline.politeness import HostGate, gate_home
 from mipkit.pipeline.process import build_source, fail_all
 
 PAIRS_FILE = "pairs.parquet"
@@ -81,12 +83,32 @@ def done_shard_dirs(out_dir: Location | Path | str) -> list[Location]:
     return sorted(stats.parent for stats in root.glob(f"[0-9]*/{STATS_FILE}"))
 
 
-def done_indices(out_dir: Location | Path | str) -> set[int]:
-    return {int(folder.name) for folder in done_shard_dirs(out_dir)}
+def _has_pending(stats: Location) -> bool:
+    return bool(json.loads(stats.read_text()).get("counts", {}).get(PENDING))
+
+
+def complete_indices(out_dir: Location | Path | str) -> set[int]:
+    """Committed shards without ``pending`` sources: one committed while its host was blocked runs again."""
+    return {int(folder.name) for folder in done_shard_dirs(out_dir) if not _has_pending(folder / STATS_FILE)}
 
 
 def is_done(out_dir: Location | Path | str, index: int) -> bool:
-    return (shard_dir(out_dir, index) / STATS_FILE).is_file()
+    stats = shard_dir(out_dir, index) / STATS_FILE
+    return stats.is_file() and not _has_pending(stats)
+
+
+def _kept_results(folder: Location) -> tuple[pa.Table, list[dict], set[str]]:
+    """What a reopened shard keeps: the pairs and statuses of the sources that ended for good.
+
+    A shard reopens when it was committed with ``pending`` sources (a blocked host) or when
+    ``--retry-failed`` un-committed it for its transient failures; only those sources are fetched again."""
+    statuses = [json.loads(line) for line in (folder / STATUS_FILE).read_text().splitlines() if line.strip()]
+    redo = {s["source_id"] for s in statuses if s["status"] == PENDING or s["status"] in TRANSIENT_STATUSES}
+    kept = [s for s in statuses if s["source_id"] not in redo]
+    with (folder / PAIRS_FILE).open("rb") as handle:
+        table = pq.read_table(handle, schema=PAIR_SCHEMA)
+    table = table.filter(pc.invert(pc.is_in(table["source_id"], value_set=pa.array(sorted(redo), pa.string()))))
+    return table, kept, {s["source_id"] for s in kept}
 
 
 def scratch_dir(label: str) -> Path:
@@ -159,18 +181,23 @@ def run_shard(
 
     ``on_event`` receives ``{status: count}`` of each finished source (progress)."""
     folder = shard_dir(out_dir, task.index)
+    kept_table, kept_statuses, finished = None, [], set()
     if (folder / STATS_FILE).is_file():
-        return json.loads((folder / STATS_FILE).read_text())
-    folder.rmtree()  # partial output of a killed run
+        if is_done(out_dir, task.index):
+            return json.loads((folder / STATS_FILE).read_text())
+    if (folder / STATUS_FILE).is_file() and (folder / PAIRS_FILE).is_file():  # written in this order, each whole
+        kept_table, kept_statuses, finished = _kept_results(folder)
+    folder.rmtree()  # partial output of a killed run (what is kept was read above)
     folder.mkdir()
     work = scratch_dir(f"shard{task.index}")
     began = time.time()
     pairs: list[Pair] = []
-    statuses: list[SampleStatus] = []
+    statuses: list[SampleStatus] = [SampleStatus(**s) for s in kept_statuses]
+    gate = HostGate(gate_home(out_dir), recipe.politeness)
 
     def one(request: SourceRequest):
         try:
-            return build_source(request, recipe, work)
+            return build_source(request, recipe, work, gate)
         except Exception as exc:  # noqa: BLE001 - a bug must cost one source its samples, recorded, not the shard
             reason = f"internal error ({type(exc).__name__}: {one_line(str(exc))}); please report it"
             return [], fail_all(request, INTERNAL_ERROR, reason, recipe.clip.clips_per_source)
@@ -179,13 +206,14 @@ def run_shard(
         max_workers=fetch_threads(recipe.shards.fetch_threads), thread_name_prefix=f"shard{task.index}"
     )
     try:
-        for source_pairs, source_statuses in pool.map(one, task.sources):
+        for source_pairs, source_statuses in pool.map(one, [s for s in task.sources if s.source_id not in finished]):
             pairs.extend(source_pairs)
             statuses.extend(source_statuses)
             if on_event is not None:
                 on_event(dict(Counter(s.status for s in source_statuses)))
     except BaseException:
         # Ctrl-C: queued sources must not go on fetching; the uncommitted shard is redone next run.
+        gate.close()
         pool.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -197,15 +225,18 @@ def run_shard(
             f"{len(internal)} sample(s) hit an internal error, so the shard is not committed: {internal[0].error}"
         )
 
+    table = _pairs_table(pairs)
+    if kept_table is not None:
+        table = pa.concat_tables([kept_table, table]).sort_by("pair_id")
     try:
-        write_parquet(_pairs_table(pairs), folder / PAIRS_FILE, work)
+        write_parquet(table, folder / PAIRS_FILE, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     (folder / STATUS_FILE).write_text("".join(json.dumps(s.to_dict()) + "\n" for s in statuses))
     stats = {
         "shard": task.index,
         "sources": len(task.sources),
-        "pairs": len(pairs),
+        "pairs": table.num_rows,
         **summarize(statuses),
         "seconds": round(time.time() - began, 3),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -44,7 +44,7 @@ def status_report(out_dir: Location | Path | str) -> dict:
     done = done_shard_dirs(out_dir)
     for record in iter_statuses(out_dir, done):
         counts[record["status"]] += 1
-        if record["status"] != "ok":
+        if record["status"] not in ("ok", "pending"):  # pending is not a failure: the next run fetches it
             entry = {
                 "pair_id": record.get("pair_id"),
                 "url": record.get("url"),
@@ -58,12 +58,15 @@ def status_report(out_dir: Location | Path | str) -> dict:
     done_stats = [d / STATS_FILE for d in done]
     # Skips (e.g. YouTube-8M videos that are not music videos) are counted per shard, not listed.
     skipped: Counter = Counter()
+    complete = 0  # a shard committed with pending sources (a blocked host) is not done yet
     for path in done_stats:
-        skipped.update(json.loads(path.read_text()).get("skipped", {}))
+        stats = json.loads(path.read_text())
+        skipped.update(stats.get("skipped", {}))
+        complete += not stats.get("counts", {}).get("pending")
     report = {
         "counts": dict(sorted(counts.items())),
         "failed": failed,
-        "shards": {"done": len(done_stats), "total": build.get("shards", len(done_stats))},
+        "shards": {"done": complete, "total": build.get("shards", len(done_stats))},
     }
     if skipped:
         report["skipped"] = dict(sorted(skipped.items()))

@@ -3,8 +3,9 @@
 ``extract_info`` has already resolved the media; here each window runs one ffmpeg (clip + frame)
 against the relay (``mipkit.media.relay``), and every outcome becomes a status from what happened: the
 relay's record of the transfer first, then ffmpeg's exit and output. Transient faults are retried
-with back-off (a ``Retry-After`` is honoured). Formats that are not plain http(s) files (HLS, DASH
-segments) go the yt-dlp section path instead (``fast_path_formats`` returns None).
+with back-off (a ``Retry-After`` is honoured); with a host gate, rate limits go to the gate instead.
+Formats that are not plain http(s) files (HLS, DASH segments) go the yt-dlp section path instead
+(``fast_path_formats`` returns None).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from mipkit.config.recipe import Recipe
 from mipkit.core import records
 from mipkit.media.relay import Fault, MediaRelay, Ticket, check_http_url
 from mipkit.media.window import WindowJob, WindowResult, probe_duration, run_window, seeks_exactly
+from mipkit.media.ytdlp import blocked_reason
+from mipkit.pipeline.politeness import HostGate, SessionBlocked
 
 DIRECT_PROTOCOLS = (None, "", "http", "https")
 # Window ffmpegs are CPU work: about one per core in this process, whatever the number of fetch threads.
@@ -106,6 +109,8 @@ class SourceWindows:
         container: str | None,
         workdir: Path,
         classify_message,
+        gate: HostGate | None = None,
+        url: str = "",
     ):
         self.recipe = recipe
         self.relay = relay
@@ -114,6 +119,8 @@ class SourceWindows:
         self.seek_audio = seeks_exactly(container)
         self.workdir = workdir
         self.classify_message = classify_message
+        self.gate = gate  # the host's politeness and rate-limit breaker, for ``url`` (the source's page)
+        self.url = url
         # ffmpeg waits longer than the relay, so a stall is seen (and recorded) by the relay first.
         self.rw_timeout_s = recipe.socket_timeout_s * 2 + 5.0
         self.wall_timeout_s = recipe.fetch.window_timeout_s
@@ -123,14 +130,31 @@ class SourceWindows:
         return probe_duration(self.audio.local_url, self.rw_timeout_s, self.wall_timeout_s, self.env)
 
     def run(self, start: float) -> WindowOutcome:
+        """One window, retried while transient. With a gate, every try waits until the host is not paused;
+        a rate limit (HTTP 429 seen by the relay) pauses the host for every worker, and a tripped breaker
+        ends the window as ``pending`` unless this was its last try."""
         cfg = self.recipe.ytdlp
         attempt = 0
         while True:
+            if self.gate is not None:
+                try:
+                    self.gate.wait_clear(self.url)
+                except SessionBlocked:
+                    return WindowOutcome(records.PENDING, blocked_reason(self.url))
             outcome, retry_after = self._attempt(start)
-            if outcome.status not in records.TRANSIENT_STATUSES or attempt >= cfg.extract_retries:
+            last = attempt >= cfg.extract_retries
+            limited = self.gate is not None and outcome.status == records.RATE_LIMITED
+            if limited:
+                if self.gate.rate_limited(self.url, retry_after) and not last:
+                    return WindowOutcome(records.PENDING, blocked_reason(self.url))
+            elif self.gate is not None and outcome.status not in records.TRANSIENT_STATUSES:
+                self.gate.answered(self.url)
+            if outcome.status not in records.TRANSIENT_STATUSES or last:
                 return outcome
             attempt += 1
-            time.sleep(max(cfg.retry_backoff_s * attempt, min(retry_after or 0.0, self.recipe.fetch.max_retry_after_s)))
+            if not limited:  # the gate already paused the host
+                pause = min(retry_after or 0.0, self.recipe.fetch.max_retry_after_s)
+                time.sleep(max(cfg.retry_backoff_s * attempt, pause))
 
     def _attempt(self, start: float) -> tuple[WindowOutcome, float | None]:
         clip = self.recipe.clip

@@ -76,7 +76,7 @@ def private_strings(dataset_dir: Location | Path, build: dict) -> list[str]:
         if len(path.parts) >= 3:  # '/home/alice' or a build folder; not '/' or '/tmp', which identify nobody
             found.add(str(path))
     ytdlp = build.get("recipe", {}).get("ytdlp", {})
-    for key in ("cookiefile", "proxy"):
+    for key in ("cookiefile", "proxy", "cookies_from_browser"):
         value = str(ytdlp.get(key) or "")
         if value and value != "<set>":  # build.json redacts both; an older or hand-made one may not
             found.add(value)

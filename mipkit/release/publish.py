@@ -157,7 +157,7 @@ def card_figures(dataset_dir: Path, build: dict, splits: dict[str, Any], metadat
             "format": ytdlp.get("format", ""),
             "force_keyframes_at_cuts": ytdlp.get("force_keyframes_at_cuts"),
             "sleep_interval": ytdlp.get("sleep_interval"),
-            "cookies": bool(ytdlp.get("cookiefile")),
+            "cookies": bool(ytdlp.get("cookiefile") or ytdlp.get("cookies_from_browser")),
             "proxy": bool(ytdlp.get("proxy")),
         },
         "total": total,

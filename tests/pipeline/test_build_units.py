@@ -263,18 +263,3 @@ def test_unreadable_manifests_are_one_line_errors(tmp_path, content, suffix, mes
 def test_one_line_keeps_urls_whole():
     text = one_line("ERROR: [generic] x: Unable to download http://127.0.0.1:8000/media/clip.mp4 to /tmp/work/a/b.part")
     assert "http://127.0.0.1:8000/media/clip.mp4" in text and "/tmp/work" not in text and "b.part" in text
-
-
-def test_ytdlp_gets_the_javascript_runtime_that_is_installed(tmp_path, monkeypatch):
-    from mipkit.config.recipe import YtdlpConfig
-    from mipkit.pipeline.fetch import _CollectingLogger, available_js_runtime, youtube_support_problems, ytdlp_params
-
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert available_js_runtime() is None
-    assert "JavaScript runtime" in " ".join(youtube_support_problems())
-    assert "js_runtimes" not in ytdlp_params(YtdlpConfig(), _CollectingLogger())
-    node = tmp_path / "node"
-    node.write_text("#!/bin/sh\n")
-    node.chmod(0o755)
-    assert available_js_runtime() == "node"
-    assert ytdlp_params(YtdlpConfig(), _CollectingLogger())["js_runtimes"] == {"node": {}}

@@ -234,10 +234,10 @@ def test_a_shard_that_hits_an_internal_error_is_not_committed(tmp_path, media_se
 
     real = mipkit.pipeline.shard.build_source
 
-    def flaky(request, recipe, work):
+    def flaky(request, recipe, work, *gate):
         if request.url.endswith("src1.mp4"):
             raise RuntimeError("simulated bug")
-        return real(request, recipe, work)
+        return real(request, recipe, work, *gate)
 
     monkeypatch.setattr(mipkit.pipeline.shard, "build_source", flaky)
     options = BuildOptions(
