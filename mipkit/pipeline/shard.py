@@ -97,13 +97,13 @@ def is_done(out_dir: Location | Path | str, index: int) -> bool:
     return stats.is_file() and not _has_pending(stats)
 
 
-def _kept_results(folder: Location) -> tuple[pa.Table, list[dict], set[str]]:
-    """What a reopened shard keeps: the pairs and statuses of the sources that ended for good.
+def _kept_results(folder: Location, redo_statuses: frozenset[str]) -> tuple[pa.Table, list[dict], set[str]]:
+    """What a reopened shard keeps: the pairs and statuses of every source without a ``redo_statuses`` sample.
 
-    A shard reopens when it was committed with ``pending`` sources (a blocked host) or when
-    ``--retry-failed`` un-committed it for its transient failures; only those sources are fetched again."""
+    A shard reopens when it was committed with ``pending`` sources (a blocked host: only those run
+    again) or when ``--retry-failed`` un-committed it (its pending and transient failures run again)."""
     statuses = [json.loads(line) for line in (folder / STATUS_FILE).read_text().splitlines() if line.strip()]
-    redo = {s["source_id"] for s in statuses if s["status"] == PENDING or s["status"] in TRANSIENT_STATUSES}
+    redo = {s["source_id"] for s in statuses if s["status"] in redo_statuses}
     kept = [s for s in statuses if s["source_id"] not in redo]
     with (folder / PAIRS_FILE).open("rb") as handle:
         table = pq.read_table(handle, schema=PAIR_SCHEMA)
@@ -182,11 +182,12 @@ def run_shard(
     ``on_event`` receives ``{status: count}`` of each finished source (progress)."""
     folder = shard_dir(out_dir, task.index)
     kept_table, kept_statuses, finished = None, [], set()
-    if (folder / STATS_FILE).is_file():
-        if is_done(out_dir, task.index):
-            return json.loads((folder / STATS_FILE).read_text())
+    committed = (folder / STATS_FILE).is_file()
+    if committed and is_done(out_dir, task.index):
+        return json.loads((folder / STATS_FILE).read_text())
     if (folder / STATUS_FILE).is_file() and (folder / PAIRS_FILE).is_file():  # written in this order, each whole
-        kept_table, kept_statuses, finished = _kept_results(folder)
+        redo = frozenset({PENDING}) if committed else frozenset({PENDING, *TRANSIENT_STATUSES})
+        kept_table, kept_statuses, finished = _kept_results(folder, redo)
     folder.rmtree()  # partial output of a killed run (what is kept was read above)
     folder.mkdir()
     work = scratch_dir(f"shard{task.index}")

@@ -127,3 +127,29 @@ def test_a_429_storm_stops_with_exit_75_and_the_rerun_fetches_only_the_pending_s
 
     ids = [pid for split in load_from_disk(str(out)).values() for pid in split["pair_id"]]
     assert len(ids) == len(set(ids)) == 6
+
+
+def test_retry_failed_fetches_again_only_the_transient_failures_of_a_reopened_shard(tmp_path, fault_server):
+    # Issue 11 item 5: a reopened shard keeps its ok samples; only the network_error source is fetched again.
+    good = fault_server.url("src0.mp4", fresh=True)
+    flaky = fault_server.url("src2.mp4", HttpError(503))  # every request fails until the faults are cleared
+    manifest = write_manifest(tmp_path / "m.csv", [{"url": url, "start_s": 2.0} for url in (good, flaky)])
+    out = tmp_path / "ds"
+    flags = ["--shard-size", "2", "--fetch-threads", "1"]
+
+    first = _build(manifest, out, *flags)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert _status(out)["counts"] == {"network_error": 1, "ok": 1}
+    fault_server.clear_faults()
+    requests_of_good = len(fault_server.requests_for(good))
+
+    retried = _build(manifest, out, *flags, "--retry-failed")
+    assert retried.returncode == 0, retried.stderr[-2000:]
+    assert _status(out)["counts"] == {"ok": 2}
+    assert len(fault_server.requests_for(good)) == requests_of_good, "the ok source was fetched again"
+    assert fault_server.requests_for(flaky)[-1].status in (200, 206)
+
+    from datasets import load_from_disk
+
+    ids = [pid for split in load_from_disk(str(out)).values() for pid in split["pair_id"]]
+    assert len(ids) == len(set(ids)) == 2
