@@ -134,6 +134,8 @@ class SourceWindows:
         a rate limit (HTTP 429 seen by the relay) pauses the host for every worker, and a tripped breaker
         ends the window as ``pending`` unless this was its last try."""
         cfg = self.recipe.ytdlp
+        if cfg.sleep_interval > 0:  # --sleep: yt-dlp pauses before each download; a window is one download here
+            time.sleep(cfg.sleep_interval)
         attempt = 0
         while True:
             if self.gate is not None:
