@@ -29,7 +29,7 @@ from _report import append_section  # noqa: E402
 
 from mipkit.config.recipe import load_recipe  # noqa: E402
 from mipkit.demo.synthetic_media import make_video, spec_for_index  # noqa: E402
-from mipkit.pipeline.driver import BuildOptions, build  # noqa: E402
+from mipkit.kinds.pairs import BuildOptions, build  # noqa: E402
 
 CLIP_SECONDS = 10.0
 # A served media root answers "bytes" on stdin with its byte counter (the server runs in its own process).

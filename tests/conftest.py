@@ -98,7 +98,7 @@ def standard_split_of(server: MediaServer) -> dict[str, str]:
 
 
 def standard_build_options(manifest: Path, server: MediaServer, out: Path):
-    from mipkit.pipeline.driver import BuildOptions
+    from mipkit.kinds.pairs import BuildOptions
 
     return BuildOptions(
         manifest=manifest, out=out, recipe=small_recipe(), workers=1, split_of=standard_split_of(server)
@@ -108,7 +108,7 @@ def standard_build_options(manifest: Path, server: MediaServer, out: Path):
 @pytest.fixture(scope="session")
 def built_dataset(tmp_path_factory, standard_manifest, media_server) -> tuple[Path, dict]:
     """One build of the standard manifest: (out folder, summary)."""
-    from mipkit.pipeline.driver import build
+    from mipkit.kinds.pairs import build
 
     out = tmp_path_factory.mktemp("built") / "ds"
     summary = build(standard_build_options(standard_manifest, media_server, out))

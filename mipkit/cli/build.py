@@ -51,7 +51,7 @@ def build_mipnet(
 ) -> None:
     """Build MIPNet-style image-music pairs from public media."""
     from mipkit.config.recipe import load_recipe
-    from mipkit.pipeline.driver import BuildOptions, build
+    from mipkit.kinds.pairs import BuildOptions, build
 
     # Configuration first: a bad value is a one-line error before any work.
     check_cookies(cookies)

@@ -112,7 +112,7 @@ def build_audioset_mood(
         select_segments,
         write_selection,
     )
-    from mipkit.pipeline.driver import BuildOptions, build
+    from mipkit.kinds.pairs import BuildOptions, build
 
     check_cookies(cookies)
     out = location(out, storage_options)

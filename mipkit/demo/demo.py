@@ -102,7 +102,7 @@ def run_demo(
 ) -> None:
     """Generate media, serve it, build it; then ``show_summary`` and ``train_step`` (the cli composes both)."""
     from mipkit.config.recipe import load_recipe
-    from mipkit.pipeline.driver import BuildOptions, build
+    from mipkit.kinds.pairs import BuildOptions, build
 
     require_ffmpeg()
     out.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,8 @@ the rest the same way for every kind: lock and claim ``OUT``, prepare or resume 
 reopen failed shards (``--retry-failed``), run the pending shards with progress, assemble, report.
 A rerun that finds every shard done and the dataset as its last assembly left it (``build/assembled.json``)
 skips the assembly and says the dataset is up to date.
-``build`` plugs in the manifest-like inputs (mipnet, audioset-mood, hydrate); YouTube-8M plugs in
-from ``mipkit.kinds.yt8m.build``.
+Kinds plug in from ``mipkit.kinds``: ``kinds.pairs`` for the manifest-like inputs (mipnet,
+audioset-mood, hydrate), ``kinds.yt8m.build`` for YouTube-8M.
 
 Shards run in a local process pool (``engine="local"``) or as Ray tasks (``engine="ray"``, which
 joins a cluster through ``--ray-address`` / ``RAY_ADDRESS``). Inside a shard a thread pool overlaps
@@ -28,96 +28,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mipkit.config.recipe import Recipe
-from mipkit.config.taxonomy import Taxonomy, load_taxonomy
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError, NothingBuiltError, SessionBlockedError
-from mipkit.core.ids import youtube_id
 from mipkit.core.ownership import check_replaceable, remove_owned, write_marker, writing
-from mipkit.core.records import OK, PENDING, SPLITS, TRANSIENT_STATUSES, SampleStatus, SourceRequest
+from mipkit.core.records import OK, PENDING, SPLITS, TRANSIENT_STATUSES
 from mipkit.core.storage import Location, as_location
-from mipkit.kinds.mipnet import read_manifest
-from mipkit.media.checks import preflight, require_youtube_support
-from mipkit.pipeline.assemble import MODEL_LABELS_FILE, assemble
 from mipkit.pipeline.engines import ENGINES, ShardFn, engine_session, run_shards
-from mipkit.pipeline.fetch import check_format
-from mipkit.pipeline.parallelism import describe as describe_parallelism
-from mipkit.pipeline.plan import plan_splits
 from mipkit.pipeline.politeness import GATE_DIR, HostGate, gate_home
 from mipkit.pipeline.shard import (
     STATS_FILE,
     STATUS_FILE,
-    ShardTask,
     complete_indices,
     done_shard_dirs,
-    plan_shards,
-    run_shard,
     scratch_dir,
 )
 from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, iter_statuses, status_report
-
-MERGED_SOURCES_FILE = "merged_sources.jsonl"  # spellings of one source merged into one id, so into one split
-
-# A reader turns the build's input into per-source requests plus the rows it rejected.
-Reader = Callable[[Taxonomy], tuple[list[SourceRequest], list[SampleStatus]]]
-
-
-@dataclass
-class BuildOptions:
-    """One build. ``manifest`` is the usual input; other inputs (AudioSet CSVs, a metadata-only
-    release) pass a ``reader`` and the ``inputs`` files whose content identifies the build."""
-
-    out: Location | Path | str  # a local folder or an fsspec URL (s3://bucket/prefix, gs://..., file://...)
-    recipe: Recipe
-    manifest: Path | None = None
-    reader: Reader | None = None
-    inputs: list[Path] = field(default_factory=list)
-    kind: str = "mipnet"
-    workers: int = 1
-    engine: str = "local"
-    overwrite: bool = False
-    retry_failed: bool = False
-    split_of: dict[str, str] | None = None  # source id -> split, for sources whose split is given (hydrate)
-    ray_address: str | None = None  # --ray-address; RAY_ADDRESS in the environment does the same
-    shared_fs: bool = False  # a local --out that every node of a cluster mounts (NFS, Lustre, ...)
-
-    def __post_init__(self) -> None:
-        self.out = as_location(self.out)
-
-    def read(self, taxonomy: Taxonomy) -> tuple[list[SourceRequest], list[SampleStatus]]:
-        if self.reader is not None:
-            return self.reader(taxonomy)
-        if self.manifest is None:
-            raise MipkitError("no input: pass --manifest with a CSV, JSONL or Parquet file")
-        return read_manifest(self.manifest, taxonomy)
-
-    @property
-    def input_files(self) -> list[Path]:
-        return self.inputs or ([self.manifest] if self.manifest else [])
-
-    @property
-    def input_name(self) -> str:
-        return ", ".join(p.name for p in self.input_files) or self.kind
-
-
-def _fingerprint(inputs: list[Path], recipe: Recipe) -> str:
-    """What decides shard contents: a resumed build must match it, or its shards would mix."""
-    digest = hashlib.sha256()
-    for path in inputs:
-        digest.update(path.read_bytes())
-    relevant = {
-        "clip": recipe.to_dict()["clip"],
-        "taxonomy": recipe.taxonomy,
-        "sources_per_shard": recipe.shards.sources_per_shard,
-        "format": recipe.ytdlp.format,
-        "force_keyframes_at_cuts": recipe.ytdlp.force_keyframes_at_cuts,
-    }
-    digest.update(json.dumps(relevant, sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def _expected_samples(task: ShardTask, recipe: Recipe) -> int:
-    return sum(1 if w.start_s is not None else recipe.clip.clips_per_source for s in task.sources for w in s.windows)
 
 
 @dataclass
@@ -381,82 +306,6 @@ def _run_with_progress(kind: Kind, pending: list, workers: int, engine: str) -> 
             on_done=on_done,
             describe=kind.describe,
         )
-
-
-def build(opts: BuildOptions) -> dict:
-    """Run (or resume) a build from a manifest or another reader of sources; returns its summary."""
-    ytdlp = opts.recipe.ytdlp
-    warnings = preflight(ytdlp.cookiefile, ytdlp.proxy, ytdlp.cookies_from_browser)  # before reading: fail in seconds
-    check_format(ytdlp.format)
-    taxonomy = load_taxonomy(opts.recipe.taxonomy)
-    sources, problems = opts.read(taxonomy)
-    if any(youtube_id(s.url) for s in sources):
-        require_youtube_support()
-        for check in warnings:
-            ui.console.print(f"[yellow]warning:[/yellow] {check.part} {check.version}: {check.fix}", soft_wrap=True)
-    splits = opts.recipe.splits
-    split_of = plan_splits(sources, splits.ratios(), splits.seed, splits.stratify_by, opts.split_of)
-
-    distribution: dict[str, dict[str, int]] = {}
-
-    def assemble_pairs(out: Location) -> dict[str, int]:
-        rows, counts = assemble(out, opts.recipe, taxonomy, split_of, workers=opts.workers, engine=opts.engine)
-        distribution.update(counts)
-        return rows
-
-    def assembly_inputs(out: Location) -> str:
-        labels = build_dir(out) / MODEL_LABELS_FILE  # a relabel's overlay
-        overlay = hashlib.sha256(labels.read_bytes()).hexdigest() if labels.is_file() else ""
-        plan = {"recipe": opts.recipe.to_dict(), "labels": taxonomy.names, "splits": sorted(split_of.items())}
-        return json.dumps(plan, sort_keys=True, default=str) + overlay
-
-    def record_merged_spellings(out: Location) -> None:
-        # Printed once the output is ours and locked, so a refused run stays a one-line error.
-        ui.console.print(describe_parallelism(opts.workers, opts.recipe.shards.fetch_threads))
-        merged = merged_spellings(sources)
-        write_json_lines(build_dir(out) / MERGED_SOURCES_FILE, merged)
-        if merged:
-            ui.console.print(
-                f"{len(merged)} source(s) appear under several URL spellings and are built once each "
-                f"(see build/{MERGED_SOURCES_FILE})"
-            )
-
-    def finish(out: Location, rows: dict[str, int]) -> dict:
-        if not sum(rows.values()):
-            return {}
-        save_chart(out / "label_distribution.png", distribution)
-        return {"emotion": distribution}
-
-    kind = Kind(
-        name=opts.kind,
-        tasks=plan_shards(sources, opts.recipe.shards.sources_per_shard),
-        shard_fn=run_shard,
-        shard_args=(opts.recipe, opts.out),
-        fingerprint=_fingerprint(opts.input_files, opts.recipe),
-        assemble=assemble_pairs,
-        record={"recipe": opts.recipe.to_dict(), "inputs": [p.name for p in opts.input_files]},
-        problems=[p.to_dict() for p in problems],
-        expected=lambda task: _expected_samples(task, opts.recipe),
-        on_prepared=record_merged_spellings,
-        assembly_inputs=assembly_inputs,
-        finish=finish,
-        nothing_built=f"no pair could be built from {opts.input_name}",
-    )
-    return run_build(
-        opts.out,
-        kind,
-        workers=opts.workers,
-        engine=opts.engine,
-        overwrite=opts.overwrite,
-        retry_failed=opts.retry_failed,
-        ray_address=opts.ray_address,
-        shared_fs=opts.shared_fs,
-    )
-
-
-def merged_spellings(sources: list[SourceRequest]) -> list[dict]:
-    """The sources whose input named them in several spellings: what was merged into one id (and one split)."""
-    return [{"source_id": s.source_id, "url": s.url, "spellings": s.spellings} for s in sources if len(s.spellings) > 1]
 
 
 def write_json_lines(path: Location | Path, rows: list[dict]) -> None:

@@ -361,7 +361,7 @@ def hydrate(
 ) -> tuple[dict, dict]:
     """Rebuild a release through the normal pipeline; returns the build summary and the comparison."""
     from mipkit.core import ui
-    from mipkit.pipeline.driver import BuildOptions, build
+    from mipkit.kinds.pairs import BuildOptions, build
 
     release = open_release(ref)
     seconds = clip_seconds(release)

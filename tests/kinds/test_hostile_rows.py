@@ -20,7 +20,7 @@ from mipkit.core.errors import MipkitError
 from mipkit.core.ids import pair_id_for, source_id_for
 from mipkit.kinds.audioset_mood import default_labels_file, read_class_labels, select_segments
 from mipkit.kinds.mipnet import read_manifest
-from mipkit.pipeline.driver import merged_spellings
+from mipkit.kinds.pairs import merged_spellings
 from mipkit.pipeline.plan import plan_splits
 
 MOODS = load_taxonomy("audioset_moods")
@@ -300,7 +300,7 @@ def test_a_build_merges_spellings_into_one_split_and_records_every_row(tmp_path,
     from conftest import small_recipe, write_manifest
     from datasets import load_from_disk
 
-    from mipkit.pipeline.driver import MERGED_SOURCES_FILE, BuildOptions, build
+    from mipkit.kinds.pairs import MERGED_SOURCES_FILE, BuildOptions, build
 
     plain0, plain1 = media_server.url("src0.mp4"), media_server.url("src1.mp4")
     rows = [

@@ -344,7 +344,7 @@ def test_model_labels_survive_a_rebuild_of_the_same_build(labeller, tmp_path, me
     from conftest import small_recipe, write_manifest
     from datasets import load_from_disk
 
-    from mipkit.pipeline.driver import BuildOptions, build
+    from mipkit.kinds.pairs import BuildOptions, build
 
     rows = [
         {"url": media_server.url("src0.mp4"), "start_s": 1},

@@ -7,7 +7,7 @@ import json
 from conftest import small_recipe, write_manifest
 from datasets import load_from_disk
 
-from mipkit.pipeline.driver import BuildOptions, build
+from mipkit.kinds.pairs import BuildOptions, build
 
 
 def _pair_ids(out):

@@ -140,7 +140,7 @@ def test_dataset_decodes_through_datasets(built_dataset):
 def test_second_run_adds_nothing(built_dataset, standard_manifest, media_server):
     from conftest import standard_build_options
 
-    from mipkit.pipeline.driver import build
+    from mipkit.kinds.pairs import build
 
     out, first = built_dataset
     stamps = {p: p.stat().st_mtime_ns for p in (out / "build" / "shards").glob("*/stats.json")}

@@ -13,7 +13,7 @@ from datasets import load_from_disk
 from typer.testing import CliRunner
 
 from mipkit.cli.app import app
-from mipkit.pipeline.driver import BuildOptions, build
+from mipkit.kinds.pairs import BuildOptions, build
 
 runner = CliRunner()
 

@@ -8,8 +8,8 @@ import shutil
 from conftest import small_recipe, write_manifest
 from datasets import load_from_disk
 
+from mipkit.kinds.pairs import BuildOptions, build
 from mipkit.pipeline.assemble import write_model_labels
-from mipkit.pipeline.driver import BuildOptions, build
 
 UP_TO_DATE = "dataset up to date"
 

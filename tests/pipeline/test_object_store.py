@@ -18,7 +18,7 @@ pytest.importorskip("s3fs")
 from helpers.object_store import S3_ENV, make_bucket, moto_s3_server  # noqa: E402
 
 from mipkit.core.storage import Location  # noqa: E402
-from mipkit.pipeline.driver import BuildOptions, build  # noqa: E402
+from mipkit.kinds.pairs import BuildOptions, build  # noqa: E402
 
 BUCKET = "mipkit-test"
 

@@ -150,7 +150,7 @@ def test_a_split_folder_a_user_added_to_a_build_is_not_replaced(tmp_path, media_
     """The build owns its folder, but not a split folder the user put there before it was assembled."""
     from conftest import small_recipe
 
-    from mipkit.pipeline.driver import BuildOptions, build
+    from mipkit.kinds.pairs import BuildOptions, build
 
     out = tmp_path / "ds"
     options = BuildOptions(manifest=manifest_of(tmp_path, media_server), out=out, recipe=small_recipe())
@@ -171,7 +171,7 @@ def test_a_build_from_before_the_markers_resumes_but_nothing_else_takes_it(
     from conftest import standard_build_options
 
     from mipkit.core.ownership import MARKER, ForeignFolderError
-    from mipkit.pipeline.driver import build
+    from mipkit.kinds.pairs import build
     from mipkit.release.publish import export_to_folder
 
     legacy = tmp_path / "ds"
@@ -230,7 +230,7 @@ def test_a_shard_that_hits_an_internal_error_is_not_committed(tmp_path, media_se
     from conftest import small_recipe
 
     import mipkit.pipeline.shard
-    from mipkit.pipeline.driver import BuildOptions, build
+    from mipkit.kinds.pairs import BuildOptions, build
 
     real = mipkit.pipeline.shard.build_source
 
