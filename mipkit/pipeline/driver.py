@@ -36,6 +36,7 @@ from mipkit.core.storage import Location, as_location
 from mipkit.pipeline.engines import ENGINES, ShardFn, engine_session, run_shards
 from mipkit.pipeline.politeness import GATE_DIR, HostGate, gate_home
 from mipkit.pipeline.shard import (
+    REOPENED_FILE,
     STATS_FILE,
     STATUS_FILE,
     complete_indices,
@@ -107,6 +108,7 @@ def reopen_transient_shards(out: Location | Path) -> int:
                 for line in statuses.read_text().splitlines()
                 if line.strip()
             ):
+                (folder / REOPENED_FILE).write_bytes(stats.read_bytes())  # the redo keeps its ok samples
                 stats.unlink()
                 reopened += 1
     return reopened

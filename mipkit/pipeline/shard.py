@@ -36,6 +36,7 @@ from mipkit.pipeline.politeness import HostGate, gate_home
 from mipkit.pipeline.process import build_source, fail_all
 
 PAIRS_FILE = "pairs.parquet"
+REOPENED_FILE = "reopened.json"  # the stats of a shard --retry-failed un-committed: it keeps what ended for good
 STATUS_FILE = "status.jsonl"
 STATS_FILE = "stats.json"
 
@@ -185,9 +186,10 @@ def run_shard(
     committed = (folder / STATS_FILE).is_file()
     if committed and is_done(out_dir, task.index):
         return json.loads((folder / STATS_FILE).read_text())
-    if (folder / STATUS_FILE).is_file() and (folder / PAIRS_FILE).is_file():  # written in this order, each whole
-        redo = frozenset({PENDING}) if committed else frozenset({PENDING, *TRANSIENT_STATUSES})
-        kept_table, kept_statuses, finished = _kept_results(folder, redo)
+    if committed:  # committed while its host was blocked: only the pending sources run again
+        kept_table, kept_statuses, finished = _kept_results(folder, frozenset({PENDING}))
+    elif (folder / REOPENED_FILE).is_file():  # --retry-failed: its pending and transient failures run again
+        kept_table, kept_statuses, finished = _kept_results(folder, frozenset({PENDING, *TRANSIENT_STATUSES}))
     folder.rmtree()  # partial output of a killed run (what is kept was read above)
     folder.mkdir()
     work = scratch_dir(f"shard{task.index}")
