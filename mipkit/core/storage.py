@@ -12,6 +12,7 @@ Credentials and endpoints come from the usual places (environment, ``~/.aws``, .
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -230,3 +231,10 @@ def load_dataset_dict(location: Location):
     if location.is_local:
         return load_from_disk(location.url)
     return load_from_disk(location.url, storage_options=location.options)
+
+
+def local_state_dir(where: Location, purpose: str) -> Path:
+    """A folder on this machine for what an object-store output must keep on local disk (gate state,
+    private scratch files): in the user's cache, named by a hash of the URL so no URL lands on disk."""
+    digest = hashlib.sha256(where.url.encode()).hexdigest()[:24]
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mipkit" / purpose / digest

@@ -41,6 +41,7 @@ from mipkit.pipeline.shard import (
     STATUS_FILE,
     complete_indices,
     done_shard_dirs,
+    private_area,
     scratch_dir,
 )
 from mipkit.pipeline.status import BUILD_FILE, MANIFEST_STATUS_FILE, build_dir, iter_statuses, status_report
@@ -200,61 +201,11 @@ def run_build(
     with engine_session(engine, workers, ray_address) as nodes, writing(out) as owner:
         check_cluster_can_reach(out, nodes, shared_fs)
         _prepare(out, kind, owner, overwrite)
-        write_json_lines(build_dir(out) / MANIFEST_STATUS_FILE, kind.problems)
-        if kind.on_prepared is not None:
-            kind.on_prepared(out)
-        if retry_failed:
-            reopened = reopen_transient_shards(out)
-            ui.console.print(
-                f"--retry-failed: reopened {reopened} {kind.task_name}(s) with rate-limited or network failures"
-            )
-        home = gate_home(out)
-        gate = HostGate(home) if (home / GATE_DIR).is_dir() else None
-        for host in gate.reset_breakers() if gate else []:
-            ui.console.print(f"{host} blocked the last run: trying it again, with the same politeness")
-        done = complete_indices(out)
-        pending = [t for t in kind.tasks if t.index not in done]
-        if len(pending) < len(kind.tasks):
-            ui.console.print(
-                f"resuming: {len(kind.tasks) - len(pending)} of {len(kind.tasks)} {kind.task_name}s already done"
-            )
-        began = time.time()
-        errors = _run_with_progress(kind, pending, workers, engine) if pending else []
-        for error in errors:
-            ui.console.print(
-                f"[red]{error}[/red] (the {kind.task_name} is not committed; run the same command again to retry it)"
-            )
-        assembly_began = time.time()
-        complete = not errors and complete_indices(out) >= {t.index for t in kind.tasks}
-        key = _assembly_key(out, kind) if complete else None
-        previous = _up_to_date(out, key) if complete and not pending else None  # a shard built now: assemble
-        if previous is not None:
-            ui.console.print(
-                f"dataset up to date: all {len(kind.tasks)} {kind.task_name}s done and assembled, nothing to do "
-                "(--overwrite starts again)"
-            )
-            rows, extra = previous["rows"], previous["extra"]
-        else:
-            (build_dir(out) / ASSEMBLED_FILE).unlink()  # a killed assembly must never look finished
-            rows = kind.assemble(out)
-            extra = kind.finish(out, rows) if kind.finish is not None else {}
-            if complete:
-                (build_dir(out) / ASSEMBLED_FILE).write_json(
-                    {"key": key, "rows": rows, "extra": extra, "listing": _dataset_listing(out)}
-                )
-        assembly_seconds = round(time.time() - assembly_began, 2)
-        report = status_report(out)
-        summary = {
-            "counts": report["counts"],
-            "skipped": report.get("skipped", {}),
-            "splits": rows,
-            "shards": report["shards"],
-            "shard_errors": errors,
-            "seconds_this_run": round(time.time() - began, 2),
-            "seconds_assembly": assembly_seconds,
-        }
-        summary.update(extra)
-        (build_dir(out) / "summary.json").write_json(summary)
+        shutil.rmtree(private_area(out), ignore_errors=True)  # what a killed run left (a cookies copy, scratch)
+        try:
+            summary, report, rows = _run_prepared(out, kind, workers, engine, retry_failed)
+        finally:
+            shutil.rmtree(private_area(out), ignore_errors=True)
     if report["counts"].get(PENDING):
         left = {r.get("source_id") or r.get("url") for r in iter_statuses(out) if r["status"] == PENDING}
         hosts = ", ".join(HostGate(gate_home(out)).tripped_hosts()) or "a host"
@@ -268,6 +219,66 @@ def run_build(
             f"{kind.nothing_built}; see `mipkit status {out.display}` for the reason of each sample"
         )
     return summary
+
+
+def _run_prepared(out: Location, kind: Kind, workers: int, engine: str, retry_failed: bool) -> tuple:
+    """The build itself, once ``OUT`` is locked and prepared: shards, assembly, summary."""
+    write_json_lines(build_dir(out) / MANIFEST_STATUS_FILE, kind.problems)
+    if kind.on_prepared is not None:
+        kind.on_prepared(out)
+    if retry_failed:
+        reopened = reopen_transient_shards(out)
+        ui.console.print(
+            f"--retry-failed: reopened {reopened} {kind.task_name}(s) with rate-limited or network failures"
+        )
+    home = gate_home(out)
+    gate = HostGate(home) if (home / GATE_DIR).is_dir() else None
+    for host in gate.reset_breakers() if gate else []:
+        ui.console.print(f"{host} blocked the last run: trying it again, with the same politeness")
+    done = complete_indices(out)
+    pending = [t for t in kind.tasks if t.index not in done]
+    if len(pending) < len(kind.tasks):
+        ui.console.print(
+            f"resuming: {len(kind.tasks) - len(pending)} of {len(kind.tasks)} {kind.task_name}s already done"
+        )
+    began = time.time()
+    errors = _run_with_progress(kind, pending, workers, engine) if pending else []
+    for error in errors:
+        ui.console.print(
+            f"[red]{error}[/red] (the {kind.task_name} is not committed; run the same command again to retry it)"
+        )
+    assembly_began = time.time()
+    complete = not errors and complete_indices(out) >= {t.index for t in kind.tasks}
+    key = _assembly_key(out, kind) if complete else None
+    previous = _up_to_date(out, key) if complete and not pending else None  # a shard built now: assemble
+    if previous is not None:
+        ui.console.print(
+            f"dataset up to date: all {len(kind.tasks)} {kind.task_name}s done and assembled, nothing to do "
+            "(--overwrite starts again)"
+        )
+        rows, extra = previous["rows"], previous["extra"]
+    else:
+        (build_dir(out) / ASSEMBLED_FILE).unlink()  # a killed assembly must never look finished
+        rows = kind.assemble(out)
+        extra = kind.finish(out, rows) if kind.finish is not None else {}
+        if complete:
+            (build_dir(out) / ASSEMBLED_FILE).write_json(
+                {"key": key, "rows": rows, "extra": extra, "listing": _dataset_listing(out)}
+            )
+    assembly_seconds = round(time.time() - assembly_began, 2)
+    report = status_report(out)
+    summary = {
+        "counts": report["counts"],
+        "skipped": report.get("skipped", {}),
+        "splits": rows,
+        "shards": report["shards"],
+        "shard_errors": errors,
+        "seconds_this_run": round(time.time() - began, 2),
+        "seconds_assembly": assembly_seconds,
+    }
+    summary.update(extra)
+    (build_dir(out) / "summary.json").write_json(summary)
+    return summary, report, rows
 
 
 def _run_with_progress(kind: Kind, pending: list, workers: int, engine: str) -> list[str]:

@@ -23,7 +23,7 @@ from filelock import FileLock
 
 from mipkit.config.politeness import Politeness, canonical_host
 from mipkit.core.paths import BUILD_DIR
-from mipkit.core.storage import Location, as_location
+from mipkit.core.storage import Location, as_location, local_state_dir
 
 GATE_DIR = "politeness"  # inside OUT/build: one state file per machine
 _HOUR_S = 3600.0
@@ -41,10 +41,7 @@ class SessionBlocked(Exception):
 def gate_home(out: Location | Path | str) -> Path:
     """The local folder whose ``politeness/`` holds the gate's state for the build at ``out``."""
     where = as_location(out)
-    if where.is_local:
-        return where.local_path / BUILD_DIR
-    digest = hashlib.sha256(where.url.encode()).hexdigest()[:24]
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mipkit" / "gates" / digest
+    return where.local_path / BUILD_DIR if where.is_local else local_state_dir(where, "gates")
 
 
 def _node_key() -> str:

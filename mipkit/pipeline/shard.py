@@ -29,13 +29,14 @@ import pyarrow.parquet as pq
 from mipkit.config.recipe import Recipe
 from mipkit.core.paths import BUILD_DIR
 from mipkit.core.records import INTERNAL_ERROR, PENDING, TRANSIENT_STATUSES, Pair, SampleStatus, SourceRequest
-from mipkit.core.storage import Location, as_location
+from mipkit.core.storage import Location, as_location, local_state_dir
 from mipkit.pipeline.fetch import one_line
 from mipkit.pipeline.parallelism import fetch_threads
 from mipkit.pipeline.politeness import HostGate, gate_home
 from mipkit.pipeline.process import build_source, fail_all
 
 PAIRS_FILE = "pairs.parquet"
+PRIVATE_DIR = "private"  # OUT/build/private: scratch files and the private cookies copy of a running build
 REOPENED_FILE = "reopened.json"  # the stats of a shard --retry-failed un-committed: it keeps what ended for good
 STATUS_FILE = "status.jsonl"
 STATS_FILE = "stats.json"
@@ -112,9 +113,22 @@ def _kept_results(folder: Location, redo_statuses: frozenset[str]) -> tuple[pa.T
     return table, kept, {s["source_id"] for s in kept}
 
 
-def scratch_dir(label: str) -> Path:
-    """A private folder on this worker's local disk for ffmpeg's files (never on the output store)."""
-    return Path(tempfile.mkdtemp(prefix=f"mipkit-{label}-"))
+def private_area(out_dir: Location | Path | str) -> Path:
+    """Where workers keep the scratch files of a build and yt-dlp's private cookies copy: inside the locked
+    build folder for a local ``OUT``, else in the user's cache; never a shared temp folder. The driver
+    empties it at the start and the end of every run, so a killed run leaves no cookie copy behind."""
+    where = as_location(out_dir)
+    return where.local_path / BUILD_DIR / PRIVATE_DIR if where.is_local else local_state_dir(where, PRIVATE_DIR)
+
+
+def scratch_dir(label: str, out_dir: Location | Path | str | None = None) -> Path:
+    """A folder (mode 0700) on this worker's local disk for ffmpeg's files, never on the output store:
+    in ``out_dir``'s private area when given, else in the system temp folder (no secrets go there)."""
+    if out_dir is None:
+        return Path(tempfile.mkdtemp(prefix=f"mipkit-{label}-"))
+    area = private_area(out_dir)
+    area.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return Path(tempfile.mkdtemp(prefix=f"{label}-", dir=area))
 
 
 def worker_identity() -> dict:
@@ -192,7 +206,7 @@ def run_shard(
         kept_table, kept_statuses, finished = _kept_results(folder, frozenset({PENDING, *TRANSIENT_STATUSES}))
     folder.rmtree()  # partial output of a killed run (what is kept was read above)
     folder.mkdir()
-    work = scratch_dir(f"shard{task.index}")
+    work = scratch_dir(f"shard{task.index}", out_dir)  # holds the private cookies copy: never in /tmp
     began = time.time()
     pairs: list[Pair] = []
     statuses: list[SampleStatus] = [SampleStatus(**s) for s in kept_statuses]

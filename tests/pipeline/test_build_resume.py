@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -256,3 +257,40 @@ def test_the_users_cookies_file_is_never_written(tmp_path, media_server):
     assert (cookies.read_bytes(), cookies.stat().st_mtime_ns) == before
     assert "cookies.txt" not in result.output and "abc" not in result.output
     assert not list(Path(tempfile.gettempdir()).glob("mipkit-cookies-*"))
+
+
+def test_a_killed_cookies_build_leaves_its_private_copy_only_in_the_locked_build_folder(tmp_path, media_server):
+    # Issue 11 item 7: the private cookies copy lives in OUT/build/private (0600), never in the system temp
+    # folder; the next run removes what a kill -9 left, and a finished run leaves nothing.
+    import os
+    import signal
+    import subprocess
+    import time
+
+    secret = "s3cr3t-cookie-value"
+    cookies = tmp_path / "cookies.txt"
+    cookies.write_text(f"# Netscape HTTP Cookie File\n127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\t{secret}\n")
+    out = tmp_path / "ds"
+    args = [sys.executable, "-m", "mipkit", "build", "mipnet", "--manifest", str(_manifest(tmp_path, media_server, 3))]
+    args += ["--out", str(out), "--cookies", str(cookies), "--shard-size", "1", "--fetch-threads", "1", "--sleep", "5"]
+    def in_temp() -> set[Path]:  # where scratch folders (mipkit-*) of the system temp folder would hold one
+        return set(Path(tempfile.gettempdir()).glob("mipkit-*/**/cookies-*.txt"))
+
+    temp_before = in_temp()
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    private = out / "build" / "private"
+    copies: list[Path] = []
+    deadline = time.time() + 120
+    while time.time() < deadline and not copies:
+        copies = list(private.rglob("cookies-*.txt")) if private.is_dir() else []
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+    assert copies, "no private cookies copy appeared in OUT/build/private while the build ran"
+    assert all(c.stat().st_mode & 0o777 == 0o600 for c in copies if c.exists())
+    assert in_temp() == temp_before
+
+    rerun = subprocess.run(args[:-2], capture_output=True, text=True, timeout=300)  # without --sleep
+    assert rerun.returncode == 0, rerun.stderr
+    assert not private.exists(), "the private area outlived the run"
+    assert not any(secret in p.read_text(errors="ignore") for p in out.rglob("*") if p.is_file() and p.suffix != ".arrow")
