@@ -273,6 +273,7 @@ def test_a_killed_cookies_build_leaves_its_private_copy_only_in_the_locked_build
     out = tmp_path / "ds"
     args = [sys.executable, "-m", "mipkit", "build", "mipnet", "--manifest", str(_manifest(tmp_path, media_server, 3))]
     args += ["--out", str(out), "--cookies", str(cookies), "--shard-size", "1", "--fetch-threads", "1", "--sleep", "5"]
+
     def in_temp() -> set[Path]:  # where scratch folders (mipkit-*) of the system temp folder would hold one
         return set(Path(tempfile.gettempdir()).glob("mipkit-*/**/cookies-*.txt"))
 
@@ -293,4 +294,6 @@ def test_a_killed_cookies_build_leaves_its_private_copy_only_in_the_locked_build
     rerun = subprocess.run(args[:-2], capture_output=True, text=True, timeout=300)  # without --sleep
     assert rerun.returncode == 0, rerun.stderr
     assert not private.exists(), "the private area outlived the run"
-    assert not any(secret in p.read_text(errors="ignore") for p in out.rglob("*") if p.is_file() and p.suffix != ".arrow")
+    assert not any(
+        secret in p.read_text(errors="ignore") for p in out.rglob("*") if p.is_file() and p.suffix != ".arrow"
+    )
