@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from mipkit.cli import options
-from mipkit.cli.options import check_cookies, location
+from mipkit.cli.options import location
 from mipkit.core import ui
 from mipkit.core.storage import Location
 
@@ -50,27 +50,27 @@ def build_mipnet(
     threshold: float = typer.Option(0.5, help="--label-with: keep a mood only when its probability is at least this."),
 ) -> None:
     """Build MIPNet-style image-music pairs from public media."""
-    from mipkit.config.recipe import load_recipe
     from mipkit.kinds.pairs import BuildOptions, build
 
     # Configuration first: a bad value is a one-line error before any work.
-    check_cookies(cookies)
     target = location(out, storage_options)
-    config = load_recipe(recipe).with_overrides(
-        {
+    config = options.media_build_recipe(
+        recipe,
+        cookies=cookies,
+        proxy=proxy,
+        sleep=sleep,
+        seed=seed,
+        shard_size=shard_size,
+        fetch_threads=fetch_threads,
+        politeness=politeness,
+        cookies_from_browser=cookies_from_browser,
+        overrides={
             "clip.clips_per_source": clips_per_source,
             "clip.seconds": clip_seconds,
             "clip.sample_rate": sample_rate,
-            "shards.sources_per_shard": shard_size,
-            "shards.fetch_threads": fetch_threads,
             "ytdlp.format": format,
-            "ytdlp.cookiefile": str(cookies) if cookies else None,
-            "ytdlp.proxy": proxy,
-            "ytdlp.sleep_interval": sleep,
-            "splits.seed": seed,
-        }
+        },
     )
-    config = options.apply_fetch_flags(config, politeness, cookies_from_browser)
     labeller = None
     if label_with:
         from mipkit.labelling.passt import make_labeller

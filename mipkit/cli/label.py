@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from mipkit.cli import options
-from mipkit.cli.options import check_cookies, location
+from mipkit.cli.options import location
 from mipkit.core import ui
 
 
@@ -101,7 +101,6 @@ def build_audioset_mood(
 ) -> None:
     """Build AudioSet music-mood clips (one mood per segment) with their AudioSet labels."""
     from mipkit.cli.build import print_build_summary
-    from mipkit.config.recipe import load_recipe
     from mipkit.config.taxonomy import load_taxonomy
     from mipkit.core.ownership import writing
     from mipkit.kinds.audioset_mood import (
@@ -114,19 +113,18 @@ def build_audioset_mood(
     )
     from mipkit.kinds.pairs import BuildOptions, build
 
-    check_cookies(cookies)
     out = location(out, storage_options)
-    config = load_recipe(recipe).with_overrides(
-        {
-            "shards.sources_per_shard": shard_size,
-            "shards.fetch_threads": fetch_threads,
-            "ytdlp.cookiefile": str(cookies) if cookies else None,
-            "ytdlp.proxy": proxy,
-            "ytdlp.sleep_interval": sleep,
-            "splits.seed": seed,
-        }
+    config = options.media_build_recipe(
+        recipe,
+        cookies=cookies,
+        proxy=proxy,
+        sleep=sleep,
+        seed=seed,
+        shard_size=shard_size,
+        fetch_threads=fetch_threads,
+        politeness=politeness,
+        cookies_from_browser=cookies_from_browser,
     )
-    config = options.apply_fetch_flags(config, politeness, cookies_from_browser)
     files = [fetch_csv(spec) for spec in segments]
     selection = select_segments(
         files,

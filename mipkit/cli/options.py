@@ -95,3 +95,35 @@ def apply_fetch_flags(config, politeness: list[str] | None, cookies_from_browser
                 f"choose one of {', '.join(sorted(SUPPORTED_BROWSERS))} (optionally BROWSER:PROFILE)"
             )
     return config.with_overrides({"politeness": settings, "ytdlp.cookies_from_browser": cookies_from_browser})
+
+
+def media_build_recipe(
+    recipe: str,
+    *,
+    cookies: Path | None,
+    proxy: str | None,
+    sleep: float | None,
+    seed: int | None,
+    shard_size: int | None,
+    fetch_threads: int | None,
+    politeness: list[str] | None,
+    cookies_from_browser: str | None,
+    overrides: dict | None = None,
+):
+    """The recipe of a media build with the flags every such build shares, validated before any work
+    (``--cookies`` first, so its check names only the file)."""
+    from mipkit.config.recipe import load_recipe
+
+    check_cookies(cookies)
+    config = load_recipe(recipe).with_overrides(
+        {
+            **(overrides or {}),
+            "shards.sources_per_shard": shard_size,
+            "shards.fetch_threads": fetch_threads,
+            "ytdlp.cookiefile": str(cookies) if cookies else None,
+            "ytdlp.proxy": proxy,
+            "ytdlp.sleep_interval": sleep,
+            "splits.seed": seed,
+        }
+    )
+    return apply_fetch_flags(config, politeness, cookies_from_browser)
