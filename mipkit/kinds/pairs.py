@@ -23,7 +23,7 @@ from mipkit.core.records import SampleStatus, SourceRequest
 from mipkit.core.storage import Location, as_location
 from mipkit.kinds.mipnet import read_manifest
 from mipkit.media.checks import preflight, require_youtube_support
-from mipkit.pipeline.assemble import MODEL_LABELS_FILE, assemble
+from mipkit.pipeline.assemble import MODEL_LABELS_FILE, assemble, check_shard_media, drop_shard_media
 from mipkit.pipeline.driver import Kind, run_build, save_chart, write_json_lines
 from mipkit.pipeline.fetch import check_format
 from mipkit.pipeline.parallelism import describe as describe_parallelism
@@ -55,6 +55,7 @@ class BuildOptions:
     split_of: dict[str, str] | None = None  # source id -> split, for sources whose split is given (hydrate)
     ray_address: str | None = None  # --ray-address; RAY_ADDRESS in the environment does the same
     shared_fs: bool = False  # a local --out that every node of a cluster mounts (NFS, Lustre, ...)
+    keep_shard_media: bool = False  # keep the media in the shards too (two copies), as before issue 12
 
     def __post_init__(self) -> None:
         self.out = as_location(self.out)
@@ -152,6 +153,8 @@ def build(opts: BuildOptions) -> dict:
         on_prepared=record_merged_spellings,
         assembly_inputs=assembly_inputs,
         finish=finish,
+        check_media=check_shard_media,
+        settle=None if opts.keep_shard_media else drop_shard_media,
         nothing_built=f"no pair could be built from {opts.input_name}",
     )
     return run_build(

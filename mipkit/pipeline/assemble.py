@@ -32,6 +32,7 @@ from mipkit.core.paths import BUILD_DIR
 from mipkit.core.records import SPLITS
 from mipkit.core.storage import Location, as_location
 from mipkit.pipeline.shard import PAIRS_FILE, STATS_FILE, done_shard_dirs, scratch_dir, write_parquet
+from mipkit.pipeline.shard_media import check_media_home, drop_media, restore_media
 
 
 def dataset_features(recipe: Recipe, taxonomy: Taxonomy):
@@ -196,6 +197,10 @@ def write_unit(unit: AssemblyUnit, out: Location, features_dict: dict, split_of,
     table = _prepare_rows(_read(unit.pairs_file), overlay, split_of, label_index)
     for split, name in unit.targets.items():
         part = table.filter(pc.equal(table["split"], split)).select(list(features))
+        if part["audio"].null_count:  # never a pair without audio (its media were neither here nor restored)
+            raise MipkitError(
+                f"shard {unit.pairs_file.parent.name} lacks the audio of {part['audio'].null_count} pair(s)"
+            )
         _write_arrow(out / split / name, features, part)
         parts[split] = part.num_rows
     return {"shard": unit.index, "rows": parts}
@@ -265,6 +270,7 @@ def assemble(
         return totals, distribution
     for split in SPLITS:  # every refusal before any change
         check_replaceable(out / split, owner)
+    restore_media(out, files, overlay)  # media that live only in the dataset go back first: it is rewritten now
     for split in SPLITS:
         write_marker(out / split, owner)  # first: a killed assembly leaves folders that are provably ours
         for partial in (out / split).glob("*.tmp"):  # a local file a kill cut short
@@ -288,8 +294,22 @@ def assemble(
             _write_arrow(out / split / names[split][0], features, None)
         _write_split_metadata(out / split, names[split], features_dict, key)
     (out / "dataset_dict.json").write_text(json.dumps({"splits": list(SPLITS)}))
-    record.write_json({"key": key, "complete": True, "files": names})
+    shards = {u.pairs_file.parent.name: u.targets for u in units}  # where each shard's rows went
+    record.write_json({"key": key, "complete": True, "files": names, "shards": shards})
     return totals, distribution
+
+
+def drop_shard_media(out_dir: Location | Path) -> int:
+    """One copy of the media: once a complete build is assembled, the shards drop what the dataset holds."""
+    out = as_location(out_dir)
+    record = out / BUILD_DIR / ASSEMBLY_FILE
+    return drop_media(out, json.loads(record.read_text()) if record.is_file() else {}, _model_labels(out))
+
+
+def check_shard_media(out_dir: Location | Path) -> int:
+    """Before shards run: those whose media the dataset no longer holds are built again."""
+    out = as_location(out_dir)
+    return check_media_home(out, _model_labels(out))
 
 
 def _files_present(out: Location, files: dict[str, list[str]]) -> bool:

@@ -5,7 +5,8 @@ identifies the build (its fingerprint) and its assembly into rows of its schema.
 the rest the same way for every kind: lock and claim ``OUT``, prepare or resume ``OUT/build``,
 reopen failed shards (``--retry-failed``), run the pending shards with progress, assemble, report.
 A rerun that finds every shard done and the dataset as its last assembly left it (``build/assembled.json``)
-skips the assembly and says the dataset is up to date.
+skips the assembly and says the dataset is up to date. A complete build then settles (``Kind.settle``:
+the pair kinds drop from the shards the media the dataset holds, so the media are stored once).
 Kinds plug in from ``mipkit.kinds``: ``kinds.pairs`` for the manifest-like inputs (mipnet,
 audioset-mood, hydrate), ``kinds.yt8m.build`` for YouTube-8M.
 
@@ -69,6 +70,10 @@ class Kind:
     # what else the assembly reads besides the shards (split plan, schema, relabels): any change re-assembles
     assembly_inputs: Callable[[Location], str] = lambda out: ""
     nothing_built: str = "no pair could be built"
+    # before shards run: un-commits the shards whose media the dataset in OUT no longer holds
+    check_media: Callable[[Location], Any] | None = None
+    # once a complete build is assembled (or found up to date): drops from the shards what the dataset holds
+    settle: Callable[[Location], Any] | None = None
 
 
 def _prepare(out: Location, kind: Kind, owner: str, overwrite: bool) -> None:
@@ -231,6 +236,8 @@ def _run_prepared(out: Location, kind: Kind, workers: int, engine: str, retry_fa
         ui.console.print(
             f"--retry-failed: reopened {reopened} {kind.task_name}(s) with rate-limited or network failures"
         )
+    if kind.check_media is not None:
+        kind.check_media(out)
     home = gate_home(out)
     gate = HostGate(home) if (home / GATE_DIR).is_dir() else None
     for host in gate.reset_breakers() if gate else []:
@@ -266,6 +273,9 @@ def _run_prepared(out: Location, kind: Kind, workers: int, engine: str, retry_fa
                 {"key": key, "rows": rows, "extra": extra, "listing": _dataset_listing(out)}
             )
     assembly_seconds = round(time.time() - assembly_began, 2)
+    settle_began = time.time()
+    if complete and kind.settle is not None:  # after the records: a kill here leaves a finished build to settle
+        kind.settle(out)
     report = status_report(out)
     summary = {
         "counts": report["counts"],
@@ -276,6 +286,8 @@ def _run_prepared(out: Location, kind: Kind, workers: int, engine: str, retry_fa
         "seconds_this_run": round(time.time() - began, 2),
         "seconds_assembly": assembly_seconds,
     }
+    if kind.settle is not None:
+        summary["seconds_settle"] = round(time.time() - settle_began, 2)
     summary.update(extra)
     (build_dir(out) / "summary.json").write_json(summary)
     return summary, report, rows

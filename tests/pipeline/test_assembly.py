@@ -19,7 +19,9 @@ def test_a_killed_assembly_resumes_keeping_the_files_it_finished(tmp_path, media
     manifest = write_manifest(tmp_path / "m.csv", rows)
     options = {"shards.sources_per_shard": 1, "clip.clips_per_source": 2}
     out = tmp_path / "ds"
-    build(BuildOptions(manifest=manifest, out=out, recipe=small_recipe(**options)))
+    # While an assembly runs, its shards hold their media (put back before any dataset file changes):
+    # the state --keep-shard-media keeps after it too. The one-copy kill is in test_shard_media.py.
+    build(BuildOptions(manifest=manifest, out=out, recipe=small_recipe(**options), keep_shard_media=True))
     complete = _pair_ids(out)
     files = sorted(out.glob("*/data-*.arrow"))
     assert len(complete) == 6 and files  # one file per shard and split (plus one empty file per empty split)
@@ -32,7 +34,7 @@ def test_a_killed_assembly_resumes_keeping_the_files_it_finished(tmp_path, media
     files[0].unlink()
     files[-1].with_name(files[-1].name + ".tmp").write_bytes(b"half")
     kept = {f: f.stat().st_mtime_ns for f in files[1:]}
-    build(BuildOptions(manifest=manifest, out=out, recipe=small_recipe(**options)))
+    build(BuildOptions(manifest=manifest, out=out, recipe=small_recipe(**options), keep_shard_media=True))
     assert _pair_ids(out) == complete
     assert all(f.stat().st_mtime_ns == t for f, t in kept.items())  # finished files are not written again
     assert files[0].is_file() and not list(out.glob("*/*.tmp"))
