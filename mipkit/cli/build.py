@@ -40,6 +40,7 @@ def build_mipnet(
     cookies_from_browser: options.CookiesFromBrowser = None,
     seed: options.SplitSeed = None,
     overwrite: options.Overwrite = False,
+    keep_shard_media: options.KeepShardMedia = False,
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Fetch again the shards whose samples were rate-limited or hit network errors."
     ),
@@ -85,6 +86,7 @@ def build_mipnet(
             engine=engine,
             overwrite=overwrite,
             retry_failed=retry_failed,
+            keep_shard_media=keep_shard_media,
             ray_address=ray_address,
             shared_fs=shared_fs,
         )

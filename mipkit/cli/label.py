@@ -98,6 +98,7 @@ def build_audioset_mood(
     cookies_from_browser: options.CookiesFromBrowser = None,
     seed: options.SplitSeed = None,
     overwrite: options.Overwrite = False,
+    keep_shard_media: options.KeepShardMedia = False,
 ) -> None:
     """Build AudioSet music-mood clips (one mood per segment) with their AudioSet labels."""
     from mipkit.cli.build import print_build_summary
@@ -152,6 +153,7 @@ def build_audioset_mood(
                 workers=workers,
                 engine=engine,
                 overwrite=overwrite,
+                keep_shard_media=keep_shard_media,
                 ray_address=ray_address,
                 shared_fs=shared_fs,
             )

@@ -43,6 +43,13 @@ SharedFs = Annotated[
 Workers = Annotated[int, typer.Option(min=1, help="Shards built in parallel (processes, or Ray tasks).")]
 Engine = Annotated[str, typer.Option(help="local (process pool) or ray (RAY_ADDRESS joins a cluster).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Discard earlier work in --out and start again.")]
+KeepShardMedia = Annotated[
+    bool,
+    typer.Option(
+        "--keep-shard-media",
+        help="Keep the audio and images in OUT/build/shards too, not only in the dataset (twice the space).",
+    ),
+]
 ShardSize = Annotated[Optional[int], typer.Option(min=1, help="Sources per shard.")]
 FetchThreads = Annotated[Optional[int], typer.Option(min=1, help="Sources fetched concurrently inside a shard.")]
 Cookies = Annotated[Optional[Path], typer.Option(help="Netscape cookies file for yt-dlp (never printed or published).")]

@@ -107,6 +107,7 @@ def hydrate_command(
     workers: options.Workers = 1,
     engine: options.Engine = "local",
     overwrite: options.Overwrite = False,
+    keep_shard_media: options.KeepShardMedia = False,
 ) -> None:
     """Rebuild the images and audio of a metadata-only release through the normal build pipeline.
 
@@ -118,7 +119,13 @@ def hydrate_command(
 
     out = location(out, hydrate_storage_options)
     summary, comparison = hydrate(
-        release, out, load_recipe(recipe), workers=workers, engine=engine, overwrite=overwrite
+        release,
+        out,
+        load_recipe(recipe),
+        workers=workers,
+        engine=engine,
+        overwrite=overwrite,
+        keep_shard_media=keep_shard_media,
     )
     print_build_summary(out, summary)
     table = Table(title=f"{Path(release).name if Path(release).exists() else release}: pairs of the release")

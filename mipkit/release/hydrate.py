@@ -357,7 +357,13 @@ def compare_with_release(release: Release, out: Location | Path) -> dict[str, in
 
 
 def hydrate(
-    ref: str, out: Location | Path, recipe, workers: int = 1, engine: str = "local", overwrite: bool = False
+    ref: str,
+    out: Location | Path,
+    recipe,
+    workers: int = 1,
+    engine: str = "local",
+    overwrite: bool = False,
+    keep_shard_media: bool = False,
 ) -> tuple[dict, dict]:
     """Rebuild a release through the normal pipeline; returns the build summary and the comparison."""
     from mipkit.core import ui
@@ -383,6 +389,7 @@ def hydrate(
             engine=engine,
             overwrite=overwrite,
             split_of=split_of,
+            keep_shard_media=keep_shard_media,
         )
     )
     return summary, compare_with_release(release, as_location(out))

@@ -174,3 +174,68 @@ def test_rerun_of_a_finished_build_on_s3_writes_no_dataset_object(s3, tmp_path, 
     build(BuildOptions(manifest=manifest, out=out, recipe=recipe))
     assert "dataset up to date" not in capsys.readouterr().err
     assert fs.exists(f"{BUCKET}/noop/train/state.json")
+
+
+def test_one_copy_of_the_media_on_s3(s3, tmp_path, media_server):
+    """Shards on S3 keep no media once assembled; a deleted dataset and a relabel still end decodable."""
+    import pyarrow.parquet as pq
+    from datasets import load_from_disk
+
+    from mipkit.pipeline.assemble import write_model_labels
+
+    fs, endpoint = s3
+    rows = [{"url": media_server.url(f"src{i}.mp4"), "start_s": "", "emotion": ""} for i in range(3)]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    out = Location(f"s3://{BUCKET}/onecopy")
+    options = BuildOptions(
+        manifest=manifest, out=out, recipe=small_recipe(**{"shards.sources_per_shard": 1, "clip.clips_per_source": 1})
+    )
+
+    copies = iter(range(10))
+
+    def fetched():
+        """The dataset as on S3 now, copied by the test's own client (datasets' client may cache what it read)."""
+        fs.invalidate_cache()
+        local = tmp_path / f"copy{next(copies)}"
+        for name in ("dataset_dict.json", "train", "validation", "test"):
+            fs.get(f"{BUCKET}/onecopy/{name}", str(local / name), recursive=name != "dataset_dict.json")
+        return load_from_disk(str(local))
+
+    def decoded() -> list[str]:
+        dataset = fetched()
+        for split in dataset.values():
+            for row in split:
+                assert row["audio"].get_all_samples().data.shape[-1] == 320000 and row["image"].size[0] > 0
+        return _pair_ids(dataset)
+
+    def shard_media() -> list[int]:
+        fs.invalidate_cache()
+        tables = [pq.read_table(fs.open(p)) for p in sorted(fs.glob(f"{BUCKET}/onecopy/build/shards/*/pairs.parquet"))]
+        return [t.num_rows - t["audio"].null_count for t in tables]
+
+    build(options)
+    assert len(decoded()) == 3 and shard_media() == [0, 0, 0]
+    arrow = sum(fs.du(f"{BUCKET}/onecopy/{split}") for split in ("train", "validation", "test"))
+    assert fs.du(f"{BUCKET}/onecopy") < 1.1 * arrow  # one copy
+
+    for split in ("train", "validation", "test"):  # the dataset deleted: its shards are fetched again
+        (out / split).rmtree()  # through the build's own client, whose listing cache this clears
+    (out / "dataset_dict.json").unlink()
+    build(options)
+    pair_ids = decoded()
+    assert len(pair_ids) == 3 and shard_media() == [0, 0, 0]
+
+    # A label for one pair: the re-assembly takes the media of every shard back from the Arrow files on S3.
+    label = {
+        "pair_id": pair_ids[0],
+        "emotion": "sad",
+        "emotion_score": 0.9,
+        "emotion_source": "passt",
+        "dropped": False,
+    }
+    write_model_labels(out / "build", [label])
+    build(options)
+    assert decoded() == pair_ids and shard_media() == [0, 0, 0]
+    dataset = fetched()
+    sources = [s for split in dataset.values() for s in split["emotion_source"]]
+    assert sources.count("passt") == 1

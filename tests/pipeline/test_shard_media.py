@@ -191,3 +191,15 @@ def test_a_kill_while_reassembling_a_one_copy_build_is_finished_by_the_rerun(tmp
     after = _decoded(options.out)
     assert after.keys() == before.keys() and after[relabel[0]][1] == "passt"
     assert _no_media_in_shards(options.out)
+
+
+def test_keep_shard_media_flag_keeps_both_copies(tmp_path, media_server):
+    options = _options(tmp_path, media_server)
+    out = tmp_path / "kept"
+    args = ["build", "mipnet", "--manifest", str(options.manifest), "--out", str(out), "--keep-shard-media"]
+    args += ["--shard-size", "1", "--clips-per-source", "1"]
+    result = subprocess.run([sys.executable, "-m", "mipkit", *args], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    tables = _shard_tables(out)
+    assert len(tables) == 3 and all(t["audio"].null_count == 0 and t.num_rows == 1 for t in tables)
+    assert not (out / "build" / "shard_media.json").exists()
