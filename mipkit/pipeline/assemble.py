@@ -32,7 +32,7 @@ from mipkit.core.paths import BUILD_DIR
 from mipkit.core.records import SPLITS
 from mipkit.core.storage import Location, as_location
 from mipkit.pipeline.shard import PAIRS_FILE, STATS_FILE, done_shard_dirs, scratch_dir, write_parquet
-from mipkit.pipeline.shard_media import check_media_home, drop_media, restore_media
+from mipkit.pipeline.shard_media import check_media_home, drop_media, dropped_by_overlay, restore_media
 
 
 def dataset_features(recipe: Recipe, taxonomy: Taxonomy):
@@ -105,10 +105,10 @@ def _apply_model_labels(table: pa.Table, overlay: dict[str, tuple]) -> pa.Table:
     keep = []
     for i, pair_id in enumerate(ids):
         hit = overlay.get(pair_id)
+        if dropped_by_overlay(sources[i], hit):
+            continue
         if hit is not None and sources[i] is None:  # never over a label that came with the data
-            emotions[i], scores[i], sources[i], dropped = hit
-            if dropped:
-                continue
+            emotions[i], scores[i], sources[i], _ = hit
         keep.append(i)
     for name, values, kind in (
         ("emotion", emotions, pa.string()),

@@ -205,8 +205,8 @@ def drop_media(out_dir: Location, assembly: dict, overlay: dict) -> int:
     key = assembly.get("key")
     target = out / BUILD_DIR / MEDIA_FILE
     done = _json(target)
-    if not key or not assembly.get("complete") or (done or {}).get("dataset_key") == key and done.get("dropped"):
-        return 0
+    if not key or not assembly.get("complete") or (done and done.get("dataset_key") == key and done.get("dropped")):
+        return 0  # not a finished assembly, or its drop is done (the no-op rerun)
     layout = _dataset_layout(out)
     if layout is None or any(fp != key[:16] for fp, _ in layout.values()):
         return 0
