@@ -1,7 +1,7 @@
 """One copy of the media (issue 12, item 5): bytes under OUT and the cost of the drop and restore steps.
 
-N generated sources (one 12-s 160x120 video, hard-linked under N names, served on 127.0.0.1), one
-10-s window each, are built twice with the CLI: as by default (shards drop the media the dataset
+N generated sources (distinct 12-s 160x120 videos: identical ones would let Parquet's dictionary
+encoding store their clips once, hiding the second copy), served on 127.0.0.1, one 10-s window each, are built twice with the CLI: as by default (shards drop the media the dataset
 holds) and with --keep-shard-media (both copies, as before). For each: the bytes under OUT, the
 seconds of the drop step (summary.json ``seconds_settle``), a no-op rerun, and a rerun after a
 model label for one pair (a re-assembly: one copy first puts the media back into the shards).
@@ -58,7 +58,14 @@ def _measure(command: list[str], out: Path) -> dict:
     write_model_labels(out / "build", [label])
     relabel = _run(command)
     relabel_settle = json.loads((out / "build" / "summary.json").read_text()).get("seconds_settle", 0.0)
-    return {"first": first, "settle": settle, "noop": noop, "relabel": relabel, "relabel_settle": relabel_settle, **sizes}
+    return {
+        "first": first,
+        "settle": settle,
+        "noop": noop,
+        "relabel": relabel,
+        "relabel_settle": relabel_settle,
+        **sizes,
+    }
 
 
 def main() -> None:
@@ -77,9 +84,8 @@ def main() -> None:
     try:
         media = root / "media"
         media.mkdir()
-        make_video(media / "base.mp4", spec_for_index(0, 12.0))
         for i in range(args.sources):
-            os.link(media / "base.mp4", media / f"src{i:04d}.mp4")
+            make_video(media / f"src{i:04d}.mp4", spec_for_index(i, 12.0))
         with MediaServer(media) as server:
             manifest = root / "m.csv"
             with manifest.open("w", newline="") as handle:
@@ -104,7 +110,7 @@ def main() -> None:
         for mode, r in results.items()
     )
     body = (
-        f"{args.sources} sources x 1 window of 10 s (160x120 H.264 + AAC, 12 s), {args.shard_size} per shard, "
+        f"{args.sources} distinct sources x 1 window of 10 s (160x120 H.264 + AAC, 12 s), {args.shard_size} per shard, "
         f"--workers {args.workers}, local --out; each run is the whole `mipkit build mipnet` command (imports included).\n\n"
         "| mode | MiB under OUT | MiB dataset (Arrow) | MiB shards (pairs.parquet) | first build s | drop step s "
         "| no-op rerun s | rerun after a relabel s |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
