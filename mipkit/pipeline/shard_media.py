@@ -182,7 +182,9 @@ def restore_media(out_dir: Location, pairs_files: list[Location], overlay: dict)
                 taken = found[name].take(pc.fill_null(at, 0))
                 merged = pc.if_else(pc.and_(fill, pc.is_null(table[name])), taken, table[name])
                 table = table.set_column(table.column_names.index(name), name, merged)
-            scratch = scratch or scratch_dir("media", out)
+            if scratch is None:  # first: the drop after this assembly must run again, even for the same plan
+                (out / BUILD_DIR / MEDIA_FILE).write_json({**record, "dropped": False})
+                scratch = scratch_dir("media", out)
             write_parquet(table, path, scratch)
     finally:
         if scratch is not None:

@@ -203,3 +203,34 @@ def test_keep_shard_media_flag_keeps_both_copies(tmp_path, media_server):
     tables = _shard_tables(out)
     assert len(tables) == 3 and all(t["audio"].null_count == 0 and t.num_rows == 1 for t in tables)
     assert not (out / "build" / "shard_media.json").exists()
+
+
+def test_the_same_plan_assembled_again_drops_the_media_again(tmp_path, media_server):
+    options = _options(tmp_path, media_server)
+    build(options)
+    for record in ("assembled.json", "assembly.json"):  # what benchmarks/noop_rerun.py does to force it
+        (_path(options.out) / "build" / record).unlink()
+    build(options)
+    assert len(_decoded(options.out)) == 6 and _no_media_in_shards(options.out)
+
+
+def test_pairs_whose_media_the_dataset_lost_are_fetched_again(tmp_path, media_server):
+    from mipkit.core.errors import MipkitError
+
+    options = _options(tmp_path, media_server)
+    build(options)
+    complete = _decoded(options.out)
+    unlabelled = sorted(pid for pid, (_, source) in complete.items() if source is None)
+    # `mipkit label --drop` removed these pairs from the dataset; a later overlay no longer drops them.
+    drop = [
+        {"pair_id": p, "emotion": None, "emotion_score": None, "emotion_source": "m", "dropped": True}
+        for p in unlabelled
+    ]
+    write_model_labels(options.out / "build", drop)
+    build(options)
+    assert _decoded(options.out).keys() == complete.keys() - set(unlabelled)
+    (_path(options.out) / "build" / "model_labels.parquet").unlink()
+    with pytest.raises(MipkitError, match="lacks the audio of 1 shard.*run the same command again"):
+        build(options)
+    build(options)
+    assert _decoded(options.out).keys() == complete.keys() and _no_media_in_shards(options.out)
