@@ -152,15 +152,15 @@ def _fast_path(
     ) as relay:
         tickets: dict[str, Ticket] = {}  # one per URL: a stream that is also the section file is fetched once
 
-        def ticket(fmt: dict) -> Ticket:
+        def ticket_of(fmt: dict) -> Ticket:
             if fmt["url"] not in tickets:
                 tickets[fmt["url"]] = _register(relay, fmt)
             return tickets[fmt["url"]]
 
         def reader(chosen: tuple[dict, dict | None], whole: bool) -> SourceWindows:
             audio_format, video_format = chosen
-            audio = ticket(audio_format)
-            video = ticket(video_format) if recipe.clip.image and video_format is not None else None
+            audio = ticket_of(audio_format)
+            video = ticket_of(video_format) if recipe.clip.image and video_format is not None else None
             return SourceWindows(
                 recipe,
                 relay,
@@ -178,8 +178,8 @@ def _fast_path(
         falls_back = asked == strategy.AUTO and mode == strategy.SECTIONS
         min_rate = recipe.fetch.min_section_kib_s * 1024
         if falls_back:
-            for ticket in windows_of.tickets():
-                ticket.min_bytes_per_s = min_rate
+            for section_ticket in windows_of.tickets():
+                section_ticket.min_bytes_per_s = min_rate
         transfer = SourceTransfer(windows_of.tickets())
         duration = source.duration
         if duration is None and any(w.start_s is None for w in request.windows):
@@ -195,20 +195,22 @@ def _fast_path(
             )
             seen = [len(t.faults) for t in windows_of.tickets()]
             outcome = windows_of.run(start)
+            why = ""
             if falls_back:
                 why = needs_streams(windows_of.tickets(), seen, outcome.status, outcome.error)
                 if not why and outcome.status == records.OK and transfer.slow_since(min_rate):
                     why = "slow"
                 if why:
-                    for ticket in windows_of.tickets():
-                        ticket.min_bytes_per_s = 0.0
+                    for section_ticket in windows_of.tickets():
+                        section_ticket.min_bytes_per_s = 0.0
                     mode, falls_back = strategy.STREAMS, False
                     windows_of = reader(streams, True)
                     if gate is not None:
                         gate.remember_strategy(host_url, strategy.STREAMS)
                     if outcome.status != records.OK:
                         outcome = windows_of.run(start)  # the failed window again, from the streams
-            used = strategy.STREAMS if windows_of.whole else strategy.SECTIONS
+            # a host that ignored Range had the window read from the whole file already: that is streams
+            used = strategy.STREAMS if windows_of.whole or why == "no-range" else strategy.SECTIONS
             if outcome.status == records.OK:
                 pair = _pair(request, source, start, window, outcome.flac, outcome.jpeg, recipe)
                 pairs.append(dataclasses.replace(pair, fetch_strategy=used))

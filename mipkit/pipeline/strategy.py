@@ -33,8 +33,8 @@ def _size(fmt: dict, duration: float | None) -> float:
     for key in ("filesize", "filesize_approx"):
         if fmt.get(key):
             return float(fmt[key])
-    if fmt.get("tbr") and duration:
-        return float(fmt["tbr"]) * 1000 / 8 * duration
+    if fmt.get("tbr"):  # kbit/s; without a duration (a DASH manifest may give none) it still ranks
+        return float(fmt["tbr"]) * 1000 / 8 * (duration or 1.0)
     return math.inf
 
 
