@@ -95,8 +95,10 @@ def needs_streams(tickets: list[Ticket], seen: list[int], outcome_status: str, o
         return "slow"
     if any(t.ignored_range for t in tickets):
         return "no-range"
-    if outcome_status != records.OK:
-        text = outcome_error.lower()
-        if any(f.kind == "http_status" and f.status == 416 for f in new) or "seek" in text or "range" in text:
-            return "seek"
+    # A refused range (416) that failed the window, or ffmpeg's own seek failure; a transfer fault (cut,
+    # short body) is not one: it is retried as network_error, as with any strategy.
+    if outcome_status != records.OK and any(f.kind == "http_status" and f.status == 416 for f in new):
+        return "seek"
+    if outcome_status == records.DECODE_ERROR and "seek" in outcome_error.lower():
+        return "seek"
     return ""
