@@ -258,6 +258,9 @@ class _RelayHandler(BaseHTTPRequestHandler):
         if ticket.whole_file is not None:
             self._serve_file(ticket.whole_file, asked)
             return
+        if ticket.min_bytes_per_s and any(f.kind == "slow" for f in ticket.faults):
+            self.send_error(503)  # ffmpeg would go on asking for the rest, slowly: fail the window now
+            return
         upstream, error = _open_recorded(self.server, ticket, asked)
         if upstream is None:
             self.send_error(error)
