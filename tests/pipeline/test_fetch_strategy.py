@@ -19,6 +19,7 @@ from mipkit.demo.faultserver import FaultServer, IgnoreRange, Throttle
 from mipkit.demo.synthetic_media import make_video, spec_for_index
 from mipkit.pipeline.politeness import HostGate
 from mipkit.pipeline.process import build_source
+from mipkit.pipeline.shard import _pairs_table
 
 SECONDS = 16.0
 CLIP = 3.0
@@ -118,6 +119,9 @@ def test_a_host_without_range_goes_to_streams(media, tmp_path):
         pairs, statuses = build_source(_request(url), _recipe("auto"), tmp_path)
         assert [s.status for s in statuses] == ["ok"] * 3, statuses
         assert [s.fetch_strategy for s in statuses] == ["streams"] * 3
+        # what the shard keeps: a pairs column and a key of every status row
+        assert _pairs_table(pairs).column("fetch_strategy").to_pylist() == ["streams"] * 3
+        assert statuses[0].to_dict()["fetch_strategy"] == "streams"
         # yt-dlp's read of the link, then one relay request answered whole: the file is fetched once
         assert [r.status for r in server.requests_for(url)] == [200, 200]
 
