@@ -125,6 +125,7 @@ def run_one(server: FaultServer, media: Path, layout: str, strategy: str, window
         "pairs": len(pairs),
         "windows": windows,
         "bytes": _media_bytes(server, list(urls.values()), direct),
+        "video_bytes": _media_bytes(server, [u for n, u in urls.items() if n in VIDEOS], direct),
         "wall": wall,
         "used": "+".join(used),
         "errors": [s.error for s in statuses if s.status != "ok"][:1],
@@ -153,7 +154,7 @@ def run(windows_list: list[int], throttled_windows: list[int], layouts: list[str
                 whole, whole_wall = whole_download(server, media, layout)
                 file_mb = whole / 1e6
                 rows.append(
-                    f"| {layout} | whole file (plain GET) | - | - | {file_mb:.2f} | 100 % | {whole_wall:.2f} | - |"
+                    f"| {layout} | whole file (plain GET) | - | - | {file_mb:.2f} | - | 100 % | {whole_wall:.2f} | - |"
                 )
                 cases = [(s, n, False) for n in windows_list for s in ("sections", "streams", "auto")]
                 if layout == "dash":
@@ -161,9 +162,10 @@ def run(windows_list: list[int], throttled_windows: list[int], layouts: list[str
                 for strategy, count, throttled in cases:
                     got = run_one(server, media, layout, strategy, count, throttled, work)
                     per_pair = got["bytes"] / max(got["pairs"], 1)
+                    video = f"{got['video_bytes'] / max(got['pairs'], 1) / 1e6:.3f}" if layout == "dash" else "-"
                     where = f"{strategy}{' (throttled 32 KiB/s on Range)' if throttled else ''}"
                     rows.append(
-                        f"| {layout} | {where} | {count} | {got['pairs']}/{count} | {per_pair / 1e6:.2f} | "
+                        f"| {layout} | {where} | {count} | {got['pairs']}/{count} | {per_pair / 1e6:.3f} | {video} | "
                         f"{100 * per_pair / whole:.2f} % | {got['wall']:.2f} | {got['used']} |"
                         + (f" {got['errors'][0][:80]}" if got["errors"] else "")
                     )
@@ -186,8 +188,8 @@ def report(rows: list[str]) -> str:
             "the server sent for the source / pairs built (yt-dlp's own read of the direct link left out); "
             "% = of the whole-file download of the same layout.",
             "",
-            "| layout | strategy | windows | pairs | MB per pair | % of whole | wall (s) | strategy used |",
-            "|---|---|---:|---:|---:|---:|---:|---|",
+            "| layout | strategy | windows | pairs | MB per pair | of it video MB | % of whole | wall (s) | strategy used |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|",
             *rows,
             "",
             f"Load average at the end: {os.getloadavg()[0]:.2f} (the machine is shared).",

@@ -183,3 +183,16 @@ def test_a_bad_strategy_is_a_one_line_recipe_error(tmp_path):
     assert str(caught.value) == (
         "recipe r.toml [fetch] strategy: Input should be 'sections', 'streams' or 'auto' (got 'whole')"
     )
+
+
+def test_the_fetch_strategy_flag_is_checked_before_any_work(tmp_path):
+    import sys
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("url,start_s,emotion\nhttp://127.0.0.1:9/a.mp4,1,happy\n")
+    args = ["build", "mipnet", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--fetch-strategy", "fast"]
+    result = subprocess.run([sys.executable, "-m", "mipkit", *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    shown = result.stdout + result.stderr
+    assert "fetch.strategy: Input should be 'sections', 'streams' or 'auto' (got 'fast')" in shown
+    assert not (tmp_path / "out").exists()
