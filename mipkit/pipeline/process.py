@@ -194,6 +194,7 @@ def _fast_path(
                 row=window.row,
             )
             seen = [len(t.faults) for t in windows_of.tickets()]
+            read_by = windows_of
             outcome = windows_of.run(start)
             why = ""
             if falls_back:
@@ -203,14 +204,15 @@ def _fast_path(
                 if why:
                     for section_ticket in windows_of.tickets():
                         section_ticket.min_bytes_per_s = 0.0
-                    mode, falls_back = strategy.STREAMS, False
-                    windows_of = reader(streams, True)
+                    falls_back = False
+                    # Range ignored: the relay already holds the section formats whole, so read on from those.
+                    windows_of = reader(formats if why == "no-range" else streams, True)
                     if gate is not None:
                         gate.remember_strategy(host_url, strategy.STREAMS)
                     if outcome.status != records.OK:
-                        outcome = windows_of.run(start)  # the failed window again, from the streams
+                        read_by, outcome = windows_of, windows_of.run(start)  # the failed window, from the streams
             # a host that ignored Range had the window read from the whole file already: that is streams
-            used = strategy.STREAMS if windows_of.whole or why == "no-range" else strategy.SECTIONS
+            used = strategy.STREAMS if read_by.whole or why == "no-range" else strategy.SECTIONS
             if outcome.status == records.OK:
                 pair = _pair(request, source, start, window, outcome.flac, outcome.jpeg, recipe)
                 pairs.append(dataclasses.replace(pair, fetch_strategy=used))

@@ -126,6 +126,19 @@ def test_a_host_without_range_goes_to_streams(media, tmp_path):
         assert [r.status for r in server.requests_for(url)] == [200, 200]
 
 
+def test_separate_formats_on_a_host_without_range_are_each_fetched_once(media, tmp_path):
+    with FaultServer(media) as server:
+        audio, small, big = (server.url(n, IgnoreRange()) for n in ("a.m4a", "v120.mp4", "v480.mp4"))
+        manifest = _mpd(server, media, "norange.mpd", audio, small, big)
+        recipe = _recipe("auto", **{"clip.image_max_side": 100})
+        _, statuses = build_source(_request(manifest), recipe, tmp_path)
+        assert [s.status for s in statuses] == ["ok"] * 3, statuses
+        assert {s.fetch_strategy for s in statuses} == {"streams"}
+        # the relay holds the chosen formats whole after the first window: no other stream is fetched
+        assert len(server.requests_for(audio)) == len(server.requests_for(big)) == 1
+        assert not server.requests_for(small)
+
+
 def test_streams_fetch_the_smallest_formats_once_for_all_windows(media, tmp_path):
     with FaultServer(media) as server:
         audio, small, big = server.url("a.m4a", fresh=True), server.url("v120.mp4", fresh=True), server.url("v480.mp4")
