@@ -381,7 +381,11 @@ def _fetch_whole(server: MediaRelay, ticket: Ticket, upstream) -> Path | None:
                     ticket.read_s += time.monotonic() - began
                 if got > server.max_whole_bytes:
                     ticket.fault(
-                        Fault("too_large", "the host ignores Range and the file is larger than the whole-file limit")
+                        Fault(
+                            "too_large",
+                            "the file to fetch whole (a host without Range, or fetch.strategy streams) is larger than the "
+                            f"whole-file limit ({server.max_whole_bytes >> 20} MiB)",
+                        )
                     )
                     path.unlink(missing_ok=True)
                     return None

@@ -209,3 +209,16 @@ def test_the_fetch_strategy_flag_is_checked_before_any_work(tmp_path):
     shown = result.stdout + result.stderr
     assert "fetch.strategy: Input should be 'sections', 'streams' or 'auto' (got 'fast')" in shown
     assert not (tmp_path / "out").exists()
+
+
+def test_a_stream_over_the_whole_file_limit_is_refused_and_leaves_nothing(media, tmp_path):
+    from mipkit.media.relay import MediaRelay
+
+    with FaultServer(media) as server, MediaRelay(tmp_path / "relay", max_whole_bytes=50_000) as relay:
+        url = server.url("a.m4a", fresh=True)
+        ticket = relay.register(url, {})
+        assert not relay.fetch_whole(ticket)
+        assert [f.kind for f in ticket.faults] == ["too_large"]
+        assert "whole-file limit" in ticket.faults[0].message
+        assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert [r.range for r in server.requests_for(url)] == [""], "one plain GET"
