@@ -15,7 +15,6 @@ ffmpeg reads ``http://127.0.0.1:PORT/<token>``; the relay makes the real request
 
 from __future__ import annotations
 
-import http.client
 import re
 import secrets
 import socket
@@ -28,12 +27,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
+from mipkit.media.bounded_http import BoundedHTTPHandler, BoundedHTTPSHandler
+
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 _RANGE_ANSWER = re.compile(r"bytes (\d+)-(\d+)/")
 _CHUNK = 16 * 1024
 _DOWNSTREAM_BUFFER = 32 * 1024
 _SLOW_GRACE_S = 1.0  # a ranged answer is judged slow only after this long waiting on the host
-UPSTREAM_BUFFER = 128 * 1024  # about 20 Mbit/s in flight at a 50-ms round trip
 ALLOWED_SCHEMES = ("http", "https")
 
 
@@ -78,49 +78,6 @@ class Ticket:
             self.faults.append(fault)
 
 
-def _bounded_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, *args, **kwargs):
-    """``socket.create_connection`` with a bounded receive buffer, set before connecting (window scaling):
-    the kernel would otherwise take megabytes ahead of what ffmpeg reads, and ffmpeg drops them when it seeks."""
-    host, port = address
-    error: OSError | None = None
-    for family, kind, proto, _, where in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UPSTREAM_BUFFER)
-            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
-                sock.settimeout(timeout)
-            if source_address:
-                sock.bind(source_address)
-            sock.connect(where)
-            return sock
-        except OSError as exc:
-            error = exc
-            sock.close()
-    raise error or OSError(f"cannot resolve {host}")
-
-
-class _BoundedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._create_connection = _bounded_connection
-
-
-class _BoundedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._create_connection = _bounded_connection
-
-
-class _BoundedHTTPHandler(urllib.request.HTTPHandler):
-    def http_open(self, req):
-        return self.do_open(_BoundedHTTPConnection, req)
-
-
-class _BoundedHTTPSHandler(urllib.request.HTTPSHandler):
-    def https_open(self, req):
-        return self.do_open(_BoundedHTTPSConnection, req, context=self._context)
-
-
 class _NoOtherSchemes(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urlparse(newurl).scheme.lower() not in ALLOWED_SCHEMES:
@@ -149,7 +106,7 @@ class MediaRelay(ThreadingHTTPServer):
         self.retries = retries
         self.max_whole_bytes = max_whole_bytes
         proxies = urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {})
-        handlers = [_NoOtherSchemes(), proxies, _BoundedHTTPHandler(), _BoundedHTTPSHandler()]
+        handlers = [_NoOtherSchemes(), proxies, BoundedHTTPHandler(), BoundedHTTPSHandler()]
         self.opener = urllib.request.build_opener(*handlers)
         self.tickets: dict[str, Ticket] = {}
         self._lock = threading.Lock()
