@@ -7,12 +7,14 @@ ffmpeg reads ``http://127.0.0.1:PORT/<token>``; the relay makes the real request
 - transfer faults (5xx, 429, cut bodies, short bodies, stalls) are recorded per ticket, so a failed
   ffmpeg run is classified from what really happened on the wire, not from its stderr;
 - a host without Range support (``python -m http.server``) is fetched once, whole, into the build's
-  private temp area and served from there with Range: ffmpeg can seek in any container.
+  private temp area and served from there with Range: ffmpeg can seek in any container. The streams
+  fetch strategy uses the same copy (``MediaRelay.fetch_whole``);
+- with ``Ticket.min_bytes_per_s`` (the auto strategy) a ranged answer slower than that is cut and
+  recorded as a "slow" fault, so the source can fall back to streams.
 """
 
 from __future__ import annotations
 
-import http.client
 import re
 import secrets
 import socket
@@ -25,11 +27,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
+from mipkit.media.bounded_http import BoundedHTTPHandler, BoundedHTTPSHandler
+
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 _RANGE_ANSWER = re.compile(r"bytes (\d+)-(\d+)/")
 _CHUNK = 16 * 1024
 _DOWNSTREAM_BUFFER = 32 * 1024
-UPSTREAM_BUFFER = 128 * 1024  # about 20 Mbit/s in flight at a 50-ms round trip
+_SLOW_GRACE_S = 1.0  # a ranged answer is judged slow only after this long waiting on the host
 ALLOWED_SCHEMES = ("http", "https")
 
 
@@ -46,7 +50,7 @@ def check_http_url(url: str) -> str:
 
 @dataclass
 class Fault:
-    kind: str  # "http_status", "cut", "timeout", "connect", "redirect", "too_large"
+    kind: str  # "http_status", "cut", "timeout", "connect", "redirect", "too_large", "slow"
     message: str
     status: int = 0
     retry_after: float | None = None
@@ -61,56 +65,17 @@ class Ticket:
     local_url: str = ""
     faults: list[Fault] = field(default_factory=list)
     bytes_in: int = 0
-    whole_file: Path | None = None  # set when the host ignores Range
+    read_s: float = 0.0  # time spent waiting on the host's body: bytes_in / read_s is its throughput
+    whole_file: Path | None = None  # set when the host ignores Range, or by ``MediaRelay.fetch_whole``
+    ignored_range: bool = False  # the host answered a Range request with the whole file
+    # > 0: a ranged answer slower than this (bytes/s, after _SLOW_GRACE_S of waiting) is cut, fault "slow"
+    min_bytes_per_s: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     whole_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fault(self, fault: Fault) -> None:
         with self.lock:
             self.faults.append(fault)
-
-
-def _bounded_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, *args, **kwargs):
-    """``socket.create_connection`` with a bounded receive buffer, set before connecting (window scaling):
-    the kernel would otherwise take megabytes ahead of what ffmpeg reads, and ffmpeg drops them when it seeks."""
-    host, port = address
-    error: OSError | None = None
-    for family, kind, proto, _, where in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UPSTREAM_BUFFER)
-            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
-                sock.settimeout(timeout)
-            if source_address:
-                sock.bind(source_address)
-            sock.connect(where)
-            return sock
-        except OSError as exc:
-            error = exc
-            sock.close()
-    raise error or OSError(f"cannot resolve {host}")
-
-
-class _BoundedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._create_connection = _bounded_connection
-
-
-class _BoundedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._create_connection = _bounded_connection
-
-
-class _BoundedHTTPHandler(urllib.request.HTTPHandler):
-    def http_open(self, req):
-        return self.do_open(_BoundedHTTPConnection, req)
-
-
-class _BoundedHTTPSHandler(urllib.request.HTTPSHandler):
-    def https_open(self, req):
-        return self.do_open(_BoundedHTTPSConnection, req, context=self._context)
 
 
 class _NoOtherSchemes(urllib.request.HTTPRedirectHandler):
@@ -141,7 +106,7 @@ class MediaRelay(ThreadingHTTPServer):
         self.retries = retries
         self.max_whole_bytes = max_whole_bytes
         proxies = urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {})
-        handlers = [_NoOtherSchemes(), proxies, _BoundedHTTPHandler(), _BoundedHTTPSHandler()]
+        handlers = [_NoOtherSchemes(), proxies, BoundedHTTPHandler(), BoundedHTTPSHandler()]
         self.opener = urllib.request.build_opener(*handlers)
         self.tickets: dict[str, Ticket] = {}
         self._lock = threading.Lock()
@@ -165,17 +130,18 @@ class MediaRelay(ThreadingHTTPServer):
         if ticket.whole_file is not None:
             ticket.whole_file.unlink(missing_ok=True)
 
-    def _request(self, ticket: Ticket, range_header: str):
+    def _request(self, ticket: Ticket, range_header: str | None):
         request = urllib.request.Request(ticket.url, method="GET")
         for key, value in ticket.headers.items():
             if key.lower() == "cookie":
                 request.add_unredirected_header(key, value)  # never sent on to another host
             else:
                 request.add_header(key, value)
-        request.add_header("Range", range_header or "bytes=0-")
+        if range_header is not None:  # None: a plain GET of the whole file (``fetch_whole``)
+            request.add_header("Range", range_header or "bytes=0-")
         return self.opener.open(request, timeout=self.timeout_s)
 
-    def open_upstream(self, ticket: Ticket, range_header: str):
+    def open_upstream(self, ticket: Ticket, range_header: str | None):
         """The host's answer; a 5xx or a refused connection is retried here, within one read timeout
         in all (ffmpeg waits longer), so one bad answer does not cost the whole window."""
         budget = self.timeout_s
@@ -198,6 +164,19 @@ class MediaRelay(ThreadingHTTPServer):
             budget -= pause
             attempt += 1
             time.sleep(pause)
+
+    def fetch_whole(self, ticket: Ticket) -> bool:
+        """Fetch ``ticket``'s file whole, once, with one plain GET (the streams strategy); every later read
+        is served from the copy. Faults are recorded on the ticket as for any read; False if it failed."""
+        with ticket.whole_lock:
+            if ticket.whole_file is not None:
+                return True
+            upstream, _ = _open_recorded(self, ticket, None)
+            if upstream is None:
+                return False
+            with upstream:
+                ticket.whole_file = _fetch_whole(self, ticket, upstream)
+            return ticket.whole_file is not None
 
     def start(self) -> MediaRelay:
         self._thread = threading.Thread(target=self.serve_forever, name="mipkit-media-relay", daemon=True)
@@ -236,32 +215,21 @@ class _RelayHandler(BaseHTTPRequestHandler):
         if ticket.whole_file is not None:
             self._serve_file(ticket.whole_file, asked)
             return
-        try:
-            upstream = self.server.open_upstream(ticket, asked)
-        except urllib.error.HTTPError as exc:
-            ticket.fault(
-                Fault(
-                    "http_status",
-                    f"HTTP Error {exc.code}: {exc.reason}",
-                    exc.code,
-                    _retry_after(exc.headers.get("Retry-After") if exc.headers else None),
-                )
-            )
-            self.send_error(exc.code if 400 <= exc.code < 600 else 502)
+        if ticket.min_bytes_per_s and any(f.kind == "slow" for f in ticket.faults):
+            self.send_error(503)  # ffmpeg would go on asking for the rest, slowly: fail the window now
             return
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            kind = "timeout" if isinstance(reason, (socket.timeout, TimeoutError)) else "connect"
-            ticket.fault(Fault(kind, f"{'timed out' if kind == 'timeout' else 'connection failed'}: {reason}"))
-            self.send_error(504 if kind == "timeout" else 502)
+        upstream, error = _open_recorded(self.server, ticket, asked)
+        if upstream is None:
+            self.send_error(error)
             return
         with upstream:
             accepts = "bytes" in (upstream.headers.get("Accept-Ranges") or "").lower()
             if upstream.status == 200 and (not accepts or not self._range_from_zero(asked)):
                 # The host ignores Range: fetch the whole file once, then serve ranges from it.
+                ticket.ignored_range = True
                 with ticket.whole_lock:
                     if ticket.whole_file is None:
-                        ticket.whole_file = self._fetch_whole(ticket, upstream)
+                        ticket.whole_file = _fetch_whole(self.server, ticket, upstream)
                 if ticket.whole_file is None:
                     self.send_error(502)
                     return
@@ -286,15 +254,31 @@ class _RelayHandler(BaseHTTPRequestHandler):
                 self.send_header(key, upstream.headers[key])
         self.end_headers()
         sent = 0
+        waited = 0.0
         while True:
+            began = time.monotonic()
             try:
                 chunk = upstream.read(_CHUNK)
             except (OSError, ValueError) as exc:  # timeout, reset, IncompleteRead
                 ticket.fault(Fault("cut", f"the transfer was interrupted ({type(exc).__name__})"))
                 return
+            spent = time.monotonic() - began
+            waited += spent
             if not chunk:
                 break
-            ticket.bytes_in += len(chunk)
+            with ticket.lock:
+                ticket.bytes_in += len(chunk)
+                ticket.read_s += spent
+            if (
+                ticket.min_bytes_per_s
+                and waited >= _SLOW_GRACE_S
+                and (sent + len(chunk)) / waited < ticket.min_bytes_per_s
+            ):
+                rate = (sent + len(chunk)) / waited / 1024
+                ticket.fault(
+                    Fault("slow", f"the host sends ranged reads at {rate:.0f} KiB/s (recipe fetch.min_section_kib_s)")
+                )
+                return  # cut: ffmpeg fails this window and the source falls back to streams
             try:
                 self.wfile.write(chunk)
             except (BrokenPipeError, ConnectionResetError):
@@ -302,35 +286,6 @@ class _RelayHandler(BaseHTTPRequestHandler):
             sent += len(chunk)
         if length is not None and sent < int(length):
             ticket.fault(Fault("cut", f"the body ended after {sent} of {length} bytes"))
-
-    def _fetch_whole(self, ticket: Ticket, upstream) -> Path | None:
-        self.server.temp_dir.mkdir(parents=True, exist_ok=True)
-        path = self.server.temp_dir / f"whole-{secrets.token_hex(8)}"
-        length = upstream.headers.get("Content-Length")
-        got = 0
-        try:
-            with path.open("wb") as handle:
-                while chunk := upstream.read(_CHUNK):
-                    got += len(chunk)
-                    ticket.bytes_in += len(chunk)
-                    if got > self.server.max_whole_bytes:
-                        ticket.fault(
-                            Fault(
-                                "too_large", "the host ignores Range and the file is larger than the whole-file limit"
-                            )
-                        )
-                        path.unlink(missing_ok=True)
-                        return None
-                    handle.write(chunk)
-        except (OSError, ValueError) as exc:
-            ticket.fault(Fault("cut", f"the transfer was interrupted ({type(exc).__name__})"))
-            path.unlink(missing_ok=True)
-            return None
-        if length is not None and got < int(length):
-            ticket.fault(Fault("cut", f"the body ended after {got} of {length} bytes"))
-            path.unlink(missing_ok=True)
-            return None
-        return path
 
     def _serve_file(self, path: Path, asked: str) -> None:
         size = path.stat().st_size
@@ -363,3 +318,62 @@ class _RelayHandler(BaseHTTPRequestHandler):
                     remaining -= len(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 return
+
+
+def _fetch_whole(server: MediaRelay, ticket: Ticket, upstream) -> Path | None:
+    server.temp_dir.mkdir(parents=True, exist_ok=True)
+    path = server.temp_dir / f"whole-{secrets.token_hex(8)}"
+    length = upstream.headers.get("Content-Length")
+    got = 0
+    try:
+        with path.open("wb") as handle:
+            while True:
+                began = time.monotonic()
+                chunk = upstream.read(_CHUNK)
+                if not chunk:
+                    break
+                got += len(chunk)
+                with ticket.lock:
+                    ticket.bytes_in += len(chunk)
+                    ticket.read_s += time.monotonic() - began
+                if got > server.max_whole_bytes:
+                    ticket.fault(
+                        Fault(
+                            "too_large",
+                            "the file to fetch whole (a host without Range, or fetch.strategy streams) is larger than the "
+                            f"whole-file limit ({server.max_whole_bytes >> 20} MiB)",
+                        )
+                    )
+                    path.unlink(missing_ok=True)
+                    return None
+                handle.write(chunk)
+    except (OSError, ValueError) as exc:
+        ticket.fault(Fault("cut", f"the transfer was interrupted ({type(exc).__name__})"))
+        path.unlink(missing_ok=True)
+        return None
+    if length is not None and got < int(length):
+        ticket.fault(Fault("cut", f"the body ended after {got} of {length} bytes"))
+        path.unlink(missing_ok=True)
+        return None
+    return path
+
+
+def _open_recorded(server: MediaRelay, ticket: Ticket, asked: str | None):
+    """``(upstream, 0)``, or ``(None, status for ffmpeg)`` with the fault recorded on the ticket."""
+    try:
+        return server.open_upstream(ticket, asked), 0
+    except urllib.error.HTTPError as exc:
+        ticket.fault(
+            Fault(
+                "http_status",
+                f"HTTP Error {exc.code}: {exc.reason}",
+                exc.code,
+                _retry_after(exc.headers.get("Retry-After") if exc.headers else None),
+            )
+        )
+        return None, exc.code if 400 <= exc.code < 600 else 502
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        kind = "timeout" if isinstance(reason, (socket.timeout, TimeoutError)) else "connect"
+        ticket.fault(Fault(kind, f"{'timed out' if kind == 'timeout' else 'connection failed'}: {reason}"))
+        return None, 504 if kind == "timeout" else 502
