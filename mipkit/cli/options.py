@@ -40,6 +40,14 @@ SharedFs = Annotated[
         "--shared-fs", help="A local --out is on a file system every Ray node mounts (NFS, Lustre): allow it."
     ),
 ]
+NumGpusPerTask = Annotated[
+    float,
+    typer.Option(
+        "--num-gpus-per-task",
+        min=0,
+        help="--engine ray: GPUs each task holds (Ray places it on a GPU node; refused at once if the cluster has none).",
+    ),
+]
 Workers = Annotated[int, typer.Option(min=1, help="Shards built in parallel (processes, or Ray tasks).")]
 Engine = Annotated[str, typer.Option(help="local (process pool) or ray (RAY_ADDRESS joins a cluster).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Discard earlier work in --out and start again.")]

@@ -212,6 +212,25 @@ class Location:
         self.invalidate()
 
 
+def upload_tree(local: Path, target: Location, last: tuple[str, ...] = ()) -> None:
+    """Copy a local folder to ``target`` file by file (each appears whole); the files named in ``last``
+    (relative paths, e.g. ``dataset_dict.json``) go after every other one."""
+    files = sorted(p for p in Path(local).rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.relative_to(local).as_posix() in last)
+    for path in files:
+        (target / path.relative_to(local).as_posix()).upload(path)
+
+
+def copy_tree(source: Location, target: Location) -> None:
+    """Copy every file under ``source`` to the same place under ``target`` (one filesystem; a server-side copy
+    on a store). What ``target`` held before is not removed."""
+    source.invalidate()
+    for path in sorted(source.fs.find(source.path)):
+        relative = posixpath.relpath(path, source.path)
+        source.fs.copy(path, (target / relative).path)
+    target.invalidate()
+
+
 def as_location(value, options: dict | None = None) -> Location:
     """A ``Location`` from a path, a URL or a ``Location`` (whose options are kept unless given)."""
     if isinstance(value, Location):

@@ -16,7 +16,8 @@ from mipkit.config.mapping import load_mapping, map_labels
 from mipkit.config.taxonomy import load_taxonomy
 from mipkit.core.errors import MipkitError
 from mipkit.core.ownership import write_marker
-from mipkit.labelling.passt import decode_clip, label_dataset, make_labeller
+from mipkit.labelling.passt import decode_clip, make_labeller
+from mipkit.labelling.relabel import label_dataset
 
 runner = CliRunner()
 MOODS = load_taxonomy("audioset_moods").names
@@ -211,7 +212,7 @@ def test_drop_and_out_leave_the_source_untouched(labeller, built, tmp_path):
 
 
 def test_a_crash_while_writing_leaves_the_folder_intact(labeller, built, monkeypatch):
-    import mipkit.labelling.passt
+    import mipkit.labelling.relabel
 
     before = snapshot(built)
 
@@ -219,7 +220,7 @@ def test_a_crash_while_writing_leaves_the_folder_intact(labeller, built, monkeyp
         dataset_dict["train"].save_to_disk(str(Path(path) / "train"))
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(mipkit.labelling.passt, "_write_dataset", write_half_then_crash)
+    monkeypatch.setattr(mipkit.labelling.relabel, "_write_dataset", write_half_then_crash)
     with pytest.raises(OSError, match="simulated"):
         label_dataset(built, labeller, threshold=0.0)
     assert snapshot(built) == before
