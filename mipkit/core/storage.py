@@ -246,10 +246,16 @@ def is_url(value: str) -> bool:
 def load_dataset_dict(location: Location):
     """``datasets.load_from_disk`` for a local folder or a store (``storage_options`` from the location)."""
     from datasets import load_from_disk
+    from datasets.fingerprint import get_temporary_cache_files_directory
 
     if location.is_local:
         return load_from_disk(location.url)
-    return load_from_disk(location.url, storage_options=location.options)
+    # A fresh copy each time: datasets downloads a URL to one fixed temporary path per process and, loading
+    # it again, would read the first copy. Its temporary folder is removed when the process exits.
+    local = Path(get_temporary_cache_files_directory()) / f"store-{os.urandom(8).hex()}"
+    location.invalidate()
+    location.fs.get(location.path, str(local), recursive=True)
+    return load_from_disk(str(local))
 
 
 def local_state_dir(where: Location, purpose: str) -> Path:
