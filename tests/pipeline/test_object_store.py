@@ -93,6 +93,41 @@ def test_push_to_hub_to_folder_reads_a_build_on_s3(s3, tmp_path):
     assert sum(len(split) for split in load_dataset(str(release)).values()) > 0
 
 
+def test_push_to_hub_to_folder_on_s3_from_s3(s3, tmp_path):
+    from datasets import load_dataset
+
+    fs, endpoint = s3
+    if not fs.exists(f"{BUCKET}/run/dataset_dict.json"):
+        pytest.skip("needs the build of the first test")
+    options = json.dumps({"endpoint_url": endpoint})
+    args = ["push-to-hub", f"s3://{BUCKET}/run", "me/pairs", "--storage-options", options, "--to-folder"]
+    result = _cli(*args, f"s3://{BUCKET}/release")
+    assert result.returncode == 0, result.stderr
+    assert f"'train': 's3://{BUCKET}/release/data/train-*.parquet'" in result.stdout  # how to check it
+    fs.invalidate_cache()
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.find(f"{BUCKET}/release"))
+    assert "README.md" in names and "label_distribution.png" in names and ".mipkit-owner" in names
+    card = fs.cat_file(f"{BUCKET}/release/README.md").decode()
+    assert endpoint not in card and S3_ENV["AWS_SECRET_ACCESS_KEY"] not in card
+    local = tmp_path / "local"
+    assert _cli(*args, str(local)).returncode == 0
+    expected = {split: len(ds) for split, ds in load_dataset(str(local)).items()}
+    # datasets reads the release on the store through fsspec, split by split from the card's file patterns.
+    remote = load_dataset(
+        "parquet",
+        data_files={s: f"s3://{BUCKET}/release/data/{s}-*.parquet" for s in expected},
+        storage_options={"endpoint_url": endpoint},
+    )
+    assert {split: len(ds) for split, ds in remote.items()} == expected and sum(expected.values()) > 0
+    again = _cli(*args, f"s3://{BUCKET}/release")  # an earlier release of ours is replaced
+    assert again.returncode == 0, again.stderr
+    fs.invalidate_cache()
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.find(f"{BUCKET}/release")) == names
+    fs.pipe_file(f"{BUCKET}/foreign/notes.txt", b"not ours")
+    refused = _cli(*args, f"s3://{BUCKET}/foreign")
+    assert refused.returncode == 2 and "holds files mipkit did not write" in refused.stderr, refused.stderr
+
+
 def test_bad_storage_options_is_one_line(tmp_path):
     result = _cli("status", f"s3://{BUCKET}/run", "--storage-options", "not json")
     assert result.returncode == 2 and "--storage-options must be a JSON object" in result.stderr
