@@ -128,6 +128,25 @@ def test_push_to_hub_to_folder_on_s3_from_s3(s3, tmp_path):
     assert refused.returncode == 2 and "holds files mipkit did not write" in refused.stderr, refused.stderr
 
 
+def test_yt8m_build_to_s3_loads_back_and_status_reads_it(s3, tmp_path):
+    from datasets import load_from_disk
+    from helpers.inputs import yt8m_args_with_an_empty_split
+
+    fs, endpoint = s3
+    url = f"s3://{BUCKET}/yt8m"
+    options = json.dumps({"endpoint_url": endpoint})
+    args = ["build", "yt8m-title", *yt8m_args_with_an_empty_split(tmp_path / "in"), "--out", url]
+    result = _cli(*args, "--storage-options", options)
+    assert result.returncode == 0, result.stderr
+    dataset = load_from_disk(url, storage_options={"endpoint_url": endpoint})
+    assert len(dataset["train"]) > 0 and len(dataset["test"]) == 0
+    assert fs.exists(f"{BUCKET}/yt8m/build/metadata.jsonl")
+    status = _cli("status", url, "--json", "--storage-options", options)
+    assert status.returncode == 0 and json.loads(status.stdout)["counts"]["ok"] == len(dataset["train"])
+    again = _cli(*args)  # endpoint from the environment this time; a finished build is up to date
+    assert again.returncode == 0 and "dataset up to date" in again.stderr, again.stderr
+
+
 def test_bad_storage_options_is_one_line(tmp_path):
     result = _cli("status", f"s3://{BUCKET}/run", "--storage-options", "not json")
     assert result.returncode == 2 and "--storage-options must be a JSON object" in result.stderr
