@@ -37,7 +37,8 @@ RayAddress = Annotated[
 SharedFs = Annotated[
     bool,
     typer.Option(
-        "--shared-fs", help="A local --out is on a file system every Ray node mounts (NFS, Lustre): allow it."
+        "--shared-fs",
+        help="A local folder (--out; for label, DATASET_DIR) is on a file system every Ray node mounts (NFS, Lustre): allow it.",
     ),
 ]
 NumGpusPerTask = Annotated[
