@@ -104,7 +104,7 @@ def hydrate_command(
     release: str = typer.Argument(
         ...,
         metavar="REPO_ID_OR_DIR",
-        help="A metadata-only release: Hub id 'owner/name', or a folder written by `push-to-hub --to-folder`.",
+        help="A metadata-only release: Hub id 'owner/name', or a folder or store URL written by `push-to-hub --to-folder`.",
     ),
     out: options.BuildOut = ...,
     recipe: str = typer.Option(
@@ -113,6 +113,8 @@ def hydrate_command(
     hydrate_storage_options: options.StorageOptions = None,
     workers: options.Workers = 1,
     engine: options.Engine = "local",
+    ray_address: options.RayAddress = None,
+    shared_fs: options.SharedFs = False,
     overwrite: options.Overwrite = False,
 ) -> None:
     """Rebuild the images and audio of a metadata-only release through the normal build pipeline.
@@ -125,7 +127,14 @@ def hydrate_command(
 
     out = location(out, hydrate_storage_options)
     summary, comparison = hydrate(
-        release, out, load_recipe(recipe), workers=workers, engine=engine, overwrite=overwrite
+        release,
+        out,
+        load_recipe(recipe),
+        workers=workers,
+        engine=engine,
+        overwrite=overwrite,
+        ray_address=ray_address,
+        shared_fs=shared_fs,
     )
     print_build_summary(out, summary)
     table = Table(title=f"{Path(release).name if Path(release).exists() else release}: pairs of the release")
