@@ -96,9 +96,9 @@ def build_mipnet(
     print_build_summary(target, summary)
     if labeller is not None:
         from mipkit.cli.label import print_labelling_summary
-        from mipkit.labelling.passt import label_dataset
+        from mipkit.labelling.relabel import label_dataset
 
-        print_labelling_summary(label_dataset(target.local_path, labeller, threshold=threshold))
+        print_labelling_summary(label_dataset(target, labeller, threshold=threshold))
 
 
 def print_build_summary(out: Location, summary: dict) -> None:

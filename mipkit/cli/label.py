@@ -28,8 +28,9 @@ def print_labelling_summary(summary: dict) -> None:
 
 
 def label(
-    dataset_dir: Path = typer.Argument(
-        ..., help="A dataset folder written by mipkit build (relabelled in place unless --out)."
+    dataset_dir: str = typer.Argument(
+        ...,
+        help="A dataset folder or fsspec URL (s3://...) written by mipkit build (relabelled in place unless --out).",
     ),
     music_model: str = typer.Option(
         "passt", help="Labeller: passt (PaSST's AudioSet head, the seven music-mood logits)."
@@ -43,9 +44,13 @@ def label(
     drop: bool = typer.Option(
         False, "--drop", help="Drop pairs left unlabelled instead of keeping them with an empty label."
     ),
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Write the labelled dataset to this new folder instead of replacing DATASET_DIR."
+    out: Optional[str] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Write the labelled dataset to this new folder or URL instead of replacing DATASET_DIR.",
     ),
+    storage_options: options.StorageOptions = None,
     batch_size: int = typer.Option(16, min=1, help="Clips per forward pass."),
     device: str = typer.Option("auto", help="auto (CUDA when present, bf16 autocast), cpu, cuda or cuda:N."),
     preset: str = typer.Option("full", help="full (PaSST-S) or tiny (a small random model for tests only)."),
@@ -53,10 +58,20 @@ def label(
         False, "--allow-random-weights", help="Allow --preset tiny or no --weights (labels are noise: tests only)."
     ),
     seed: int = typer.Option(0, help="Seed of a randomly initialised model."),
+    engine: options.Engine = "local",
+    workers: int = typer.Option(
+        1, min=1, help="Arrow files labelled in parallel (processes, each with its own model; or Ray tasks)."
+    ),
+    ray_address: options.RayAddress = None,
+    shared_fs: options.SharedFs = False,
+    num_gpus_per_task: options.NumGpusPerTask = 0,
 ) -> None:
     """Label every pair whose label did not come with the manifest, with a music-emotion model."""
-    from mipkit.labelling.passt import label_dataset, make_labeller
+    from mipkit.labelling.passt import make_labeller
+    from mipkit.labelling.relabel import label_dataset
 
+    source = location(dataset_dir, storage_options)
+    target = location(out, storage_options) if out is not None else None
     labeller = make_labeller(
         music_model,
         weights,
@@ -66,7 +81,19 @@ def label(
         batch_size=batch_size,
         seed=seed,
     )
-    print_labelling_summary(label_dataset(dataset_dir, labeller, threshold=threshold, drop=drop, out=out))
+    summary = label_dataset(
+        source,
+        labeller,
+        threshold=threshold,
+        drop=drop,
+        out=target,
+        engine=engine,
+        workers=workers,
+        ray_address=ray_address,
+        shared_fs=shared_fs,
+        num_gpus_per_task=num_gpus_per_task,
+    )
+    print_labelling_summary(summary)
 
 
 def build_audioset_mood(

@@ -37,7 +37,16 @@ RayAddress = Annotated[
 SharedFs = Annotated[
     bool,
     typer.Option(
-        "--shared-fs", help="A local --out is on a file system every Ray node mounts (NFS, Lustre): allow it."
+        "--shared-fs",
+        help="A local folder (--out; for label, DATASET_DIR) is on a file system every Ray node mounts (NFS, Lustre): allow it.",
+    ),
+]
+NumGpusPerTask = Annotated[
+    float,
+    typer.Option(
+        "--num-gpus-per-task",
+        min=0,
+        help="--engine ray: GPUs each task holds (Ray places it on a GPU node; refused at once if the cluster has none).",
     ),
 ]
 Workers = Annotated[int, typer.Option(min=1, help="Shards built in parallel (processes, or Ray tasks).")]

@@ -53,10 +53,10 @@ def push_to_hub_command(
         "--metadata-only",
         help="Publish ids, clip times, labels and provenance without images or audio (rebuild with `mipkit hydrate`).",
     ),
-    to_folder: Optional[Path] = typer.Option(
+    to_folder: Optional[str] = typer.Option(
         None,
         "--to-folder",
-        help="Write exactly what would be pushed (README.md, label_distribution.png, data/*.parquet) to this folder instead (an earlier release there is replaced); no login needed.",
+        help="Write exactly what would be pushed (README.md, label_distribution.png, data/*.parquet) to this folder or fsspec URL (s3://...) instead (an earlier release there is replaced); no login needed.",
     ),
     storage_options: options.StorageOptions = None,
 ) -> None:
@@ -69,13 +69,20 @@ def push_to_hub_command(
 
     source = location(dataset_dir, storage_options)
     if to_folder is not None:
-        written = export_to_folder(
-            source, to_folder, repo_id, metadata_only=metadata_only, max_shard_size=max_shard_size
+        target = location(to_folder, storage_options)  # the same --storage-options for both ends
+        written = export_to_folder(source, target, repo_id, metadata_only=metadata_only, max_shard_size=max_shard_size)
+        ui.stdout.print(written_table(f"release written to {target}", written))
+        # datasets takes no store URL as a dataset folder, but reads data files on one (endpoint and keys
+        # from the environment, or its storage_options=): name each split's files.
+        splits = dict.fromkeys(i.path.split("/")[-1].rsplit("-", 3)[0] for i in written if i.path.startswith("data/"))
+        check = (
+            f"datasets.load_dataset('{target}')"
+            if target.is_local
+            else "datasets.load_dataset('parquet', data_files={"
+            + ", ".join(f"'{s}': '{target}/data/{s}-*.parquet'" for s in splits)
+            + "})"
         )
-        ui.stdout.print(written_table(f"release written to {to_folder}", written))
-        ui.stdout.print(
-            f"check it: python -c \"import datasets; print(datasets.load_dataset('{to_folder}'))\"", soft_wrap=True
-        )
+        ui.stdout.print(f'check it: python -c "import datasets; print({check})"', soft_wrap=True)
         ui.stdout.print(
             f"publish it: mipkit push-to-hub {dataset_dir} {repo_id}{' --metadata-only' if metadata_only else ''}",
             soft_wrap=True,
@@ -97,7 +104,7 @@ def hydrate_command(
     release: str = typer.Argument(
         ...,
         metavar="REPO_ID_OR_DIR",
-        help="A metadata-only release: Hub id 'owner/name', or a folder written by `push-to-hub --to-folder`.",
+        help="A metadata-only release: Hub id 'owner/name', or a folder or store URL written by `push-to-hub --to-folder`.",
     ),
     out: options.BuildOut = ...,
     recipe: str = typer.Option(
@@ -106,6 +113,8 @@ def hydrate_command(
     hydrate_storage_options: options.StorageOptions = None,
     workers: options.Workers = 1,
     engine: options.Engine = "local",
+    ray_address: options.RayAddress = None,
+    shared_fs: options.SharedFs = False,
     overwrite: options.Overwrite = False,
     keep_shard_media: options.KeepShardMedia = False,
 ) -> None:
@@ -126,6 +135,8 @@ def hydrate_command(
         engine=engine,
         overwrite=overwrite,
         keep_shard_media=keep_shard_media,
+        ray_address=ray_address,
+        shared_fs=shared_fs,
     )
     print_build_summary(out, summary)
     table = Table(title=f"{Path(release).name if Path(release).exists() else release}: pairs of the release")

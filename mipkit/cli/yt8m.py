@@ -43,6 +43,8 @@ def _build(
     seed: Optional[int],
     workers: int,
     engine: str,
+    ray_address: Optional[str],
+    shared_fs: bool,
     threads: Optional[int],
     lookup_base: Optional[str],
     lookup_rate: Optional[float],
@@ -121,6 +123,8 @@ def _build(
         seed=base.splits.seed,
         workers=workers,
         engine=engine,
+        ray_address=ray_address,
+        shared_fs=shared_fs,
         overwrite=overwrite,
         retry_failed=retry_failed,
     )
@@ -183,6 +187,8 @@ def yt8m_command(kind: str, what: str):
             1, min=1, help="TFRecord files built in parallel (processes, or Ray tasks). Rate limits are shared out."
         ),
         engine: options.Engine = "local",
+        ray_address: options.RayAddress = None,
+        shared_fs: options.SharedFs = False,
         threads: Optional[int] = typer.Option(
             None, min=1, help="Videos resolved concurrently inside one file (recipe: 4)."
         ),
@@ -220,6 +226,8 @@ def yt8m_command(kind: str, what: str):
             seed,
             workers,
             engine,
+            ray_address,
+            shared_fs,
             threads,
             lookup_base,
             lookup_rate,

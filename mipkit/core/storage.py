@@ -212,6 +212,25 @@ class Location:
         self.invalidate()
 
 
+def upload_tree(local: Path, target: Location, last: tuple[str, ...] = ()) -> None:
+    """Copy a local folder to ``target`` file by file (each appears whole); the files named in ``last``
+    (relative paths, e.g. ``dataset_dict.json``) go after every other one."""
+    files = sorted(p for p in Path(local).rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.relative_to(local).as_posix() in last)
+    for path in files:
+        (target / path.relative_to(local).as_posix()).upload(path)
+
+
+def copy_tree(source: Location, target: Location) -> None:
+    """Copy every file under ``source`` to the same place under ``target`` (one filesystem; a server-side copy
+    on a store). What ``target`` held before is not removed."""
+    source.invalidate()
+    for path in sorted(source.fs.find(source.path)):
+        relative = posixpath.relpath(path, source.path)
+        source.fs.copy(path, (target / relative).path)
+    target.invalidate()
+
+
 def as_location(value, options: dict | None = None) -> Location:
     """A ``Location`` from a path, a URL or a ``Location`` (whose options are kept unless given)."""
     if isinstance(value, Location):
@@ -227,10 +246,16 @@ def is_url(value: str) -> bool:
 def load_dataset_dict(location: Location):
     """``datasets.load_from_disk`` for a local folder or a store (``storage_options`` from the location)."""
     from datasets import load_from_disk
+    from datasets.fingerprint import get_temporary_cache_files_directory
 
     if location.is_local:
         return load_from_disk(location.url)
-    return load_from_disk(location.url, storage_options=location.options)
+    # A fresh copy each time: datasets downloads a URL to one fixed temporary path per process and, loading
+    # it again, would read the first copy. Its temporary folder is removed when the process exits.
+    local = Path(get_temporary_cache_files_directory()) / f"store-{os.urandom(8).hex()}"
+    location.invalidate()
+    location.fs.get(location.path, str(local), recursive=True)
+    return load_from_disk(str(local))
 
 
 def local_state_dir(where: Location, purpose: str) -> Path:

@@ -120,13 +120,19 @@ def reopen_transient_shards(out: Location | Path) -> int:
     return reopened
 
 
-def check_cluster_can_reach(out: Location, nodes: int, shared_fs: bool) -> None:
-    """Workers on other nodes write their shards to ``OUT`` themselves: a local folder there is another disk."""
+def check_cluster_can_reach(
+    out: Location,
+    nodes: int,
+    shared_fs: bool,
+    flag: str = "--out",
+    why: str = "whose shards would land on their own disks",
+) -> None:
+    """Workers on other nodes write their shards to ``OUT`` themselves (or, for ``label``, read the dataset
+    there): a local folder is another disk on each node."""
     if nodes > 1 and out.is_local and not shared_fs:
         raise MipkitError(
-            f"--out {out.name!r} is a local folder but the Ray cluster has {nodes} nodes, whose shards would land on "
-            "their own disks; use an object-store URL (e.g. --out s3://bucket/run) or, for a folder every node mounts, "
-            "add --shared-fs"
+            f"{flag} {out.name!r} is a local folder but the Ray cluster has {nodes} nodes, {why}; "
+            f"use an object-store URL (e.g. {flag} s3://bucket/run) or, for a folder every node mounts, add --shared-fs"
         )
 
 

@@ -43,14 +43,16 @@ def run_shards(
     on_event: OnEvent | None = None,
     on_done: OnDone | None = None,
     describe: Callable[[Any], str] = _describe,
+    num_gpus: float = 0,
 ) -> list[str]:
-    """Run every task; an exception in one shard is reported in the returned list, the rest go on."""
+    """Run every task; an exception in one shard is reported in the returned list, the rest go on.
+    ``num_gpus``: GPUs each Ray task holds (Ray places it on a node that has them)."""
     if engine not in ENGINES:
         raise MipkitError(f"--engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")
     on_event = on_event or (lambda event: None)
     on_done = on_done or (lambda task, stats, streamed: None)
     if engine == "ray":
-        return _run_ray(tasks, shard_fn, args, workers, on_done, describe)
+        return _run_ray(tasks, shard_fn, args, workers, on_done, describe, num_gpus)
     errors: list[str] = []
     if workers <= 1:
         for task in tasks:
@@ -143,16 +145,33 @@ def engine_session(engine: str, workers: int = 1, ray_address: str | None = None
             ray.shutdown()
 
 
-def _run_ray(tasks: Sequence, shard_fn: ShardFn, args: tuple, workers: int, on_done: OnDone, describe) -> list[str]:
+def check_ray_gpus(num_gpus: float) -> None:
+    """A task asking for GPUs the cluster lacks would wait forever: refuse it before submitting."""
+    if num_gpus <= 0:
+        return
+    total = _import_ray().cluster_resources().get("GPU", 0)
+    if total < num_gpus:
+        raise MipkitError(
+            f"--num-gpus-per-task {num_gpus:g}: the Ray cluster has {total:g} GPU(s), so no task could start; "
+            "join a cluster with GPU nodes, or leave --num-gpus-per-task away to label on CPUs"
+        )
+
+
+def _run_ray(
+    tasks: Sequence, shard_fn: ShardFn, args: tuple, workers: int, on_done: OnDone, describe, num_gpus: float = 0
+) -> list[str]:
     ray = _import_ray()
     started_here = _connect_ray(workers, None)
-    # SPREAD: shards go to every node of a cluster, not first to the driver's own.
-    remote = ray.remote(shard_fn).options(max_retries=RAY_MAX_RETRIES, scheduling_strategy="SPREAD")
-    shared = [ray.put(arg) for arg in args]  # once, not once per task (a split map can be large)
-    refs = {remote.remote(task, *shared): task for task in tasks}
     errors: list[str] = []
-    pending = list(refs)
     try:
+        check_ray_gpus(num_gpus)
+        # SPREAD: shards go to every node of a cluster, not first to the driver's own.
+        remote = ray.remote(shard_fn).options(
+            max_retries=RAY_MAX_RETRIES, scheduling_strategy="SPREAD", num_gpus=num_gpus
+        )
+        shared = [ray.put(arg) for arg in args]  # once, not once per task (a split map can be large)
+        refs = {remote.remote(task, *shared): task for task in tasks}
+        pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
             for ref in done:

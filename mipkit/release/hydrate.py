@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from mipkit.core.ids import (  # noqa: F401 - CREDENTIALS_IN_URL and redact_url 
     source_id_for,
 )
 from mipkit.core.records import BAD_ROW, DUPLICATE, SPLITS, SampleStatus, SourceRequest, Window
-from mipkit.core.storage import Location, as_location, load_dataset_dict
+from mipkit.core.storage import Location, as_location, is_url, load_dataset_dict, local_state_dir
 from mipkit.kinds.mipnet import is_blank, optional_text, parse_start
 from mipkit.pipeline.status import BUILD_FILE, build_dir
 
@@ -226,8 +227,29 @@ def read_hub_release(repo_id: str) -> Release:
     return Release(name=repo_id, rows=rows, label_names=label_names, inputs=inputs)
 
 
-def open_release(ref: str) -> Release:
-    """A local path when one exists, else a Hub dataset id."""
+def read_store_release(where: Location) -> Release:
+    """A release folder on a store (``push-to-hub --to-folder s3://...``): its Parquet files are copied to
+    local disk (the user's cache, named by a hash of the URL, no URL on disk), then read as a local one."""
+    files = where.glob("data/*.parquet") or where.glob("*.parquet")
+    if not files:
+        raise MipkitError(
+            f"{where.display!r} holds no Parquet files (expected data/*.parquet); pass a release written by "
+            "`mipkit push-to-hub --to-folder`, or a Hub dataset id"
+        )
+    local = local_state_dir(where, "releases") / "data"
+    shutil.rmtree(local, ignore_errors=True)  # a fresh copy: the release may have been replaced
+    local.mkdir(parents=True)
+    for file in files:
+        where.fs.get_file(file.path, str(local / file.name))
+    release = read_local_release(local.parent)
+    release.name = where.name
+    return release
+
+
+def open_release(ref: str, storage_options: dict | None = None) -> Release:
+    """A store URL, a local path when one exists, else a Hub dataset id."""
+    if is_url(ref):
+        return read_store_release(Location(ref, storage_options or {}))
     if Path(ref).exists():
         return read_local_release(Path(ref))
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
@@ -364,12 +386,15 @@ def hydrate(
     engine: str = "local",
     overwrite: bool = False,
     keep_shard_media: bool = False,
+    ray_address: str | None = None,
+    shared_fs: bool = False,
 ) -> tuple[dict, dict]:
-    """Rebuild a release through the normal pipeline; returns the build summary and the comparison."""
+    """Rebuild a release through the normal pipeline; returns the build summary and the comparison.
+    A release on a store is read with ``out``'s storage options (one ``--storage-options`` for both)."""
     from mipkit.core import ui
     from mipkit.kinds.pairs import BuildOptions, build
 
-    release = open_release(ref)
+    release = open_release(ref, as_location(out).options)
     seconds = clip_seconds(release)
     if seconds and abs(seconds - recipe.clip.seconds) > 1e-3:
         ui.console.print(
@@ -390,6 +415,8 @@ def hydrate(
             overwrite=overwrite,
             split_of=split_of,
             keep_shard_media=keep_shard_media,
+            ray_address=ray_address,
+            shared_fs=shared_fs,
         )
     )
     return summary, compare_with_release(release, as_location(out))

@@ -25,9 +25,10 @@ from typing import Any
 
 from mipkit.core import ui
 from mipkit.core.errors import MipkitError
-from mipkit.core.ownership import claim, exclusive, remove_owned, staging_folder
+from mipkit.core.ownership import claim, exclusive, remove_owned, staging_folder, write_marker
 from mipkit.core.paths import cards_dir
-from mipkit.core.storage import as_location
+from mipkit.core.storage import Location, as_location, upload_tree
+from mipkit.pipeline.shard import scratch_dir
 from mipkit.pipeline.status import status_report
 from mipkit.release.hydrate import CREDENTIALS_IN_URL, load_build, private_strings, release_splits, scrub
 
@@ -364,19 +365,25 @@ def write_release(
 
 
 def export_to_folder(
-    dataset_dir: Path,
-    out: Path,
+    dataset_dir: Location | Path,
+    out: Location | Path | str,
     repo_id: str,
     metadata_only: bool = False,
     max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
 ) -> list[WrittenFile]:
-    """``--to-folder``: write next to ``out`` and swap in when complete; an earlier release of mipkit there is replaced.
+    """``--to-folder``: a local folder or a store URL; an earlier release of mipkit there is replaced.
 
-    Staging folders of killed runs (``.NAME.partial-PID``, process gone) are removed first."""
-    out = Path(out)
+    A local folder is written beside and swapped in when complete; staging folders of killed runs
+    (``.NAME.partial-PID``, process gone) are removed first. On a store, where nothing renames a folder,
+    the release is written on local scratch, the earlier one removed, then the files uploaded with the
+    owner marker first (so a rerun may replace what a killed upload left) and ``README.md`` last."""
+    target = as_location(out)
     flag = "--to-folder"
-    with exclusive(out, flag):
-        owner = claim(out, flag, create=False)
+    with exclusive(target, flag):
+        owner = claim(target, flag, create=False)
+        if not target.is_local:
+            return _export_to_store(dataset_dir, target, owner, repo_id, metadata_only, max_shard_size)
+        out = target.local_path
         staging = staging_folder(out, "partial", owner)
         try:
             written = write_release(dataset_dir, staging, repo_id, metadata_only, max_shard_size)
@@ -387,6 +394,20 @@ def export_to_folder(
             os.replace(staging, out)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    return written
+
+
+def _export_to_store(dataset_dir, target: Location, owner: str, repo_id, metadata_only, max_shard_size):
+    scratch = scratch_dir("release")
+    try:
+        local = scratch / "release"
+        written = write_release(dataset_dir, local, repo_id, metadata_only, max_shard_size)
+        write_marker(local, owner)
+        if target.exists():
+            remove_owned(target, owner, "--to-folder")  # checked by claim: ours or empty
+        upload_tree(local, target, last=(CARD_FILE,))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return written
 
 

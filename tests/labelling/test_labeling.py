@@ -3,85 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
+from helpers.labelled import MOODS, flac, make_built_dataset
 from typer.testing import CliRunner
 
 from mipkit.config.mapping import load_mapping, map_labels
 from mipkit.config.taxonomy import load_taxonomy
 from mipkit.core.errors import MipkitError
 from mipkit.core.ownership import write_marker
-from mipkit.labelling.passt import decode_clip, label_dataset, make_labeller
+from mipkit.labelling.passt import decode_clip, make_labeller
+from mipkit.labelling.relabel import label_dataset
 
 runner = CliRunner()
-MOODS = load_taxonomy("audioset_moods").names
-# (split, emotion_source, emotion): three rows carry manifest labels, the rest come unlabelled
-ROWS = [
-    ("train", "manifest", "sad"),
-    ("train", None, None),
-    ("train", None, None),
-    ("train", "manifest", "angry"),
-    ("train", None, None),
-    ("train", "passt:oldweights00", "happy"),
-    ("validation", None, None),
-    ("validation", "manifest", "tender"),
-    ("test", None, None),
-    ("test", None, None),
-]
-
-
-def _flac(seconds: float, f0: float, rate: int = 32000) -> bytes:
-    t = np.arange(int(seconds * rate)) / rate
-    buffer = io.BytesIO()
-    sf.write(buffer, (0.4 * np.sin(2 * np.pi * (f0 * t + 30 * t * t))).astype(np.float32), rate, format="FLAC")
-    return buffer.getvalue()
-
-
-def make_built_dataset(out: Path) -> Path:
-    """A dataset with the columns `mipkit build` writes (no image), plus a build/ folder."""
-    import datasets
-
-    from mipkit.config.recipe import load_recipe
-    from mipkit.pipeline.assemble import dataset_features
-
-    features = dataset_features(load_recipe("audioset-mood"), load_taxonomy("audioset_moods"))
-    storage = datasets.Features(
-        {**features, "audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}}
-    )
-    splits = {}
-    for split in ("train", "validation", "test"):
-        rows = {name: [] for name in features}
-        for index, (row_split, source, emotion) in enumerate(ROWS):
-            if row_split != split:
-                continue
-            rate = 16000 if index == 4 else 32000  # one clip at another rate: resampled on decode
-            values = {
-                "pair_id": f"src{index}_00000000",
-                "audio": {"bytes": _flac(10.0 if index != 2 else 7.5, 150 + 40 * index, rate), "path": None},
-                "emotion": MOODS.index(emotion) if emotion else None,
-                "emotion_source": source,
-                "emotion_score": 0.9 if source and source.startswith("passt") else None,
-                "source_id": f"src{index}",
-                "source_url": f"http://127.0.0.1/src{index}.mp4",
-                "start_s": 0.0,
-                "end_s": 10.0,
-                "title": "t",
-                "uploader": "u",
-                "license": "CC0-1.0",
-                "split": split,
-            }
-            for name in features:
-                rows[name].append(values[name])
-        splits[split] = datasets.Dataset.from_dict(rows, features=storage).cast_column("audio", features["audio"])
-    datasets.DatasetDict(splits).save_to_disk(str(out))
-    (out / "build").mkdir()
-    (out / "build" / "build.json").write_text('{"kind": "test"}')
-    return out
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -119,7 +56,7 @@ def test_labeller_outputs_seven_mood_probabilities_reproducibly(labeller):
     assert not any(m.training for m in labeller.encoder.modules())  # eval: no mel jitter, no patchout
     assert labeller.provenance == "passt-tiny:random-seed0"
     assert labeller.class_names == MOODS and labeller.audioset_indices == list(range(276, 283))
-    audio = np.stack([decode_clip(_flac(10.0, f)) for f in (200.0, 300.0)])
+    audio = np.stack([decode_clip(flac(10.0, f)) for f in (200.0, 300.0)])
     probs = labeller.probabilities(audio)
     assert probs.shape == (2, 7) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     again = make_labeller("passt", None, preset="tiny", allow_random_weights=True, device="cpu", seed=0)
@@ -144,7 +81,7 @@ def test_weights_file_gives_the_provenance_and_must_fit(labeller, tmp_path):
     torch.save(labeller.encoder.net.state_dict(), weights)
     loaded = make_labeller("passt", weights, preset="tiny", allow_random_weights=True, device="cpu")
     assert loaded.provenance == "passt-tiny:" + hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
-    audio = decode_clip(_flac(10.0, 250.0))[None]
+    audio = decode_clip(flac(10.0, 250.0))[None]
     assert np.allclose(loaded.probabilities(audio), labeller.probabilities(audio), atol=1e-6)
     wrong = tmp_path / "wrong.pt"
     torch.save({"head.weight": torch.zeros(3)}, wrong)
@@ -211,7 +148,7 @@ def test_drop_and_out_leave_the_source_untouched(labeller, built, tmp_path):
 
 
 def test_a_crash_while_writing_leaves_the_folder_intact(labeller, built, monkeypatch):
-    import mipkit.labelling.passt
+    import mipkit.labelling.relabel
 
     before = snapshot(built)
 
@@ -219,7 +156,7 @@ def test_a_crash_while_writing_leaves_the_folder_intact(labeller, built, monkeyp
         dataset_dict["train"].save_to_disk(str(Path(path) / "train"))
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(mipkit.labelling.passt, "_write_dataset", write_half_then_crash)
+    monkeypatch.setattr(mipkit.labelling.relabel, "_write_dataset", write_half_then_crash)
     with pytest.raises(OSError, match="simulated"):
         label_dataset(built, labeller, threshold=0.0)
     assert snapshot(built) == before

@@ -93,6 +93,79 @@ def test_push_to_hub_to_folder_reads_a_build_on_s3(s3, tmp_path):
     assert sum(len(split) for split in load_dataset(str(release)).values()) > 0
 
 
+def test_push_to_hub_to_folder_on_s3_from_s3(s3, tmp_path):
+    from datasets import load_dataset
+
+    fs, endpoint = s3
+    if not fs.exists(f"{BUCKET}/run/dataset_dict.json"):
+        pytest.skip("needs the build of the first test")
+    options = json.dumps({"endpoint_url": endpoint})
+    args = ["push-to-hub", f"s3://{BUCKET}/run", "me/pairs", "--storage-options", options, "--to-folder"]
+    result = _cli(*args, f"s3://{BUCKET}/release")
+    assert result.returncode == 0, result.stderr
+    assert f"'train': 's3://{BUCKET}/release/data/train-*.parquet'" in result.stdout  # how to check it
+    fs.invalidate_cache()
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.find(f"{BUCKET}/release"))
+    assert "README.md" in names and "label_distribution.png" in names and ".mipkit-owner" in names
+    card = fs.cat_file(f"{BUCKET}/release/README.md").decode()
+    assert endpoint not in card and S3_ENV["AWS_SECRET_ACCESS_KEY"] not in card
+    local = tmp_path / "local"
+    assert _cli(*args, str(local)).returncode == 0
+    # force_redownload: datasets may take a cached earlier load of another folder for this one
+    expected = {split: len(ds) for split, ds in load_dataset(str(local), download_mode="force_redownload").items()}
+    # datasets reads the release on the store through fsspec, split by split from the card's file patterns.
+    remote = load_dataset(
+        "parquet",
+        data_files={s: f"s3://{BUCKET}/release/data/{s}-*.parquet" for s in expected},
+        storage_options={"endpoint_url": endpoint},
+    )
+    assert {split: len(ds) for split, ds in remote.items()} == expected and sum(expected.values()) > 0
+    again = _cli(*args, f"s3://{BUCKET}/release")  # an earlier release of ours is replaced
+    assert again.returncode == 0, again.stderr
+    fs.invalidate_cache()
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.find(f"{BUCKET}/release")) == names
+    fs.pipe_file(f"{BUCKET}/foreign/notes.txt", b"not ours")
+    refused = _cli(*args, f"s3://{BUCKET}/foreign")
+    assert refused.returncode == 2 and "holds files mipkit did not write" in refused.stderr, refused.stderr
+
+
+def test_hydrate_a_metadata_only_release_on_s3_into_s3(s3):
+    from datasets import load_from_disk
+
+    fs, endpoint = s3
+    if not fs.exists(f"{BUCKET}/run/dataset_dict.json"):
+        pytest.skip("needs the build of the first test")
+    options = json.dumps({"endpoint_url": endpoint})
+    meta = _cli("push-to-hub", f"s3://{BUCKET}/run", "me/pairs", "--metadata-only", "--storage-options", options,
+                "--to-folder", f"s3://{BUCKET}/meta")  # fmt: skip
+    assert meta.returncode == 0, meta.stderr
+    # One --storage-options for both ends.
+    hydrated = _cli("hydrate", f"s3://{BUCKET}/meta", "--out", f"s3://{BUCKET}/hydrated", "--storage-options", options)
+    assert hydrated.returncode == 0, hydrated.stderr
+    rebuilt = load_from_disk(f"s3://{BUCKET}/hydrated", storage_options={"endpoint_url": endpoint})
+    built = load_from_disk(f"s3://{BUCKET}/run", storage_options={"endpoint_url": endpoint})
+    assert _pair_ids(rebuilt) == _pair_ids(built) and len(_pair_ids(built)) > 0
+
+
+def test_yt8m_build_to_s3_loads_back_and_status_reads_it(s3, tmp_path):
+    from datasets import load_from_disk
+    from helpers.inputs import yt8m_args_with_an_empty_split
+
+    fs, endpoint = s3
+    url = f"s3://{BUCKET}/yt8m"
+    options = json.dumps({"endpoint_url": endpoint})
+    args = ["build", "yt8m-title", *yt8m_args_with_an_empty_split(tmp_path / "in"), "--out", url]
+    result = _cli(*args, "--storage-options", options)
+    assert result.returncode == 0, result.stderr
+    dataset = load_from_disk(url, storage_options={"endpoint_url": endpoint})
+    assert len(dataset["train"]) > 0 and len(dataset["test"]) == 0
+    assert fs.exists(f"{BUCKET}/yt8m/build/metadata.jsonl")
+    status = _cli("status", url, "--json", "--storage-options", options)
+    assert status.returncode == 0 and json.loads(status.stdout)["counts"]["ok"] == len(dataset["train"])
+    again = _cli(*args)  # endpoint from the environment this time; a finished build is up to date
+    assert again.returncode == 0 and "dataset up to date" in again.stderr, again.stderr
+
+
 def test_bad_storage_options_is_one_line(tmp_path):
     result = _cli("status", f"s3://{BUCKET}/run", "--storage-options", "not json")
     assert result.returncode == 2 and "--storage-options must be a JSON object" in result.stderr

@@ -105,6 +105,8 @@ class Yt8mOptions:
     seed: int = 0
     workers: int = 1
     engine: str = "local"
+    ray_address: str | None = None  # --engine ray: the cluster to join (else RAY_ADDRESS, else local)
+    shared_fs: bool = False  # a local --out that every Ray node mounts
     overwrite: bool = False
     retry_failed: bool = False
 
@@ -367,4 +369,6 @@ def build_yt8m(opts: Yt8mOptions) -> dict:
         engine=opts.engine,
         overwrite=opts.overwrite,
         retry_failed=opts.retry_failed,
+        ray_address=opts.ray_address,
+        shared_fs=opts.shared_fs,
     )
