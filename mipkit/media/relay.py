@@ -6,13 +6,14 @@ ffmpeg reads ``http://127.0.0.1:PORT/<token>``; the relay makes the real request
 - only http(s) is ever opened (redirects to other schemes are refused);
 - transfer faults (5xx, 429, cut bodies, short bodies, stalls) are recorded per ticket, so a failed
   ffmpeg run is classified from what really happened on the wire, not from its stderr;
+- every byte received is kept per ticket (``mipkit.media.spans``): ffmpeg's repeated reads of a
+  header, of a window's overlap or of what sat in socket buffers when it closed are answered here;
 - a host without Range support (``python -m http.server``) is fetched once, whole, into the build's
   private temp area and served from there with Range: ffmpeg can seek in any container.
 """
 
 from __future__ import annotations
 
-import http.client
 import re
 import secrets
 import socket
@@ -25,11 +26,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
+from mipkit.media.spans import SpanCache
+from mipkit.media.upstream import BoundedHTTPHandler, BoundedHTTPSHandler
+
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
-_RANGE_ANSWER = re.compile(r"bytes (\d+)-(\d+)/")
+_RANGE_ANSWER = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_OPEN_RANGE = re.compile(r"bytes=(\d+)-$")
 _CHUNK = 16 * 1024
-_DOWNSTREAM_BUFFER = 32 * 1024
-UPSTREAM_BUFFER = 128 * 1024  # about 20 Mbit/s in flight at a 50-ms round trip
+_DOWNSTREAM_BUFFER = 8 * 1024
 ALLOWED_SCHEMES = ("http", "https")
 
 
@@ -62,55 +66,13 @@ class Ticket:
     faults: list[Fault] = field(default_factory=list)
     bytes_in: int = 0
     whole_file: Path | None = None  # set when the host ignores Range
+    cache: SpanCache = field(default_factory=SpanCache)
     lock: threading.Lock = field(default_factory=threading.Lock)
     whole_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fault(self, fault: Fault) -> None:
         with self.lock:
             self.faults.append(fault)
-
-
-def _bounded_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, *args, **kwargs):
-    """``socket.create_connection`` with a bounded receive buffer, set before connecting (window scaling):
-    the kernel would otherwise take megabytes ahead of what ffmpeg reads, and ffmpeg drops them when it seeks."""
-    host, port = address
-    error: OSError | None = None
-    for family, kind, proto, _, where in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UPSTREAM_BUFFER)
-            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
-                sock.settimeout(timeout)
-            if source_address:
-                sock.bind(source_address)
-            sock.connect(where)
-            return sock
-        except OSError as exc:
-            error = exc
-            sock.close()
-    raise error or OSError(f"cannot resolve {host}")
-
-
-class _BoundedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._create_connection = _bounded_connection
-
-
-class _BoundedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._create_connection = _bounded_connection
-
-
-class _BoundedHTTPHandler(urllib.request.HTTPHandler):
-    def http_open(self, req):
-        return self.do_open(_BoundedHTTPConnection, req)
-
-
-class _BoundedHTTPSHandler(urllib.request.HTTPSHandler):
-    def https_open(self, req):
-        return self.do_open(_BoundedHTTPSConnection, req, context=self._context)
 
 
 class _NoOtherSchemes(urllib.request.HTTPRedirectHandler):
@@ -141,7 +103,7 @@ class MediaRelay(ThreadingHTTPServer):
         self.retries = retries
         self.max_whole_bytes = max_whole_bytes
         proxies = urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else {})
-        handlers = [_NoOtherSchemes(), proxies, _BoundedHTTPHandler(), _BoundedHTTPSHandler()]
+        handlers = [_NoOtherSchemes(), proxies, BoundedHTTPHandler(), BoundedHTTPSHandler()]
         self.opener = urllib.request.build_opener(*handlers)
         self.tickets: dict[str, Ticket] = {}
         self._lock = threading.Lock()
@@ -236,24 +198,13 @@ class _RelayHandler(BaseHTTPRequestHandler):
         if ticket.whole_file is not None:
             self._serve_file(ticket.whole_file, asked)
             return
-        try:
-            upstream = self.server.open_upstream(ticket, asked)
-        except urllib.error.HTTPError as exc:
-            ticket.fault(
-                Fault(
-                    "http_status",
-                    f"HTTP Error {exc.code}: {exc.reason}",
-                    exc.code,
-                    _retry_after(exc.headers.get("Retry-After") if exc.headers else None),
-                )
-            )
-            self.send_error(exc.code if 400 <= exc.code < 600 else 502)
-            return
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            kind = "timeout" if isinstance(reason, (socket.timeout, TimeoutError)) else "connect"
-            ticket.fault(Fault(kind, f"{'timed out' if kind == 'timeout' else 'connection failed'}: {reason}"))
-            self.send_error(504 if kind == "timeout" else 502)
+        kept = _OPEN_RANGE.match(asked)
+        if kept and ticket.cache.total and int(kept.group(1)) < ticket.cache.total:
+            if ticket.cache.read(int(kept.group(1)), 1):
+                self._serve_kept(ticket, int(kept.group(1)))
+                return
+        upstream = self._open(ticket, asked, answer=True)
+        if upstream is None:
             return
         with upstream:
             accepts = "bytes" in (upstream.headers.get("Accept-Ranges") or "").lower()
@@ -269,22 +220,96 @@ class _RelayHandler(BaseHTTPRequestHandler):
                 return
             self._pass_through(ticket, upstream)
 
+    def _open(self, ticket: Ticket, range_header: str, answer: bool):
+        """The host's answer, or None with the fault recorded (and, with ``answer``, told to ffmpeg)."""
+        try:
+            return self.server.open_upstream(ticket, range_header)
+        except urllib.error.HTTPError as exc:
+            ticket.fault(
+                Fault(
+                    "http_status",
+                    f"HTTP Error {exc.code}: {exc.reason}",
+                    exc.code,
+                    _retry_after(exc.headers.get("Retry-After") if exc.headers else None),
+                )
+            )
+            code = exc.code if 400 <= exc.code < 600 else 502
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            kind = "timeout" if isinstance(reason, (socket.timeout, TimeoutError)) else "connect"
+            ticket.fault(Fault(kind, f"{'timed out' if kind == 'timeout' else 'connection failed'}: {reason}"))
+            code = 504 if kind == "timeout" else 502
+        if answer:
+            self.send_error(code)
+        return None
+
+    def _serve_kept(self, ticket: Ticket, offset: int) -> None:
+        """Answer ``bytes=offset-`` from the kept bytes, asking the host only for what was never received."""
+        cache = ticket.cache
+        total = cache.total
+        self.send_response(206)
+        self.send_header("Content-Type", cache.content_type or "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Range", f"bytes {offset}-{total - 1}/{total}")
+        self.send_header("Content-Length", str(total - offset))
+        self.end_headers()
+        while offset < total:
+            chunk = cache.read(offset, _CHUNK)
+            if not chunk:
+                # A gap: ask the host from here on. Headers are sent, so a failure can only cut the body
+                # (ffmpeg sees a short read; the window is judged by the fault recorded on the ticket).
+                upstream = self._open(ticket, f"bytes={offset}-", answer=False)
+                if upstream is None:
+                    return
+                with upstream:
+                    span = self._span_of(ticket, upstream)
+                    if upstream.status != 206 or not span or int(span.group(1)) != offset:
+                        ticket.fault(Fault("cut", "the host answered a range other than the one asked"))
+                        return
+                    if span.group(3) != str(total) or not cache.learn(total, ""):
+                        ticket.fault(Fault("cut", "the file changed size between two requests"))
+                        return
+                    self._copy_body(ticket, upstream, offset, upstream.headers.get("Content-Length"))
+                return
+            try:
+                self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                return
+            offset += len(chunk)
+
     @staticmethod
     def _range_from_zero(asked: str) -> bool:
         match = _RANGE.match(asked)
         return not asked or bool(match and match.group(1) in ("", "0") and not match.group(2))
 
-    def _pass_through(self, ticket: Ticket, upstream) -> None:
+    @staticmethod
+    def _span_of(ticket: Ticket, upstream):
+        """The answer's Content-Range match, with a truncated answer recorded as a cut."""
         length = upstream.headers.get("Content-Length")
         span = _RANGE_ANSWER.match(upstream.headers.get("Content-Range") or "")
         if span and length is not None and int(span.group(2)) - int(span.group(1)) + 1 != int(length):
             # The answer's Content-Length is shorter than the range it names: a truncated body.
             ticket.fault(Fault("cut", f"Content-Length {length} does not match Content-Range {span.group(0)}"))
+        return span
+
+    def _pass_through(self, ticket: Ticket, upstream) -> None:
+        length = upstream.headers.get("Content-Length")
+        span = self._span_of(ticket, upstream)
         self.send_response(upstream.status)
         for key in ("Content-Type", "Content-Length", "Content-Range", "Accept-Ranges"):
             if upstream.headers.get(key):
                 self.send_header(key, upstream.headers[key])
         self.end_headers()
+        offset = int(span.group(1)) if span else 0
+        total = (int(span.group(3)) if span.group(3) != "*" else None) if span else None
+        if upstream.status == 200 and length is not None:
+            total = int(length)
+        if total is not None and not ticket.cache.learn(total, upstream.headers.get("Content-Type") or ""):
+            ticket.fault(Fault("cut", "the file changed size between two requests"))
+        self._copy_body(ticket, upstream, offset if total is not None else None, length)
+
+    def _copy_body(self, ticket: Ticket, upstream, offset: int | None, length: str | None) -> None:
+        """Forward the body to ffmpeg, keeping what arrives (at ``offset``; None: nothing is kept)."""
         sent = 0
         while True:
             try:
@@ -295,11 +320,13 @@ class _RelayHandler(BaseHTTPRequestHandler):
             if not chunk:
                 break
             ticket.bytes_in += len(chunk)
+            if offset is not None:
+                ticket.cache.add(offset + sent, chunk)
+            sent += len(chunk)
             try:
                 self.wfile.write(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 return  # ffmpeg closes early after a seek: normal
-            sent += len(chunk)
         if length is not None and sent < int(length):
             ticket.fault(Fault("cut", f"the body ended after {sent} of {length} bytes"))
 
