@@ -8,6 +8,7 @@ sends. CPU is ``resource.getrusage`` of the children (ffmpeg) plus, for mipkit, 
 (yt-dlp, assembly). Run from the repository root:
 
     python benchmarks/build_throughput.py --sizes 160x120 854x480 --layouts 32x1 8x6 [--write]
+    python benchmarks/build_throughput.py --strategies [--write]   # fetch.strategy: bytes per pair, wall time
 """
 
 from __future__ import annotations
@@ -210,7 +211,20 @@ def main() -> None:
     )
     parser.add_argument("--label", default="", help="what this run measures (goes into the report)")
     parser.add_argument("--write", action="store_true", help="append the results to docs/benchmarks.md")
+    parser.add_argument(
+        "--strategies",
+        action="store_true",
+        help="instead: bytes per pair and wall time of fetch.strategy sections / streams / auto (benchmarks/_strategies.py)",
+    )
+    parser.add_argument("--strategy-windows", nargs="+", type=int, default=[1, 3, 6], help="--strategies: windows")
+    parser.add_argument(
+        "--throttled-windows", nargs="+", type=int, default=[1, 3, 6], help="--strategies: windows, throttled host"
+    )
+    parser.add_argument("--strategy-layouts", nargs="+", default=["dash", "muxed"], help="--strategies: dash, muxed")
     args = parser.parse_args()
+    if args.strategies:
+        run_strategies(args)
+        return
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -264,6 +278,16 @@ def main() -> None:
     print(report)
     if args.write:
         print(f"appended to {append_section('Build throughput side by side (benchmarks/build_throughput.py)', report)}")
+
+
+def run_strategies(args) -> None:
+    """The --strategies mode (``_strategies``): its own table, its own section of docs/benchmarks.md."""
+    import _strategies
+
+    report = _strategies.report(_strategies.run(args.strategy_windows, args.throttled_windows, args.strategy_layouts))
+    print(report)
+    if args.write:
+        print(f"appended to {append_section('Fetch strategy (benchmarks/build_throughput.py --strategies)', report)}")
 
 
 if __name__ == "__main__":

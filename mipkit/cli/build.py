@@ -38,6 +38,7 @@ def build_mipnet(
     sleep: options.Sleep = None,
     politeness: options.PolitenessFlags = None,
     cookies_from_browser: options.CookiesFromBrowser = None,
+    fetch_strategy: options.FetchStrategy = None,
     seed: options.SplitSeed = None,
     overwrite: options.Overwrite = False,
     retry_failed: bool = typer.Option(
@@ -64,6 +65,7 @@ def build_mipnet(
         fetch_threads=fetch_threads,
         politeness=politeness,
         cookies_from_browser=cookies_from_browser,
+        fetch_strategy=fetch_strategy,
         overrides={
             "clip.clips_per_source": clips_per_source,
             "clip.seconds": clip_seconds,

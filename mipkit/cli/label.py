@@ -96,6 +96,7 @@ def build_audioset_mood(
     sleep: options.Sleep = None,
     politeness: options.PolitenessFlags = None,
     cookies_from_browser: options.CookiesFromBrowser = None,
+    fetch_strategy: options.FetchStrategy = None,
     seed: options.SplitSeed = None,
     overwrite: options.Overwrite = False,
 ) -> None:
@@ -124,6 +125,7 @@ def build_audioset_mood(
         fetch_threads=fetch_threads,
         politeness=politeness,
         cookies_from_browser=cookies_from_browser,
+        fetch_strategy=fetch_strategy,
     )
     files = [fetch_csv(spec) for spec in segments]
     selection = select_segments(

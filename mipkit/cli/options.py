@@ -60,6 +60,14 @@ PolitenessFlags = Annotated[
         "backoff_initial_s, backoff_max_s, breaker_after.",
     ),
 ]
+FetchStrategy = Annotated[
+    Optional[str],
+    typer.Option(
+        "--fetch-strategy",
+        help="How windows are read: sections (ranged reads), streams (the smallest streams whole, cut locally) "
+        "or auto (sections, falling back to streams per host; recipe fetch.strategy).",
+    ),
+]
 CookiesFromBrowser = Annotated[
     Optional[str],
     typer.Option(
@@ -108,6 +116,7 @@ def media_build_recipe(
     fetch_threads: int | None,
     politeness: list[str] | None,
     cookies_from_browser: str | None,
+    fetch_strategy: str | None = None,
     overrides: dict | None = None,
 ):
     """The recipe of a media build with the flags every such build shares, validated before any work
@@ -124,6 +133,7 @@ def media_build_recipe(
             "ytdlp.proxy": proxy,
             "ytdlp.sleep_interval": sleep,
             "splits.seed": seed,
+            "fetch.strategy": fetch_strategy,
         }
     )
     return apply_fetch_flags(config, politeness, cookies_from_browser)

@@ -149,6 +149,14 @@ class FetchConfig:
     max_retry_after_s: StrictFloat = Field(
         300.0, ge=0, le=86_400, description="a Retry-After is honoured up to this, s"
     )
+    strategy: Literal["sections", "streams", "auto"] = Field(
+        "auto",
+        description="how windows are read: sections (ranged reads), streams (smallest streams whole), "
+        "auto (sections, falling back to streams per host)",
+    )
+    min_section_kib_s: StrictFloat = Field(
+        64.0, gt=0, le=10_000_000, description="auto: a ranged read slower than this falls back to streams, KiB/s"
+    )
 
 
 @dataclass(frozen=True, config=_SCHEMA)

@@ -58,6 +58,7 @@ class SampleStatus:
     url: str | None = None
     start_s: float | None = None
     row: int | None = None
+    fetch_strategy: str = ""  # how the window was read: "sections" or "streams" ("" if never fetched)
 
     @classmethod
     def of_window(
@@ -88,3 +89,4 @@ class Pair:
     title: str
     uploader: str
     license: str
+    fetch_strategy: str = ""  # "sections" or "streams": how its window was read

@@ -6,10 +6,13 @@ ffmpeg reads ``http://127.0.0.1:PORT/<token>``; the relay makes the real request
 - only http(s) is ever opened (redirects to other schemes are refused);
 - transfer faults (5xx, 429, cut bodies, short bodies, stalls) are recorded per ticket, so a failed
   ffmpeg run is classified from what really happened on the wire, not from its stderr;
+- a host without Range support (``python -m http.server``) is fetched once, whole, into the build's
+  private temp area and served from there with Range: ffmpeg can seek in any container. The streams
+  fetch strategy uses the same copy (``MediaRelay.fetch_whole``);
 - every byte received is kept per ticket (``mipkit.media.spans``): ffmpeg's repeated reads of a
   header, of a window's overlap or of what sat in socket buffers when it closed are answered here;
-- a host without Range support (``python -m http.server``) is fetched once, whole, into the build's
-  private temp area and served from there with Range: ffmpeg can seek in any container.
+- with ``Ticket.min_bytes_per_s`` (the auto strategy) a ranged answer slower than that is cut and
+  recorded as a "slow" fault, so the source can fall back to streams.
 """
 
 from __future__ import annotations
@@ -21,19 +24,19 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
-from mipkit.media.spans import SpanCache
-from mipkit.media.upstream import BoundedHTTPHandler, BoundedHTTPSHandler
+from mipkit.media.bounded_http import BoundedHTTPHandler, BoundedHTTPSHandler
+from mipkit.media.tickets import Fault, Ticket  # noqa: F401 - re-exported: callers import them from here
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 _RANGE_ANSWER = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _OPEN_RANGE = re.compile(r"bytes=(\d+)-$")
 _CHUNK = 16 * 1024
 _DOWNSTREAM_BUFFER = 8 * 1024
+_SLOW_GRACE_S = 1.0  # a ranged answer is judged slow only after this long waiting on the host
 ALLOWED_SCHEMES = ("http", "https")
 
 
@@ -46,33 +49,6 @@ def check_http_url(url: str) -> str:
     if scheme not in ALLOWED_SCHEMES:
         raise NotHttpError(f"the media URL uses {scheme or 'no'} scheme; only http(s) media is opened")
     return url
-
-
-@dataclass
-class Fault:
-    kind: str  # "http_status", "cut", "timeout", "connect", "redirect", "too_large"
-    message: str
-    status: int = 0
-    retry_after: float | None = None
-
-
-@dataclass
-class Ticket:
-    """One remote media URL as ffmpeg sees it, with what went wrong fetching it."""
-
-    url: str
-    headers: dict[str, str]
-    local_url: str = ""
-    faults: list[Fault] = field(default_factory=list)
-    bytes_in: int = 0
-    whole_file: Path | None = None  # set when the host ignores Range
-    cache: SpanCache = field(default_factory=SpanCache)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    whole_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def fault(self, fault: Fault) -> None:
-        with self.lock:
-            self.faults.append(fault)
 
 
 class _NoOtherSchemes(urllib.request.HTTPRedirectHandler):
@@ -127,17 +103,18 @@ class MediaRelay(ThreadingHTTPServer):
         if ticket.whole_file is not None:
             ticket.whole_file.unlink(missing_ok=True)
 
-    def _request(self, ticket: Ticket, range_header: str):
+    def _request(self, ticket: Ticket, range_header: str | None):
         request = urllib.request.Request(ticket.url, method="GET")
         for key, value in ticket.headers.items():
             if key.lower() == "cookie":
                 request.add_unredirected_header(key, value)  # never sent on to another host
             else:
                 request.add_header(key, value)
-        request.add_header("Range", range_header or "bytes=0-")
+        if range_header is not None:  # None: a plain GET of the whole file (``fetch_whole``)
+            request.add_header("Range", range_header or "bytes=0-")
         return self.opener.open(request, timeout=self.timeout_s)
 
-    def open_upstream(self, ticket: Ticket, range_header: str):
+    def open_upstream(self, ticket: Ticket, range_header: str | None):
         """The host's answer; a 5xx or a refused connection is retried here, within one read timeout
         in all (ffmpeg waits longer), so one bad answer does not cost the whole window."""
         budget = self.timeout_s
@@ -160,6 +137,19 @@ class MediaRelay(ThreadingHTTPServer):
             budget -= pause
             attempt += 1
             time.sleep(pause)
+
+    def fetch_whole(self, ticket: Ticket) -> bool:
+        """Fetch ``ticket``'s file whole, once, with one plain GET (the streams strategy); every later read
+        is served from the copy. Faults are recorded on the ticket as for any read; False if it failed."""
+        with ticket.whole_lock:
+            if ticket.whole_file is not None:
+                return True
+            upstream, _ = _open_recorded(self, ticket, None)
+            if upstream is None:
+                return False
+            with upstream:
+                ticket.whole_file = _fetch_whole(self, ticket, upstream)
+            return ticket.whole_file is not None
 
     def start(self) -> MediaRelay:
         self._thread = threading.Thread(target=self.serve_forever, name="mipkit-media-relay", daemon=True)
@@ -198,84 +188,32 @@ class _RelayHandler(BaseHTTPRequestHandler):
         if ticket.whole_file is not None:
             self._serve_file(ticket.whole_file, asked)
             return
+        if ticket.min_bytes_per_s and any(f.kind == "slow" for f in ticket.faults):
+            self.send_error(503)  # ffmpeg would go on asking for the rest, slowly: fail the window now
+            return
         kept = _OPEN_RANGE.match(asked)
         if kept and ticket.cache.total and int(kept.group(1)) < ticket.cache.total:
             if ticket.cache.read(int(kept.group(1)), 1):
                 self._serve_kept(ticket, int(kept.group(1)))
                 return
-        upstream = self._open(ticket, asked, answer=True)
+        upstream, error = _open_recorded(self.server, ticket, asked)
         if upstream is None:
+            self.send_error(error)
             return
         with upstream:
             accepts = "bytes" in (upstream.headers.get("Accept-Ranges") or "").lower()
             if upstream.status == 200 and (not accepts or not self._range_from_zero(asked)):
                 # The host ignores Range: fetch the whole file once, then serve ranges from it.
+                ticket.ignored_range = True
                 with ticket.whole_lock:
                     if ticket.whole_file is None:
-                        ticket.whole_file = self._fetch_whole(ticket, upstream)
+                        ticket.whole_file = _fetch_whole(self.server, ticket, upstream)
                 if ticket.whole_file is None:
                     self.send_error(502)
                     return
                 self._serve_file(ticket.whole_file, asked)
                 return
             self._pass_through(ticket, upstream)
-
-    def _open(self, ticket: Ticket, range_header: str, answer: bool):
-        """The host's answer, or None with the fault recorded (and, with ``answer``, told to ffmpeg)."""
-        try:
-            return self.server.open_upstream(ticket, range_header)
-        except urllib.error.HTTPError as exc:
-            ticket.fault(
-                Fault(
-                    "http_status",
-                    f"HTTP Error {exc.code}: {exc.reason}",
-                    exc.code,
-                    _retry_after(exc.headers.get("Retry-After") if exc.headers else None),
-                )
-            )
-            code = exc.code if 400 <= exc.code < 600 else 502
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            kind = "timeout" if isinstance(reason, (socket.timeout, TimeoutError)) else "connect"
-            ticket.fault(Fault(kind, f"{'timed out' if kind == 'timeout' else 'connection failed'}: {reason}"))
-            code = 504 if kind == "timeout" else 502
-        if answer:
-            self.send_error(code)
-        return None
-
-    def _serve_kept(self, ticket: Ticket, offset: int) -> None:
-        """Answer ``bytes=offset-`` from the kept bytes, asking the host only for what was never received."""
-        cache = ticket.cache
-        total = cache.total
-        self.send_response(206)
-        self.send_header("Content-Type", cache.content_type or "application/octet-stream")
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Range", f"bytes {offset}-{total - 1}/{total}")
-        self.send_header("Content-Length", str(total - offset))
-        self.end_headers()
-        while offset < total:
-            chunk = cache.read(offset, _CHUNK)
-            if not chunk:
-                # A gap: ask the host from here on. Headers are sent, so a failure can only cut the body
-                # (ffmpeg sees a short read; the window is judged by the fault recorded on the ticket).
-                upstream = self._open(ticket, f"bytes={offset}-", answer=False)
-                if upstream is None:
-                    return
-                with upstream:
-                    span = self._span_of(ticket, upstream)
-                    if upstream.status != 206 or not span or int(span.group(1)) != offset:
-                        ticket.fault(Fault("cut", "the host answered a range other than the one asked"))
-                        return
-                    if span.group(3) != str(total) or not cache.learn(total, ""):
-                        ticket.fault(Fault("cut", "the file changed size between two requests"))
-                        return
-                    self._copy_body(ticket, upstream, offset, upstream.headers.get("Content-Length"))
-                return
-            try:
-                self.wfile.write(chunk)
-            except (BrokenPipeError, ConnectionResetError):
-                return
-            offset += len(chunk)
 
     @staticmethod
     def _range_from_zero(asked: str) -> bool:
@@ -308,56 +246,77 @@ class _RelayHandler(BaseHTTPRequestHandler):
             ticket.fault(Fault("cut", "the file changed size between two requests"))
         self._copy_body(ticket, upstream, offset if total is not None else None, length)
 
+    def _serve_kept(self, ticket: Ticket, offset: int) -> None:
+        """Answer ``bytes=offset-`` from the kept bytes, asking the host only for what was never received."""
+        cache = ticket.cache
+        total = cache.total
+        self.send_response(206)
+        self.send_header("Content-Type", cache.content_type or "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Range", f"bytes {offset}-{total - 1}/{total}")
+        self.send_header("Content-Length", str(total - offset))
+        self.end_headers()
+        while offset < total:
+            chunk = cache.read(offset, _CHUNK)
+            if not chunk:
+                # A gap: ask the host from here on. Headers are sent, so a failure can only cut the body
+                # (ffmpeg sees a short read; the window is judged by the fault recorded on the ticket).
+                upstream, _ = _open_recorded(self.server, ticket, f"bytes={offset}-")
+                if upstream is None:
+                    return
+                with upstream:
+                    span = self._span_of(ticket, upstream)
+                    if upstream.status != 206 or not span or int(span.group(1)) != offset:
+                        ticket.fault(Fault("cut", "the host answered a range other than the one asked"))
+                        return
+                    if span.group(3) != str(total) or not cache.learn(total, ""):
+                        ticket.fault(Fault("cut", "the file changed size between two requests"))
+                        return
+                    self._copy_body(ticket, upstream, offset, upstream.headers.get("Content-Length"))
+                return
+            try:
+                self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                return
+            offset += len(chunk)
+
     def _copy_body(self, ticket: Ticket, upstream, offset: int | None, length: str | None) -> None:
         """Forward the body to ffmpeg, keeping what arrives (at ``offset``; None: nothing is kept)."""
         sent = 0
+        waited = 0.0
         while True:
+            began = time.monotonic()
             try:
                 chunk = upstream.read(_CHUNK)
             except (OSError, ValueError) as exc:  # timeout, reset, IncompleteRead
                 ticket.fault(Fault("cut", f"the transfer was interrupted ({type(exc).__name__})"))
                 return
+            spent = time.monotonic() - began
+            waited += spent
             if not chunk:
                 break
-            ticket.bytes_in += len(chunk)
+            with ticket.lock:
+                ticket.bytes_in += len(chunk)
+                ticket.read_s += spent
+            if (
+                ticket.min_bytes_per_s
+                and waited >= _SLOW_GRACE_S
+                and (sent + len(chunk)) / waited < ticket.min_bytes_per_s
+            ):
+                rate = (sent + len(chunk)) / waited / 1024
+                ticket.fault(
+                    Fault("slow", f"the host sends ranged reads at {rate:.0f} KiB/s (recipe fetch.min_section_kib_s)")
+                )
+                return  # cut: ffmpeg fails this window and the source falls back to streams
             if offset is not None:
                 ticket.cache.add(offset + sent, chunk)
-            sent += len(chunk)
             try:
                 self.wfile.write(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 return  # ffmpeg closes early after a seek: normal
+            sent += len(chunk)
         if length is not None and sent < int(length):
             ticket.fault(Fault("cut", f"the body ended after {sent} of {length} bytes"))
-
-    def _fetch_whole(self, ticket: Ticket, upstream) -> Path | None:
-        self.server.temp_dir.mkdir(parents=True, exist_ok=True)
-        path = self.server.temp_dir / f"whole-{secrets.token_hex(8)}"
-        length = upstream.headers.get("Content-Length")
-        got = 0
-        try:
-            with path.open("wb") as handle:
-                while chunk := upstream.read(_CHUNK):
-                    got += len(chunk)
-                    ticket.bytes_in += len(chunk)
-                    if got > self.server.max_whole_bytes:
-                        ticket.fault(
-                            Fault(
-                                "too_large", "the host ignores Range and the file is larger than the whole-file limit"
-                            )
-                        )
-                        path.unlink(missing_ok=True)
-                        return None
-                    handle.write(chunk)
-        except (OSError, ValueError) as exc:
-            ticket.fault(Fault("cut", f"the transfer was interrupted ({type(exc).__name__})"))
-            path.unlink(missing_ok=True)
-            return None
-        if length is not None and got < int(length):
-            ticket.fault(Fault("cut", f"the body ended after {got} of {length} bytes"))
-            path.unlink(missing_ok=True)
-            return None
-        return path
 
     def _serve_file(self, path: Path, asked: str) -> None:
         size = path.stat().st_size
@@ -390,3 +349,62 @@ class _RelayHandler(BaseHTTPRequestHandler):
                     remaining -= len(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 return
+
+
+def _fetch_whole(server: MediaRelay, ticket: Ticket, upstream) -> Path | None:
+    server.temp_dir.mkdir(parents=True, exist_ok=True)
+    path = server.temp_dir / f"whole-{secrets.token_hex(8)}"
+    length = upstream.headers.get("Content-Length")
+    got = 0
+    try:
+        with path.open("wb") as handle:
+            while True:
+                began = time.monotonic()
+                chunk = upstream.read(_CHUNK)
+                if not chunk:
+                    break
+                got += len(chunk)
+                with ticket.lock:
+                    ticket.bytes_in += len(chunk)
+                    ticket.read_s += time.monotonic() - began
+                if got > server.max_whole_bytes:
+                    ticket.fault(
+                        Fault(
+                            "too_large",
+                            "the file to fetch whole (a host without Range, or fetch.strategy streams) is larger than the "
+                            f"whole-file limit ({server.max_whole_bytes >> 20} MiB)",
+                        )
+                    )
+                    path.unlink(missing_ok=True)
+                    return None
+                handle.write(chunk)
+    except (OSError, ValueError) as exc:
+        ticket.fault(Fault("cut", f"the transfer was interrupted ({type(exc).__name__})"))
+        path.unlink(missing_ok=True)
+        return None
+    if length is not None and got < int(length):
+        ticket.fault(Fault("cut", f"the body ended after {got} of {length} bytes"))
+        path.unlink(missing_ok=True)
+        return None
+    return path
+
+
+def _open_recorded(server: MediaRelay, ticket: Ticket, asked: str | None):
+    """``(upstream, 0)``, or ``(None, status for ffmpeg)`` with the fault recorded on the ticket."""
+    try:
+        return server.open_upstream(ticket, asked), 0
+    except urllib.error.HTTPError as exc:
+        ticket.fault(
+            Fault(
+                "http_status",
+                f"HTTP Error {exc.code}: {exc.reason}",
+                exc.code,
+                _retry_after(exc.headers.get("Retry-After") if exc.headers else None),
+            )
+        )
+        return None, exc.code if 400 <= exc.code < 600 else 502
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        kind = "timeout" if isinstance(reason, (socket.timeout, TimeoutError)) else "connect"
+        ticket.fault(Fault(kind, f"{'timed out' if kind == 'timeout' else 'connection failed'}: {reason}"))
+        return None, 504 if kind == "timeout" else 502

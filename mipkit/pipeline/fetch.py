@@ -83,7 +83,8 @@ class Fetcher:
                 info = ydl.extract_info(url, download=False)
                 if info is not None:
                     # The cookies each media URL needs, for the relay (ffmpeg never sees them).
-                    for fmt in info.get("requested_formats") or [info]:
+                    # Every format, not just the chosen ones: the streams strategy may fetch another one.
+                    for fmt in [*(info.get("requested_formats") or [info]), *(info.get("formats") or [])]:
                         if fmt.get("url") and urlparse(fmt["url"]).scheme in ("http", "https"):
                             fmt["_mipkit_cookie"] = ydl.cookiejar.get_cookie_header(fmt["url"]) or ""
                 return info

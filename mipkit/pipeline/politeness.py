@@ -144,6 +144,16 @@ class HostGate:
         host = canonical_host(url)
         self._update(lambda state: state.setdefault(host, {}).update(consecutive=0))
 
+    def remember_strategy(self, url: str, strategy: str) -> None:
+        """The fetch strategy ``url``'s host ended up with (``auto`` fell back): later sources start with it."""
+        host = canonical_host(url)
+        self._update(lambda state: state.setdefault(host, {}).update(fetch_strategy=strategy))
+
+    def remembered_strategy(self, url: str) -> str:
+        """What ``remember_strategy`` recorded for ``url``'s host in this build; "" if nothing."""
+        host = canonical_host(url)
+        return self._update(lambda state: state.get(host, {}).get("fetch_strategy", ""))
+
     def is_tripped(self, url: str) -> bool:
         host = canonical_host(url)
         return bool(self._update(lambda state: state.get(host, {}).get("tripped")))

@@ -18,9 +18,11 @@ from mipkit.core import records
 from mipkit.core.ids import pair_id_for
 from mipkit.core.records import Pair, SampleStatus, SourceRequest, Window
 from mipkit.media.ffmpeg import MediaError, decode_audio, encode_flac, extract_frame, fit_length
-from mipkit.media.relay import MediaRelay, NotHttpError
+from mipkit.media.relay import MediaRelay, NotHttpError, Ticket
+from mipkit.pipeline import strategy
 from mipkit.pipeline.fetch import Fetcher, FetchError, SourceInfo, classify_error, effective_proxy, one_line, redact
 from mipkit.pipeline.politeness import HostGate
+from mipkit.pipeline.strategy import SourceTransfer, needs_streams, stream_formats
 from mipkit.pipeline.windows import SourceWindows, check_resolved_urls, fast_path_formats
 
 
@@ -100,6 +102,7 @@ def _pair(
         title=window.title or source.title,
         uploader=source.uploader,
         license=window.license or source.license,
+        fetch_strategy=strategy.SECTIONS,  # the streams strategy replaces it
     )
 
 
@@ -134,31 +137,50 @@ def _fast_path(
     source_dir: Path,
     gate: HostGate | None = None,
 ) -> tuple[list[Pair], list[SampleStatus]]:
+    """Every window by one ffmpeg through the relay, read as the fetch strategy says (``mipkit.pipeline.strategy``)."""
     cfg = recipe.ytdlp
-    audio_format, video_format = formats
     pairs: list[Pair] = []
+    streams = stream_formats(source.info, recipe)
+    host_url = formats[0]["url"]
+    asked = recipe.fetch.strategy
+    mode = asked if streams is not None else strategy.SECTIONS  # no plain http(s) stream: sections only
+    if mode == strategy.AUTO:
+        remembered = gate.remembered_strategy(host_url) if gate is not None else ""
+        mode = strategy.STREAMS if remembered == strategy.STREAMS else strategy.SECTIONS
     with MediaRelay(
         source_dir / "relay", proxy=effective_proxy(cfg), timeout=recipe.socket_timeout_s, retries=cfg.retries
     ) as relay:
+        tickets: dict[str, Ticket] = {}  # one per URL: a stream that is also the section file is fetched once
 
-        def ticket(fmt: dict):
-            return _register(relay, fmt)
+        def ticket_of(fmt: dict) -> Ticket:
+            if fmt["url"] not in tickets:
+                tickets[fmt["url"]] = _register(relay, fmt)
+            return tickets[fmt["url"]]
 
-        audio = ticket(audio_format)
-        video = None
-        if recipe.clip.image and video_format is not None:
-            video = audio if video_format["url"] == audio_format["url"] else ticket(video_format)
-        windows_of = SourceWindows(
-            recipe,
-            relay,
-            audio,
-            video,
-            audio_format.get("ext"),
-            source_dir,
-            lambda message: classify_error(redact(message, cfg)),
-            gate=gate,
-            url=request.url,
-        )
+        def reader(chosen: tuple[dict, dict | None], whole: bool) -> SourceWindows:
+            audio_format, video_format = chosen
+            audio = ticket_of(audio_format)
+            video = ticket_of(video_format) if recipe.clip.image and video_format is not None else None
+            return SourceWindows(
+                recipe,
+                relay,
+                audio,
+                video,
+                audio_format.get("ext"),
+                source_dir,
+                lambda message: classify_error(redact(message, cfg)),
+                gate=gate,
+                url=request.url,
+                whole=whole,
+            )
+
+        windows_of = reader(streams, True) if mode == strategy.STREAMS else reader(formats, False)
+        falls_back = asked == strategy.AUTO and mode == strategy.SECTIONS
+        min_rate = recipe.fetch.min_section_kib_s * 1024
+        if falls_back:
+            for section_ticket in windows_of.tickets():
+                section_ticket.min_bytes_per_s = min_rate
+        transfer = SourceTransfer(windows_of.tickets())
         duration = source.duration
         if duration is None and any(w.start_s is None for w in request.windows):
             duration = windows_of.duration()
@@ -171,10 +193,31 @@ def _fast_path(
                 start_s=start,
                 row=window.row,
             )
+            seen = [len(t.faults) for t in windows_of.tickets()]
+            read_by = windows_of
             outcome = windows_of.run(start)
+            why = ""
+            if falls_back:
+                why = needs_streams(windows_of.tickets(), seen, outcome.status, outcome.error)
+                if not why and outcome.status == records.OK and transfer.slow_since(min_rate):
+                    why = "slow"
+                if why:
+                    for section_ticket in windows_of.tickets():
+                        section_ticket.min_bytes_per_s = 0.0
+                    falls_back = False
+                    # Range ignored: the relay already holds the section formats whole, so read on from those.
+                    windows_of = reader(formats if why == "no-range" else streams, True)
+                    if gate is not None:
+                        gate.remember_strategy(host_url, strategy.STREAMS)
+                    if outcome.status != records.OK:
+                        read_by, outcome = windows_of, windows_of.run(start)  # the failed window, from the streams
+            # a host that ignored Range had the window read from the whole file already: that is streams
+            used = strategy.STREAMS if read_by.whole or why == "no-range" else strategy.SECTIONS
             if outcome.status == records.OK:
-                pairs.append(_pair(request, source, start, window, outcome.flac, outcome.jpeg, recipe))
-            statuses.append(SampleStatus(status=outcome.status, error=one_line(redact(outcome.error, cfg)), **base))
+                pair = _pair(request, source, start, window, outcome.flac, outcome.jpeg, recipe)
+                pairs.append(dataclasses.replace(pair, fetch_strategy=used))
+            error = one_line(redact(outcome.error, cfg))
+            statuses.append(SampleStatus(status=outcome.status, error=error, fetch_strategy=used, **base))
     return pairs, statuses
 
 
@@ -252,7 +295,14 @@ def _section_path(
         ]
     for start, window in windows:
         pair_id = pair_id_for(request.source_id, start)
-        base = dict(pair_id=pair_id, source_id=request.source_id, url=request.url, start_s=start, row=window.row)
+        base = dict(
+            pair_id=pair_id,
+            source_id=request.source_id,
+            url=request.url,
+            start_s=start,
+            row=window.row,
+            fetch_strategy=strategy.SECTIONS,
+        )
         section = sections.get(round(start, 3))
         if section is None:
             statuses.append(

@@ -57,6 +57,7 @@ PAIR_SCHEMA = pa.schema(
         ("title", pa.string()),
         ("uploader", pa.string()),
         ("license", pa.string()),
+        ("fetch_strategy", pa.string()),  # kept in the shard (provenance), not a dataset column
     ]
 )
 
@@ -170,6 +171,7 @@ def _pairs_table(pairs: list[Pair]) -> pa.Table:
             "title": p.title,
             "uploader": p.uploader,
             "license": p.license,
+            "fetch_strategy": p.fetch_strategy,
         }
         for p in sorted(pairs, key=lambda p: p.pair_id)
     ]

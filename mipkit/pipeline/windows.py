@@ -42,6 +42,7 @@ class WindowOutcome:
     error: str = ""
     flac: bytes = b""
     jpeg: bytes | None = None
+    slow: bool = False  # a ranged read was cut for being slower than fetch.min_section_kib_s (auto)
 
 
 def resolved_formats(info: dict) -> list[dict]:
@@ -111,6 +112,7 @@ class SourceWindows:
         classify_message,
         gate: HostGate | None = None,
         url: str = "",
+        whole: bool = False,
     ):
         self.recipe = recipe
         self.relay = relay
@@ -121,6 +123,8 @@ class SourceWindows:
         self.classify_message = classify_message
         self.gate = gate  # the host's politeness and rate-limit breaker, for ``url`` (the source's page)
         self.url = url
+        self.whole = whole  # the streams strategy: each ticket's file is fetched whole before the first window
+        self.broken: WindowOutcome | None = None  # a whole fetch that failed for good: every window ends so
         # ffmpeg waits longer than the relay, so a stall is seen (and recorded) by the relay first.
         self.rw_timeout_s = recipe.socket_timeout_s * 2 + 5.0
         self.wall_timeout_s = recipe.fetch.window_timeout_s
@@ -144,6 +148,8 @@ class SourceWindows:
                 except SessionBlocked:
                     return WindowOutcome(records.PENDING, blocked_reason(self.url))
             outcome, retry_after = self._attempt(start)
+            if outcome.slow:
+                return outcome  # not retried: the caller falls back to streams
             last = attempt >= cfg.extract_retries
             limited = self.gate is not None and outcome.status == records.RATE_LIMITED
             if limited:
@@ -173,15 +179,43 @@ class SourceWindows:
             out_flac=out,
             seek_audio=self.seek_audio,
         )
-        tickets = [t for t in {id(self.audio): self.audio, id(self.video): self.video}.values() if t is not None]
+        tickets = self.tickets()
         seen = [len(t.faults) for t in tickets]
+        if self.whole:
+            fetched = self._fetch_whole(tickets, seen)
+            if fetched is not None:
+                return fetched
         try:
             with _FFMPEG_SLOTS:
                 result = run_window(job, self.rw_timeout_s, self.wall_timeout_s, self.env)
             faults = [f for t, n in zip(tickets, seen) for f in t.faults[n:]]
-            return self._judge(result, faults, out)
+            outcome, retry_after = self._judge(result, faults, out)
+            outcome.slow = outcome.status != records.OK and any(f.kind == "slow" for f in faults)
+            return outcome, retry_after
         finally:
             out.unlink(missing_ok=True)
+
+    def tickets(self) -> list[Ticket]:
+        """The distinct tickets the windows read (one when audio and video are the same file)."""
+        return [t for t in {id(self.audio): self.audio, id(self.video): self.video}.values() if t is not None]
+
+    def _fetch_whole(self, tickets: list[Ticket], seen: list[int]) -> tuple[WindowOutcome, float | None] | None:
+        """Fetch every ticket's file whole (once); None when all are here, else the failed try's outcome."""
+        if self.broken is not None:
+            return self.broken, None
+        for ticket, n in zip(tickets, seen):
+            if self.relay.fetch_whole(ticket):
+                continue
+            status, message, retry_after = _status_of(ticket.faults[n:]) or (
+                records.DOWNLOAD_ERROR,
+                "the stream could not be fetched whole",
+                None,
+            )
+            outcome = WindowOutcome(status, message)
+            if status not in records.TRANSIENT_STATUSES:
+                self.broken = outcome  # e.g. larger than the whole-file limit: not fetched again per window
+            return outcome, retry_after
+        return None
 
     def _judge(self, result: WindowResult, faults: list[Fault], out: Path) -> tuple[WindowOutcome, float | None]:
         clip = self.recipe.clip

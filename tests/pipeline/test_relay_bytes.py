@@ -17,9 +17,9 @@ import pytest
 from mipkit.core.records import SourceRequest, Window
 from mipkit.demo.faultserver import FaultServer
 from mipkit.demo.synthetic_media import make_video, spec_for_index
+from mipkit.media.bounded_http import FIRST_UPSTREAM_BUFFER, UPSTREAM_BUFFER, upstream_buffer
 from mipkit.media.relay import MediaRelay
 from mipkit.media.spans import SpanCache
-from mipkit.media.upstream import FIRST_UPSTREAM_BUFFER, UPSTREAM_BUFFER, upstream_buffer
 from mipkit.media.window import WindowJob, window_command
 from mipkit.pipeline.process import build_source
 
