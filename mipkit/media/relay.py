@@ -9,6 +9,8 @@ ffmpeg reads ``http://127.0.0.1:PORT/<token>``; the relay makes the real request
 - a host without Range support (``python -m http.server``) is fetched once, whole, into the build's
   private temp area and served from there with Range: ffmpeg can seek in any container. The streams
   fetch strategy uses the same copy (``MediaRelay.fetch_whole``);
+- every byte received is kept per ticket (``mipkit.media.spans``): ffmpeg's repeated reads of a
+  header, of a window's overlap or of what sat in socket buffers when it closed are answered here;
 - with ``Ticket.min_bytes_per_s`` (the auto strategy) a ranged answer slower than that is cut and
   recorded as a "slow" fault, so the source can fall back to streams.
 """
@@ -22,17 +24,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
 from mipkit.media.bounded_http import BoundedHTTPHandler, BoundedHTTPSHandler
+from mipkit.media.tickets import Fault, Ticket  # noqa: F401 - re-exported: callers import them from here
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
-_RANGE_ANSWER = re.compile(r"bytes (\d+)-(\d+)/")
+_RANGE_ANSWER = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_OPEN_RANGE = re.compile(r"bytes=(\d+)-$")
 _CHUNK = 16 * 1024
-_DOWNSTREAM_BUFFER = 32 * 1024
+_DOWNSTREAM_BUFFER = 8 * 1024
 _SLOW_GRACE_S = 1.0  # a ranged answer is judged slow only after this long waiting on the host
 ALLOWED_SCHEMES = ("http", "https")
 
@@ -46,36 +49,6 @@ def check_http_url(url: str) -> str:
     if scheme not in ALLOWED_SCHEMES:
         raise NotHttpError(f"the media URL uses {scheme or 'no'} scheme; only http(s) media is opened")
     return url
-
-
-@dataclass
-class Fault:
-    kind: str  # "http_status", "cut", "timeout", "connect", "redirect", "too_large", "slow"
-    message: str
-    status: int = 0
-    retry_after: float | None = None
-
-
-@dataclass
-class Ticket:
-    """One remote media URL as ffmpeg sees it, with what went wrong fetching it."""
-
-    url: str
-    headers: dict[str, str]
-    local_url: str = ""
-    faults: list[Fault] = field(default_factory=list)
-    bytes_in: int = 0
-    read_s: float = 0.0  # time spent waiting on the host's body: bytes_in / read_s is its throughput
-    whole_file: Path | None = None  # set when the host ignores Range, or by ``MediaRelay.fetch_whole``
-    ignored_range: bool = False  # the host answered a Range request with the whole file
-    # > 0: a ranged answer slower than this (bytes/s, after _SLOW_GRACE_S of waiting) is cut, fault "slow"
-    min_bytes_per_s: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    whole_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def fault(self, fault: Fault) -> None:
-        with self.lock:
-            self.faults.append(fault)
 
 
 class _NoOtherSchemes(urllib.request.HTTPRedirectHandler):
@@ -218,6 +191,11 @@ class _RelayHandler(BaseHTTPRequestHandler):
         if ticket.min_bytes_per_s and any(f.kind == "slow" for f in ticket.faults):
             self.send_error(503)  # ffmpeg would go on asking for the rest, slowly: fail the window now
             return
+        kept = _OPEN_RANGE.match(asked)
+        if kept and ticket.cache.total and int(kept.group(1)) < ticket.cache.total:
+            if ticket.cache.read(int(kept.group(1)), 1):
+                self._serve_kept(ticket, int(kept.group(1)))
+                return
         upstream, error = _open_recorded(self.server, ticket, asked)
         if upstream is None:
             self.send_error(error)
@@ -242,17 +220,68 @@ class _RelayHandler(BaseHTTPRequestHandler):
         match = _RANGE.match(asked)
         return not asked or bool(match and match.group(1) in ("", "0") and not match.group(2))
 
-    def _pass_through(self, ticket: Ticket, upstream) -> None:
+    @staticmethod
+    def _span_of(ticket: Ticket, upstream):
+        """The answer's Content-Range match, with a truncated answer recorded as a cut."""
         length = upstream.headers.get("Content-Length")
         span = _RANGE_ANSWER.match(upstream.headers.get("Content-Range") or "")
         if span and length is not None and int(span.group(2)) - int(span.group(1)) + 1 != int(length):
             # The answer's Content-Length is shorter than the range it names: a truncated body.
             ticket.fault(Fault("cut", f"Content-Length {length} does not match Content-Range {span.group(0)}"))
+        return span
+
+    def _pass_through(self, ticket: Ticket, upstream) -> None:
+        length = upstream.headers.get("Content-Length")
+        span = self._span_of(ticket, upstream)
         self.send_response(upstream.status)
         for key in ("Content-Type", "Content-Length", "Content-Range", "Accept-Ranges"):
             if upstream.headers.get(key):
                 self.send_header(key, upstream.headers[key])
         self.end_headers()
+        offset = int(span.group(1)) if span else 0
+        total = (int(span.group(3)) if span.group(3) != "*" else None) if span else None
+        if upstream.status == 200 and length is not None:
+            total = int(length)
+        if total is not None and not ticket.cache.learn(total, upstream.headers.get("Content-Type") or ""):
+            ticket.fault(Fault("cut", "the file changed size between two requests"))
+        self._copy_body(ticket, upstream, offset if total is not None else None, length)
+
+    def _serve_kept(self, ticket: Ticket, offset: int) -> None:
+        """Answer ``bytes=offset-`` from the kept bytes, asking the host only for what was never received."""
+        cache = ticket.cache
+        total = cache.total
+        self.send_response(206)
+        self.send_header("Content-Type", cache.content_type or "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Range", f"bytes {offset}-{total - 1}/{total}")
+        self.send_header("Content-Length", str(total - offset))
+        self.end_headers()
+        while offset < total:
+            chunk = cache.read(offset, _CHUNK)
+            if not chunk:
+                # A gap: ask the host from here on. Headers are sent, so a failure can only cut the body
+                # (ffmpeg sees a short read; the window is judged by the fault recorded on the ticket).
+                upstream, _ = _open_recorded(self.server, ticket, f"bytes={offset}-")
+                if upstream is None:
+                    return
+                with upstream:
+                    span = self._span_of(ticket, upstream)
+                    if upstream.status != 206 or not span or int(span.group(1)) != offset:
+                        ticket.fault(Fault("cut", "the host answered a range other than the one asked"))
+                        return
+                    if span.group(3) != str(total) or not cache.learn(total, ""):
+                        ticket.fault(Fault("cut", "the file changed size between two requests"))
+                        return
+                    self._copy_body(ticket, upstream, offset, upstream.headers.get("Content-Length"))
+                return
+            try:
+                self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                return
+            offset += len(chunk)
+
+    def _copy_body(self, ticket: Ticket, upstream, offset: int | None, length: str | None) -> None:
+        """Forward the body to ffmpeg, keeping what arrives (at ``offset``; None: nothing is kept)."""
         sent = 0
         waited = 0.0
         while True:
@@ -279,6 +308,8 @@ class _RelayHandler(BaseHTTPRequestHandler):
                     Fault("slow", f"the host sends ranged reads at {rate:.0f} KiB/s (recipe fetch.min_section_kib_s)")
                 )
                 return  # cut: ffmpeg fails this window and the source falls back to streams
+            if offset is not None:
+                ticket.cache.add(offset + sent, chunk)
             try:
                 self.wfile.write(chunk)
             except (BrokenPipeError, ConnectionResetError):

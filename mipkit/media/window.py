@@ -26,7 +26,9 @@ import soundfile as sf
 # ffmpeg speaks only to our relay on 127.0.0.1 (plain http) or reads the build's own temp files.
 PROTOCOLS_REMOTE = "http,tcp"
 PROTOCOLS_LOCAL = "file"
-AUDIO_PREROLL_S = 0.5
+# More than the longest audio decoder settling we meet (an AAC or mp3 frame, Vorbis' 2048-sample
+# blocks, Opus' 80-ms pre-roll); every extra 0.1 s is 0.1 s more of the source's bytes read per window.
+AUDIO_PREROLL_S = 0.2
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 
 
@@ -74,7 +76,10 @@ def window_command(job: WindowJob, rw_timeout_s: float) -> list[str]:
     # drop that lead-in by sample count. Matroska is decoded from the start (see the module docstring).
     lead = min(AUDIO_PREROLL_S, job.start_s) if job.seek_audio else job.start_s
     if job.seek_audio and job.start_s > lead:
-        cmd += [*per_input, "-ss", f"{job.start_s - lead:.6f}", "-i", job.audio_url]
+        # -seek2any: in a muxed file the demuxer would seek every stream to the video keyframe before the
+        # target (up to a whole GOP of bytes more); the audio input decodes no video, so the audio's own
+        # sample is the place to start.
+        cmd += [*per_input, "-seek2any", "1", "-ss", f"{job.start_s - lead:.6f}", "-i", job.audio_url]
     else:
         cmd += [*per_input, "-i", job.audio_url]
     first = int(round(lead * job.sample_rate))
