@@ -21,7 +21,12 @@ def free_port() -> int:
 @contextmanager
 def moto_s3_server() -> Iterator[str]:
     """Yields the endpoint URL; the environment points boto/s3fs at it while the server runs."""
+    import s3fs
     from moto.server import ThreadedMotoServer
+
+    # s3fs caches filesystems by their arguments; one made against an earlier server (its endpoint came
+    # from the environment) would otherwise be reused and point at a port that is gone.
+    s3fs.S3FileSystem.clear_instance_cache()
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     port = free_port()
@@ -39,6 +44,7 @@ def moto_s3_server() -> Iterator[str]:
             else:
                 os.environ[key] = value
         server.stop()
+        s3fs.S3FileSystem.clear_instance_cache()
 
 
 def make_bucket(name: str):

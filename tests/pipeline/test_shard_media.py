@@ -90,7 +90,8 @@ def test_shards_keep_no_media_and_the_dataset_holds_the_one_copy(tmp_path, media
 
 
 def test_relabel_then_rebuild_keeps_every_pair_decodable_and_the_labels(tmp_path, media_server):
-    from mipkit.labelling.passt import label_dataset, make_labeller
+    from mipkit.labelling.passt import make_labeller
+    from mipkit.labelling.relabel import label_dataset
 
     options = _options(tmp_path, media_server)
     build(options)
